@@ -1,0 +1,46 @@
+# l0rl: one-command setup, demo and tests. Everything the project needs is installed here.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.l0rl-setup
+DEMO_DIR ?= runs/demo
+
+.PHONY: setup demo test test-fast lint format bench clean
+
+setup: $(STAMP)
+
+# Order matters (see README "Installation"): torch first, pinned, so nothing resolves a CUDA build;
+# then the project under the tested constraints; then the Mario emulator, whose 9.x releases declare
+# Python >= 3.13 but run correctly on 3.11, so it goes in alone with --ignore-requires-python.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q -c constraints.txt -e ".[dev,onnx,plot]"
+	$(PIP) install -q --ignore-requires-python --no-deps "nes-py==9.0.1" "gym-super-mario-bros==9.1.0"
+	$(PY) -c "import torch, gymnasium, wandb, tyro, cv2, nes_py, gym_super_mario_bros; print('l0rl setup ok: torch', torch.__version__)"
+	touch $(STAMP)
+
+demo: setup
+	WANDB_MODE=$${WANDB_MODE:-offline} $(PY) -m benchmark.demo --out-dir $(DEMO_DIR)
+
+test: setup
+	WANDB_MODE=disabled $(PY) -m pytest -n 2 -q tests
+
+test-fast: setup
+	WANDB_MODE=disabled $(PY) -m pytest -n 2 -q -m "not slow and not mario" tests
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: setup
+	$(PY) benchmark/l0_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
