@@ -1,0 +1,61 @@
+"""l0: learnable hard-concrete gates ("sparsity map") for PyTorch models, and their scheduler.
+
+    import l0
+    l0.sparsify(model, granularity="unit")           # gate Linear/Conv2d weights in place
+    loss = task_loss + lam * l0.penalty(model)        # expected share of non-zero gated weights
+    l0.stats(model)                                   # {"l0/sparsity": ..., ...} under test-time gates
+    small = l0.harden(model)                          # plain model, gates folded in, exact zeros
+
+Which gate mode to use in RL:
+- on-policy (PPO, A2C): `with l0.frozen_gates(agent):` around one iteration's rollout and update,
+  so the data and the update see the same sampled policy;
+- off-policy acting, evaluation, target networks: `agent.eval()` or `with l0.deterministic_gates(net):`;
+- off-policy learning updates: train mode (a fresh sample per forward).
+Depends on torch only.
+"""
+
+from l0.gates import BETA, GAMMA, LOG_ALPHA_MAX, LOG_ALPHA_MIN, ZETA
+from l0.scheduler import MODES as SCHEDULER_MODES
+from l0.scheduler import SparsityMapScheduler
+from l0.sparsify import (
+    GRANULARITIES,
+    HardConcreteGate,
+    clamp_log_alpha_,
+    deterministic_gates,
+    frozen_gates,
+    gate_parameters,
+    gated_layers,
+    harden,
+    is_gated,
+    penalty,
+    set_temperature,
+    sparsify,
+    sparsify_like,
+    stats,
+    weight_parameters,
+)
+
+__all__ = [
+    "BETA",
+    "GAMMA",
+    "ZETA",
+    "LOG_ALPHA_MIN",
+    "LOG_ALPHA_MAX",
+    "GRANULARITIES",
+    "SCHEDULER_MODES",
+    "HardConcreteGate",
+    "SparsityMapScheduler",
+    "clamp_log_alpha_",
+    "deterministic_gates",
+    "frozen_gates",
+    "gate_parameters",
+    "gated_layers",
+    "harden",
+    "is_gated",
+    "penalty",
+    "set_temperature",
+    "sparsify",
+    "sparsify_like",
+    "stats",
+    "weight_parameters",
+]

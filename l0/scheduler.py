@@ -1,0 +1,132 @@
+"""The sparsity-map scheduler: how strongly the L0 penalty pulls, as a function of training progress.
+
+Modes (progress p = global_step / total_steps):
+- "constant": lambda = lam from the first step.
+- "linear" / "cosine": lambda = 0 until p = warmup, then ramps (linearly or along a half cosine)
+  to lam at p = ramp_end, and holds. Lets the policy learn something before gates start closing.
+- "target": dual ascent towards a requested sparsity. The target ramps from 0 at p = warmup to
+  target_sparsity at p = target_at and then holds; after every call with a measured sparsity,
+  log(lambda) += dual_lr * (target_now - sparsity) / target_sparsity, clipped to [lam_min, lam_max].
+  Working in log space makes the step size independent of lambda's scale.
+An optional temperature anneal moves the gates' beta linearly from beta_start to beta_end.
+"""
+
+import math
+
+MODES = ("constant", "linear", "cosine", "target")
+
+
+class SparsityMapScheduler:
+    """Drives the L0 strength lambda (and optionally beta) from the global step; resumable."""
+
+    def __init__(
+        self,
+        total_steps: int,
+        mode: str = "constant",
+        lam: float = 0.01,
+        warmup: float = 0.0,
+        ramp_end: float = 0.5,
+        target_sparsity: float | None = None,
+        target_at: float = 0.5,
+        dual_lr: float = 0.1,
+        lam_min: float = 1e-5,
+        lam_max: float = 10.0,
+        beta_start: float | None = None,
+        beta_end: float | None = None,
+    ):
+        if mode not in MODES:
+            raise ValueError(f"unknown scheduler mode {mode!r}; use one of {', '.join(MODES)}")
+        if total_steps <= 0:
+            raise ValueError(f"total_steps must be > 0, got {total_steps}")
+        if lam < 0:
+            raise ValueError(f"lambda (L0 strength) must be >= 0, got {lam}; use 0 to switch the penalty off")
+        if not (0.0 <= warmup < 1.0):
+            raise ValueError(f"warmup is a fraction of training and must be in [0, 1), got {warmup}")
+        if mode in ("linear", "cosine") and not warmup < ramp_end <= 1.0:
+            raise ValueError(f"ramp_end must be in (warmup, 1], got ramp_end={ramp_end}, warmup={warmup}")
+        if mode == "target":
+            if target_sparsity is None or not 0.0 < target_sparsity < 1.0:
+                raise ValueError(f"target mode needs target_sparsity in (0, 1), got {target_sparsity}")
+            if not warmup < target_at <= 1.0:
+                raise ValueError(
+                    f"target_at must be in (warmup, 1], got target_at={target_at}, warmup={warmup}"
+                )
+            if not 0 < lam_min <= lam <= lam_max:
+                raise ValueError(
+                    f"target mode needs 0 < lam_min <= lam <= lam_max, got {lam_min}, {lam}, {lam_max}"
+                )
+            if dual_lr <= 0:
+                raise ValueError(f"dual_lr must be > 0, got {dual_lr}")
+        if (beta_start is None) != (beta_end is None):
+            raise ValueError("give both beta_start and beta_end for a temperature anneal, or neither")
+        if beta_start is not None and not (beta_start > 0 and beta_end > 0):
+            raise ValueError(f"beta_start and beta_end must be > 0, got {beta_start}, {beta_end}")
+        self.total_steps = total_steps
+        self.mode = mode
+        self.lam_peak = lam
+        self.warmup = warmup
+        self.ramp_end = ramp_end
+        self.target_sparsity = target_sparsity
+        self.target_at = target_at
+        self.dual_lr = dual_lr
+        self.lam_min, self.lam_max = lam_min, lam_max
+        self.beta_start, self.beta_end = beta_start, beta_end
+        self.log_lam = math.log(lam) if mode == "target" else None
+        self.lam = lam if mode == "constant" else 0.0
+        self.current_target = 0.0
+
+    def progress(self, global_step: int) -> float:
+        return min(max(global_step / self.total_steps, 0.0), 1.0)
+
+    def target_at_step(self, global_step: int) -> float:
+        """The sparsity the target mode asks for at this step (0 during warm-up)."""
+        p = self.progress(global_step)
+        frac = min(max((p - self.warmup) / (self.target_at - self.warmup), 0.0), 1.0)
+        return self.target_sparsity * frac
+
+    def step(self, global_step: int, sparsity: float | None = None) -> float:
+        """Update and return lambda for this step. Target mode needs the measured sparsity."""
+        p = self.progress(global_step)
+        if self.mode == "constant":
+            self.lam = self.lam_peak
+        elif self.mode in ("linear", "cosine"):
+            frac = min(max((p - self.warmup) / (self.ramp_end - self.warmup), 0.0), 1.0)
+            shape = frac if self.mode == "linear" else 0.5 * (1.0 - math.cos(math.pi * frac))
+            self.lam = self.lam_peak * shape
+        else:
+            if sparsity is None:
+                raise ValueError("target mode needs the measured sparsity: step(global_step, sparsity)")
+            self.current_target = self.target_at_step(global_step)
+            if p < self.warmup:
+                self.lam = 0.0
+            else:
+                error = (self.current_target - sparsity) / self.target_sparsity
+                self.log_lam = min(
+                    max(self.log_lam + self.dual_lr * error, math.log(self.lam_min)), math.log(self.lam_max)
+                )
+                self.lam = math.exp(self.log_lam)
+        return self.lam
+
+    def temperature(self, global_step: int) -> float | None:
+        """Gate temperature for this step, or None when no anneal is configured."""
+        if self.beta_start is None:
+            return None
+        p = self.progress(global_step)
+        return self.beta_start + (self.beta_end - self.beta_start) * p
+
+    def log_dict(self, prefix: str = "l0/") -> dict[str, float]:
+        out = {f"{prefix}lambda": self.lam}
+        if self.mode == "target":
+            out[f"{prefix}target_sparsity"] = self.current_target
+        return out
+
+    def state_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def load_state_dict(self, state: dict) -> None:
+        unknown = set(state) - set(self.__dict__)
+        if unknown:
+            raise ValueError(
+                f"scheduler state has unknown keys {sorted(unknown)}; was it saved by another version?"
+            )
+        self.__dict__.update(state)

@@ -1,0 +1,294 @@
+"""Attach hard-concrete gates to a model's layers with torch parametrizations, and read them back.
+
+The model's own code does not change: each gated layer's `weight` becomes `original * z` through a
+`HardConcreteGate` parametrization. Gates follow the module's mode:
+- `.train()`: a fresh gate sample on every forward (unless frozen, see `frozen_gates`);
+- `.eval()`: the deterministic test-time gate;
+and `deterministic_gates(model)` forces the test-time gate whatever the mode.
+The gate's log_alpha and its constants live in `state_dict()`, move with `.to()`, and
+`harden()` is exactly torch's "remove parametrization, keep the parametrized value".
+"""
+
+import contextlib
+import copy
+import fnmatch
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from l0.gates import (
+    BETA,
+    GAMMA,
+    LOG_ALPHA_MAX,
+    LOG_ALPHA_MIN,
+    ZETA,
+    check_gate_hparams,
+    deterministic_gate,
+    log_alpha_init,
+    prob_nonzero,
+    sample_gate,
+)
+
+GRANULARITIES = ("weight", "unit")
+"""'weight': one gate per weight (unstructured). 'unit': one gate per output unit / conv channel
+(structured), so whole neurons and filters close and can be removed by compress."""
+GATEABLE = (nn.Linear, nn.Conv2d)
+_LOG_ALPHA_KEY = "parametrizations.weight.0.log_alpha"
+
+LayerFilter = Sequence[str] | Callable[[str, nn.Module], bool] | None
+
+
+class HardConcreteGate(nn.Module):
+    """Parametrization `weight -> weight * z` with z a hard-concrete gate per weight or per unit."""
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        granularity: str = "weight",
+        drop_rate: float = 0.5,
+        beta: float = BETA,
+        gamma: float = GAMMA,
+        zeta: float = ZETA,
+    ):
+        super().__init__()
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"unknown granularity {granularity!r}; use one of {', '.join(GRANULARITIES)}")
+        check_gate_hparams(beta, gamma, zeta)
+        shape = weight.shape if granularity == "weight" else (weight.shape[0],) + (1,) * (weight.dim() - 1)
+        init = torch.empty(shape, dtype=weight.dtype, device=weight.device).normal_(
+            log_alpha_init(drop_rate), 0.01
+        )
+        self.log_alpha = nn.Parameter(init)
+        # Constants are buffers so a state_dict alone is enough to rebuild the gate (see sparsify_like).
+        self.register_buffer("beta", torch.tensor(float(beta), dtype=weight.dtype, device=weight.device))
+        self.register_buffer("gamma", torch.tensor(float(gamma), dtype=weight.dtype, device=weight.device))
+        self.register_buffer("zeta", torch.tensor(float(zeta), dtype=weight.dtype, device=weight.device))
+        self.granularity = granularity
+        self.force_deterministic = False
+        self.frozen_noise: torch.Tensor | None = None
+
+    def gate(self) -> torch.Tensor:
+        """The gate values this forward pass uses (mode rules in the module docstring)."""
+        if self.force_deterministic or not self.training:
+            return deterministic_gate(self.log_alpha, self.gamma, self.zeta)
+        u = self.frozen_noise if self.frozen_noise is not None else torch.rand_like(self.log_alpha)
+        return sample_gate(self.log_alpha, u, self.beta, self.gamma, self.zeta)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.gate()
+
+    def expected_l0(self, weight_numel: int) -> torch.Tensor:
+        """Expected number of non-zero weights this gate leaves (a unit gate covers its fan-in)."""
+        group = weight_numel // self.log_alpha.numel()
+        return prob_nonzero(self.log_alpha, self.beta, self.gamma, self.zeta).sum() * group
+
+
+def _selected(name: str, module: nn.Module, include: LayerFilter, exclude: LayerFilter) -> bool:
+    def matches(flt: LayerFilter) -> bool:
+        if callable(flt):
+            return bool(flt(name, module))
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in flt)
+
+    if not isinstance(module, GATEABLE):
+        return False
+    if include is not None and not matches(include):
+        return False
+    return not (exclude is not None and matches(exclude))
+
+
+def sparsify(
+    model: nn.Module,
+    granularity: str = "weight",
+    drop_rate: float = 0.5,
+    include: LayerFilter = None,
+    exclude: LayerFilter = None,
+    beta: float = BETA,
+    gamma: float = GAMMA,
+    zeta: float = ZETA,
+) -> nn.Module:
+    """Gate the weights of the model's nn.Linear / nn.Conv2d layers in place; returns the model.
+
+    include / exclude: glob patterns on module names (as in `named_modules()`, e.g. ["actor.*"]) or
+    a predicate `(name, module) -> bool`. Layers already gated are left as they are, so a model can
+    be sparsified in several calls (e.g. hidden layers per unit, the output layer per weight).
+    Biases are not gated. Gate tensors take the weight's device and dtype.
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"unknown granularity {granularity!r}; use one of {', '.join(GRANULARITIES)}")
+    check_gate_hparams(beta, gamma, zeta)
+    log_alpha_init(drop_rate)  # validates drop_rate before any layer is touched
+    targets = [
+        (name, m)
+        for name, m in model.named_modules()
+        if _selected(name, m, include, exclude) and not is_gated(m)
+    ]
+    if not targets and not any(is_gated(m) for _, m in model.named_modules()):
+        kinds = ", ".join(t.__name__ for t in GATEABLE)
+        raise ValueError(
+            f"no gateable layer ({kinds}) matched in {type(model).__name__}; check include/exclude"
+        )
+    for _, module in targets:
+        gate = HardConcreteGate(module.weight, granularity, drop_rate, beta, gamma, zeta)
+        parametrize.register_parametrization(module, "weight", gate)
+    return model
+
+
+def sparsify_like(model: nn.Module, state_dict: dict) -> nn.Module:
+    """Attach gates to `model` wherever `state_dict` (of a gated model) has them, then load it.
+
+    Granularity and gate constants are read from the state_dict itself, so a checkpoint needs no
+    separate gate config to be rebuilt."""
+    modules = dict(model.named_modules())
+    for key, log_alpha in state_dict.items():
+        if not key.endswith(_LOG_ALPHA_KEY):
+            continue
+        name = key[: -len(_LOG_ALPHA_KEY)].rstrip(".")
+        module = modules.get(name)
+        if module is None or not isinstance(module, GATEABLE):
+            raise ValueError(
+                f"state_dict gates layer {name!r}, which this model does not have as Linear/Conv2d"
+            )
+        if is_gated(module):
+            continue
+        granularity = "weight" if log_alpha.shape == module.weight.shape else "unit"
+        parametrize.register_parametrization(module, "weight", HardConcreteGate(module.weight, granularity))
+    model.load_state_dict(state_dict)
+    return model
+
+
+def is_gated(module: nn.Module) -> bool:
+    """True when the module's weight carries a HardConcreteGate."""
+    return parametrize.is_parametrized(module, "weight") and any(
+        isinstance(p, HardConcreteGate) for p in module.parametrizations["weight"]
+    )
+
+
+def gated_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module, HardConcreteGate]]:
+    """(name, layer, gate) for every gated layer, in module order."""
+    for name, module in model.named_modules():
+        if is_gated(module):
+            gate = next(p for p in module.parametrizations["weight"] if isinstance(p, HardConcreteGate))
+            yield name, module, gate
+
+
+def gate_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The log_alpha parameters: give them their own optimizer group (own lr, no weight decay)."""
+    return [gate.log_alpha for _, _, gate in gated_layers(model)]
+
+
+def weight_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Every parameter that is not a gate's log_alpha."""
+    gate_ids = {id(p) for p in gate_parameters(model)}
+    return [p for p in model.parameters() if id(p) not in gate_ids]
+
+
+@torch.no_grad()
+def clamp_log_alpha_(model: nn.Module, low: float = LOG_ALPHA_MIN, high: float = LOG_ALPHA_MAX) -> None:
+    """Clamp every log_alpha into [low, high] in place; call after each optimizer step."""
+    for p in gate_parameters(model):
+        p.clamp_(low, high)
+
+
+def set_temperature(model: nn.Module, beta: float) -> None:
+    """Set every gate's temperature (used by the scheduler's optional temperature anneal)."""
+    check_gate_hparams(beta, GAMMA, ZETA)
+    for _, _, gate in gated_layers(model):
+        gate.beta.fill_(beta)
+
+
+def penalty(model: nn.Module, normalize: str = "mean") -> torch.Tensor:
+    """Expected L0 of the model's gated weights, to add to the loss as `lam * penalty(model)`.
+
+    normalize="mean" (default) divides by the number of gated weights: the penalty is then the
+    expected share of gated weights that are non-zero, in [0, 1], so lambda means the same thing
+    for a 4k-weight MLP and a 1.7M-weight CNN. normalize="sum" gives the paper's raw sum.
+    """
+    if normalize not in ("mean", "sum"):
+        raise ValueError(f"unknown normalize {normalize!r}; use 'mean' or 'sum'")
+    layers = list(gated_layers(model))
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no gates; call l0.sparsify(model) first")
+    total = sum(gate.expected_l0(m.parametrizations["weight"].original.numel()) for _, m, gate in layers)
+    if normalize == "sum":
+        return total
+    return total / sum(m.parametrizations["weight"].original.numel() for _, m, _ in layers)
+
+
+@torch.no_grad()
+def stats(model: nn.Module, prefix: str = "l0/") -> dict[str, float]:
+    """Per-layer and total gate statistics under deterministic gates, named ready to log.
+
+    Totals: `{prefix}gated_weights`, `zero_weights` (exact zeros of weight * z), `sparsity`
+    (zero_weights / gated_weights), `expected_l0` (closed form, in weights), `open_share` (share
+    of gates with z > 0). Per layer: `{prefix}layer/<name>/sparsity` and `.../open_share`."""
+    out: dict[str, float] = {}
+    n_w = n_zero = n_gates = n_open = 0
+    exp_l0 = 0.0
+    for name, module, gate in gated_layers(model):
+        original = module.parametrizations["weight"].original
+        z = deterministic_gate(gate.log_alpha, gate.gamma, gate.zeta)
+        zeros = int(((original * z) == 0).sum())
+        n_w += original.numel()
+        n_zero += zeros
+        n_gates += z.numel()
+        n_open += int((z > 0).sum())
+        exp_l0 += float(gate.expected_l0(original.numel()))
+        out[f"{prefix}layer/{name}/sparsity"] = zeros / original.numel()
+        out[f"{prefix}layer/{name}/open_share"] = float((z > 0).float().mean())
+    out[f"{prefix}gated_weights"] = float(n_w)
+    out[f"{prefix}zero_weights"] = float(n_zero)
+    out[f"{prefix}sparsity"] = n_zero / n_w if n_w else 0.0
+    out[f"{prefix}expected_l0"] = exp_l0
+    out[f"{prefix}open_share"] = n_open / n_gates if n_gates else 0.0
+    return out
+
+
+def harden(model: nn.Module) -> nn.Module:
+    """A gate-free copy whose weights are the deterministic gated weights (exact zeros included).
+
+    Its outputs equal the gated model's eval-mode outputs, and its state_dict loads into the
+    original dense architecture. The input model is not modified."""
+    hard = copy.deepcopy(model)
+    was_training = hard.training
+    hard.eval()
+    for _, module, _ in list(gated_layers(hard)):
+        # deepcopy shares torch's generated Parametrized* class with the original, and removing a
+        # parametrization deletes the property from that class: give the copy a class of its own.
+        cls = type(module)
+        module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    return hard.train(was_training)
+
+
+@contextlib.contextmanager
+def deterministic_gates(model: nn.Module) -> Iterator[nn.Module]:
+    """Use test-time gates inside the block even in train mode (acting, target networks, eval)."""
+    gates = [gate for _, _, gate in gated_layers(model)]
+    previous = [g.force_deterministic for g in gates]
+    for g in gates:
+        g.force_deterministic = True
+    try:
+        yield model
+    finally:
+        for g, p in zip(gates, previous):
+            g.force_deterministic = p
+
+
+@contextlib.contextmanager
+def frozen_gates(model: nn.Module, generator: torch.Generator | None = None) -> Iterator[nn.Module]:
+    """Draw one gate sample at entry and reuse its noise for every forward inside the block.
+
+    The noise, not z, is frozen: z is recomputed from log_alpha each forward, so gradients still
+    reach log_alpha while a PPO rollout and its update see the same sampled sparsity pattern."""
+    gates = [gate for _, _, gate in gated_layers(model)]
+    for g in gates:
+        g.frozen_noise = torch.rand(
+            g.log_alpha.shape, generator=generator, dtype=g.log_alpha.dtype, device=g.log_alpha.device
+        )
+    try:
+        yield model
+    finally:
+        for g in gates:
+            g.frozen_noise = None
