@@ -107,12 +107,15 @@ def sparsify(
     beta: float = BETA,
     gamma: float = GAMMA,
     zeta: float = ZETA,
+    output_granularity: str | None = None,
 ) -> nn.Module:
     """Gate the weights of the model's nn.Linear / nn.Conv2d layers in place; returns the model.
 
     include / exclude: glob patterns on module names (as in `named_modules()`, e.g. ["actor.*"]) or
     a predicate `(name, module) -> bool`. Layers already gated are left as they are, so a model can
     be sparsified in several calls (e.g. hidden layers per unit, the output layer per weight).
+    output_granularity: granularity of the last selected layer (in module order) when it should
+    differ, e.g. "weight" for a policy's output layer, where a unit gate would delete an action.
     Biases are not gated. Gate tensors take the weight's device and dtype.
     """
     if granularity not in GRANULARITIES:
@@ -129,8 +132,13 @@ def sparsify(
         raise ValueError(
             f"no gateable layer ({kinds}) matched in {type(model).__name__}; check include/exclude"
         )
-    for _, module in targets:
-        gate = HardConcreteGate(module.weight, granularity, drop_rate, beta, gamma, zeta)
+    if output_granularity is not None and output_granularity not in GRANULARITIES:
+        raise ValueError(f"unknown granularity {output_granularity!r}; use one of {', '.join(GRANULARITIES)}")
+    for i, (_, module) in enumerate(targets):
+        last = i == len(targets) - 1 and output_granularity is not None
+        gate = HardConcreteGate(
+            module.weight, output_granularity if last else granularity, drop_rate, beta, gamma, zeta
+        )
         parametrize.register_parametrization(module, "weight", gate)
     return model
 

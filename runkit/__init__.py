@@ -1,0 +1,46 @@
+"""runkit: the plumbing every l0rl entry point shares and no algorithm owns: the run directory
+contract and atomic checkpoints, the metrics record + W&B, progress display, evaluation episodes,
+and one-line CLI errors."""
+
+from runkit.checkpoint import (
+    CHECKPOINT_NAME,
+    FORMAT_VERSION,
+    RunError,
+    atomic_torch_save,
+    atomic_write_json,
+    create_run_dir,
+    load_checkpoint,
+    resolve_checkpoint,
+    rng_state,
+    run_name,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
+from runkit.cli import run_cli
+from runkit.evaluate import eval_metrics, evaluate
+from runkit.tracker import WANDB_MODES, Progress, Tracker, read_metrics, resolve_wandb_mode
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "FORMAT_VERSION",
+    "WANDB_MODES",
+    "Progress",
+    "RunError",
+    "Tracker",
+    "atomic_torch_save",
+    "atomic_write_json",
+    "create_run_dir",
+    "eval_metrics",
+    "evaluate",
+    "load_checkpoint",
+    "read_metrics",
+    "resolve_checkpoint",
+    "resolve_wandb_mode",
+    "rng_state",
+    "run_cli",
+    "run_name",
+    "save_checkpoint",
+    "seed_everything",
+    "set_rng_state",
+]

@@ -1,0 +1,73 @@
+"""Evaluation episodes of a deterministic-action policy, shared by every algorithm and by compress.
+
+A "policy" here is an nn.Module mapping a batch of raw observations (as float32) to action scores:
+logits / Q-values for a discrete action space (the action is their argmax, or a sample from
+softmax(logits) with greedy=False), or the action itself for a Box space (clipped to its bounds).
+Episode i is seeded with seed + i, so two policies evaluated with the same seed face the same starts.
+"""
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from envs import make_env
+
+
+@torch.no_grad()
+def evaluate(
+    policy: nn.Module,
+    env_id: str,
+    env_options: dict | None = None,
+    episodes: int = 10,
+    seed: int = 10_000,
+    greedy: bool = True,
+    max_steps: int | None = None,
+    device: str | torch.device = "cpu",
+) -> dict:
+    """Run `episodes` episodes; returns lists of returns, lengths and (where reported) successes."""
+    env = make_env(env_id, seed, 0, False, "", **(env_options or {}))()
+    discrete = isinstance(env.action_space, gym.spaces.Discrete)
+    gen = torch.Generator().manual_seed(seed)
+    was_training = policy.training
+    policy.eval()
+    returns, lengths, successes = [], [], []
+    try:
+        for i in range(episodes):
+            obs, _ = env.reset(seed=seed + i)
+            total, steps, done, info = 0.0, 0, False, {}
+            while not done and (max_steps is None or steps < max_steps):
+                x = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=device).unsqueeze(0)
+                out = policy(x).cpu()
+                if discrete:
+                    if greedy:
+                        action = int(out.argmax(-1))
+                    else:
+                        action = int(torch.multinomial(torch.softmax(out, -1), 1, generator=gen))
+                else:
+                    action = np.clip(out[0].numpy(), env.action_space.low, env.action_space.high)
+                obs, reward, terminated, truncated, info = env.step(action)
+                total += float(reward)
+                steps += 1
+                done = terminated or truncated
+            returns.append(total)
+            lengths.append(steps)
+            if "is_success" in info:
+                successes.append(float(info["is_success"]))
+    finally:
+        env.close()
+        policy.train(was_training)
+    return {"returns": returns, "lengths": lengths, "successes": successes or None}
+
+
+def eval_metrics(result: dict, prefix: str = "eval/") -> dict[str, float]:
+    """Mean and std of an `evaluate` result, named for logging."""
+    r = np.asarray(result["returns"], dtype=np.float64)
+    out = {
+        f"{prefix}episodic_return": float(r.mean()),
+        f"{prefix}episodic_return_std": float(r.std()),
+        f"{prefix}episodic_length": float(np.mean(result["lengths"])),
+    }
+    if result["successes"] is not None:
+        out[f"{prefix}success_rate"] = float(np.mean(result["successes"]))
+    return out
