@@ -9,8 +9,6 @@ L0 during PPO: one gate draw is frozen for an iteration (`l0.frozen_gates`), so 
 the update that reuses it see the same sampled policy; evaluation uses deterministic gates.
 """
 
-import json
-import os
 import pickle
 import time
 from dataclasses import asdict, dataclass
@@ -28,15 +26,13 @@ import l0
 from envs import make_vector_env
 from runkit import (
     Progress,
-    RunError,
-    Tracker,
-    create_run_dir,
+    env_options,
     eval_metrics,
     evaluate,
-    load_checkpoint,
+    open_run,
+    resume_or_new,
     rng_state,
     run_cli,
-    run_name,
     save_checkpoint,
     seed_everything,
     set_rng_state,
@@ -275,43 +271,14 @@ def check_args(args: Args) -> None:
 
 def train(args: Args) -> str:
     """Train (or resume) a run; returns its run directory."""
-    ckpt = None
-    if args.resume:
-        ckpt = load_checkpoint(args.resume)
-        if ckpt["algo"] != ALGO:
-            raise RunError(
-                f"{args.resume} was trained by {ckpt['algo']}, not {ALGO}; resume it with that script"
-            )
-        overrides = {"resume": args.resume, "halt_after": args.halt_after, "progress": args.progress}
-        args = Args(**{**ckpt["args"], **overrides})
-        if ckpt["iteration"] >= ckpt["args"]["num_iterations"]:
-            raise RunError(
-                f"{args.resume} has already finished its {args.total_timesteps} steps; nothing to resume"
-            )
-    env_options = json.loads(args.env_options)
+    args, ckpt, name = resume_or_new(args, ALGO)
+    options = env_options(args)
     check_args(args)
     args.batch_size = int(args.num_envs * args.num_steps)
     args.minibatch_size = int(args.batch_size // args.num_minibatches)
     args.num_iterations = args.total_timesteps // args.batch_size
-    envs = make_vector_env(args.env_id, args.num_envs, args.seed, args.capture_video, "", **env_options)
-    if args.resume:
-        run_dir = args.resume
-        name = os.path.basename(os.path.normpath(run_dir))
-    else:
-        name = run_name(args.env_id, args.exp_name, args.seed)
-        run_dir = str(create_run_dir(args.runs_dir, name))
-    tracker = Tracker(
-        run_dir,
-        name,
-        config=asdict(args),
-        wandb_mode=args.wandb_mode,
-        project=args.wandb_project,
-        entity=args.wandb_entity,
-        group=args.wandb_group or args.env_id,
-        tags=[args.env_id, ALGO, "l0" if args.l0 else "dense"],
-        wandb_id=ckpt.get("wandb_id") if ckpt else None,
-        resume_step=ckpt["global_step"] if ckpt else None,
-    )
+    envs = make_vector_env(args.env_id, args.num_envs, args.seed, args.capture_video, name, **options)
+    run_dir, tracker = open_run(args, ALGO, name, ckpt)
 
     # TRY NOT TO MODIFY: seeding
     seed_everything(args.seed, args.torch_deterministic)
@@ -353,6 +320,7 @@ def train(args: Args) -> str:
         global_step, start_iteration = ckpt["global_step"], ckpt["iteration"] + 1
         next_obs, next_done = ckpt["loop"]["next_obs"].to(device), ckpt["loop"]["next_done"].to(device)
         if ckpt["loop"]["envs"] is not None:
+            envs.close()
             envs = ckpt["loop"]["envs"]  # exact env state (classic control pickles)
         else:  # e.g. Box2D or the emulator: episodes in flight restart, seeded by the step
             next_obs, _ = envs.reset(seed=args.seed + global_step)
@@ -366,11 +334,12 @@ def train(args: Args) -> str:
                 "format_version": 1,
                 "algo": ALGO,
                 "env_id": args.env_id,
-                "env_options": env_options,
+                "env_options": options,
                 "spaces": (envs.single_observation_space, envs.single_action_space),
                 "args": asdict(args),
                 "global_step": global_step,
                 "iteration": iteration,
+                "finished": iteration == args.num_iterations,
                 "networks": {"agent": agent.state_dict()},
                 "optimizers": {"agent": optimizer.state_dict()},
                 "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
@@ -389,7 +358,11 @@ def train(args: Args) -> str:
         if args.anneal_lr:
             frac = 1.0 - (iteration - 1.0) / args.num_iterations
             optimizer.param_groups[0]["lr"] = frac * args.learning_rate
-        lams = {k: s.step(global_step, l0.stats(gated[k])["l0/sparsity"]) for k, s in schedulers.items()}
+        # the target schedule's controller reads the sparsity reached so far; other modes need no stats
+        lams = {
+            k: s.step(global_step, l0.stats(gated[k])["l0/sparsity"] if s.mode == "target" else None)
+            for k, s in schedulers.items()
+        }
 
         with l0.frozen_gates(agent):  # one gate draw for this rollout and its update
             for step in range(0, args.num_steps):
@@ -524,7 +497,7 @@ def train(args: Args) -> str:
             "losses/approx_kl": approx_kl.item(),
             "losses/clipfrac": np.mean(clipfracs),
             "losses/explained_variance": explained_var,
-            "losses/l0_penalty": float(l0_loss),
+            "losses/l0_penalty": float(l0_loss.detach()) if args.l0 else 0.0,
             "charts/SPS": sps,
         }
         sparsity = None
@@ -551,7 +524,7 @@ def train(args: Args) -> str:
         result = evaluate(
             agent.actor,
             args.env_id,
-            env_options,
+            options,
             args.eval_episodes,
             args.seed + 10_000,
             greedy=args.eval_greedy,

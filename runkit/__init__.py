@@ -19,6 +19,7 @@ from runkit.checkpoint import (
 )
 from runkit.cli import run_cli
 from runkit.evaluate import eval_metrics, evaluate
+from runkit.session import env_options, open_run, resume_or_new
 from runkit.tracker import WANDB_MODES, Progress, Tracker, read_metrics, resolve_wandb_mode
 
 __all__ = [
@@ -31,12 +32,15 @@ __all__ = [
     "atomic_torch_save",
     "atomic_write_json",
     "create_run_dir",
+    "env_options",
     "eval_metrics",
     "evaluate",
     "load_checkpoint",
+    "open_run",
     "read_metrics",
     "resolve_checkpoint",
     "resolve_wandb_mode",
+    "resume_or_new",
     "rng_state",
     "run_cli",
     "run_name",

@@ -1,0 +1,504 @@
+"""A2C (synchronous advantage actor-critic) with L0-gated actor and critic, CleanRL style, in one file.
+
+    python algos/a2c_l0.py --env-id CartPole-v1               # sparse policy
+    python algos/a2c_l0.py --env-id CartPole-v1 --no-l0       # dense baseline, same code
+    python algos/a2c_l0.py --resume runs/<run_name>           # continue from the last checkpoint
+
+A2C's defaults (as in the A3C paper's synchronous variant and Stable-Baselines3): 5-step rollouts,
+one whole-batch update per rollout, RMSprop, no ratio clipping, n-step returns (gae_lambda = 1).
+L0: one gate draw is frozen per iteration (`l0.frozen_gates`): the rollout and its update see the
+same sampled policy; evaluation uses deterministic gates.
+"""
+
+import pickle
+import time
+from dataclasses import asdict, dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.optim as optim
+import tyro
+from torch.distributions.categorical import Categorical
+from torch.distributions.normal import Normal
+
+import l0
+from envs import make_vector_env
+from runkit import (
+    Progress,
+    env_options,
+    eval_metrics,
+    evaluate,
+    open_run,
+    resume_or_new,
+    rng_state,
+    run_cli,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
+
+ALGO = "a2c_l0"
+
+
+@dataclass
+class Args:
+    exp_name: str = ALGO
+    """the name of this experiment (part of the run name)"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, cuda is used when available"""
+    wandb_mode: str = "auto"
+    """W&B mode: auto (online with an API key, else offline), online, offline or disabled"""
+    wandb_project: str = "l0rl"
+    """the W&B project"""
+    wandb_entity: str | None = None
+    """the W&B entity (team)"""
+    wandb_group: str | None = None
+    """the W&B group (default: env id)"""
+    runs_dir: str = "runs"
+    """where run directories are created"""
+    capture_video: bool = False
+    """whether to capture videos of the agent (first env) into videos/<run_name>"""
+    progress: bool = True
+    """show a progress bar (plain lines when not a terminal)"""
+    checkpoint_every: int = 1000
+    """write a checkpoint every N iterations (and always at the end)"""
+    log_every: int = 50
+    """log losses and l0 statistics every N iterations (A2C iterations are tiny)"""
+    resume: str | None = None
+    """continue the run in this directory from its checkpoint, with its saved arguments"""
+    halt_after: int | None = None
+    """stop this process after N iterations (checkpointed; continue later with --resume)"""
+    eval_episodes: int = 10
+    """evaluation episodes at the end (deterministic gates)"""
+    eval_greedy: bool = True
+    """evaluate with the argmax action (else sample from the policy) for discrete actions"""
+
+    # Algorithm specific arguments
+    env_id: str = "CartPole-v1"
+    """the id of the environment"""
+    env_options: str = "{}"
+    """JSON dict of environment options, e.g. '{"reward_type": "dense"}' for NeedleReach-v0"""
+    total_timesteps: int = 500000
+    """total timesteps of the experiments"""
+    learning_rate: float = 7e-4
+    """the learning rate of the optimizer (weights)"""
+    num_envs: int = 4
+    """the number of parallel game environments"""
+    num_steps: int = 5
+    """the number of steps to run in each environment per policy rollout"""
+    anneal_lr: bool = True
+    """toggle learning rate annealing for policy and value networks"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 1.0
+    """the lambda for the general advantage estimation (1.0: plain n-step returns)"""
+    norm_adv: bool = False
+    """toggles advantages normalization"""
+    rms_alpha: float = 0.99
+    """RMSprop smoothing constant"""
+    rms_eps: float = 1e-5
+    """RMSprop epsilon"""
+    ent_coef: float = 0.01
+    """coefficient of the entropy"""
+    vf_coef: float = 0.5
+    """coefficient of the value function"""
+    max_grad_norm: float = 0.5
+    """the maximum norm for the gradient clipping"""
+
+    # L0 arguments
+    l0: bool = True
+    """gate the networks with L0 (hard-concrete) gates; --no-l0 gives the dense baseline"""
+    l0_granularity: str = "weight"
+    """'weight' (unstructured) or 'unit' (whole neurons/channels; output layers stay per weight)"""
+    l0_lambda_actor: float = 0.05
+    """L0 strength for the actor (penalty = expected share of non-zero gated weights)"""
+    l0_lambda_critic: float = 0.01
+    """L0 strength for the critic"""
+    l0_drop_rate: float = 0.3
+    """initial drop rate of the gates, in (0, 1)"""
+    l0_lr: float = 1e-2
+    """learning rate of the gate parameters log_alpha (not annealed, no weight decay)"""
+    l0_schedule: str = "linear"
+    """sparsity-map schedule: constant, linear, cosine (warm-up then ramp) or target (dual ascent)"""
+    l0_warmup: float = 0.1
+    """fraction of training with lambda = 0"""
+    l0_ramp_end: float = 0.5
+    """fraction of training at which lambda reaches its full value (linear/cosine)"""
+    l0_target_sparsity: float = 0.9
+    """target sparsity of each network (target schedule)"""
+    l0_target_at: float = 0.6
+    """fraction of training by which the target sparsity is reached (target schedule)"""
+    l0_dual_lr: float = 0.01
+    """step size of the dual ascent on log(lambda) per iteration (target schedule; A2C iterates often)"""
+
+    # to be filled in runtime
+    batch_size: int = 0
+    """the batch size (computed in runtime)"""
+    num_iterations: int = 0
+    """the number of iterations (computed in runtime)"""
+
+
+def layer_init(layer, std=2**0.5, bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Scale(nn.Module):
+    """Multiplies by a constant; puts the uint8 -> [0, 1] image scaling inside the policy itself."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.factor
+
+
+class Agent(nn.Module):
+    """Actor and critic. `actor` alone is the deployable policy: observations -> logits (discrete)
+    or action mean (continuous), an nn.Sequential that compress can shrink layer by layer."""
+
+    def __init__(self, obs_space: gym.Space, action_space: gym.Space):
+        super().__init__()
+        self.continuous = isinstance(action_space, gym.spaces.Box)
+        n_out = int(np.prod(action_space.shape)) if self.continuous else int(action_space.n)
+        if len(obs_space.shape) == 3:  # stacked frames: Nature CNN torso shared by actor and critic
+            torso = [
+                Scale(1.0 / 255.0),
+                layer_init(nn.Conv2d(obs_space.shape[0], 32, 8, stride=4)),
+                nn.ReLU(),
+                layer_init(nn.Conv2d(32, 64, 4, stride=2)),
+                nn.ReLU(),
+                layer_init(nn.Conv2d(64, 64, 3, stride=1)),
+                nn.ReLU(),
+                nn.Flatten(),
+                layer_init(nn.Linear(64 * 7 * 7, 512)),
+                nn.ReLU(),
+            ]
+            self.actor = nn.Sequential(*torso, layer_init(nn.Linear(512, n_out), std=0.01))
+            self.critic = nn.Sequential(*torso, layer_init(nn.Linear(512, 1), std=1))
+            self.critic_own = self.critic[-1]  # the critic's gates beyond the shared torso
+        else:
+            n_in = int(np.prod(obs_space.shape))
+            self.actor = nn.Sequential(
+                layer_init(nn.Linear(n_in, 64)),
+                nn.Tanh(),
+                layer_init(nn.Linear(64, 64)),
+                nn.Tanh(),
+                layer_init(nn.Linear(64, n_out), std=0.01),
+            )
+            self.critic = nn.Sequential(
+                layer_init(nn.Linear(n_in, 64)),
+                nn.Tanh(),
+                layer_init(nn.Linear(64, 64)),
+                nn.Tanh(),
+                layer_init(nn.Linear(64, 1), std=1.0),
+            )
+            self.critic_own = self.critic
+        if self.continuous:
+            self.actor_logstd = nn.Parameter(torch.zeros(1, n_out))
+
+    def get_value(self, x):
+        return self.critic(x)
+
+    def get_action_and_value(self, x, action=None):
+        out = self.actor(x)
+        if self.continuous:
+            probs = Normal(out, self.actor_logstd.expand_as(out).exp())
+            if action is None:
+                action = probs.sample()
+            return action, probs.log_prob(action).sum(1), probs.entropy().sum(1), self.critic(x)
+        probs = Categorical(logits=out)
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), self.critic(x)
+
+
+def gate_agent(agent: Agent, args: Args) -> None:
+    """Gate the actor (incl. a shared torso) and the critic's own layers."""
+    for net in (agent.actor, agent.critic_own):
+        l0.sparsify(net, args.l0_granularity, args.l0_drop_rate, output_granularity="weight")
+
+
+def make_scheduler(args: Args, lam: float) -> l0.SparsityMapScheduler:
+    return l0.SparsityMapScheduler(
+        total_steps=args.total_timesteps,
+        mode=args.l0_schedule,
+        lam=lam,
+        warmup=args.l0_warmup,
+        ramp_end=args.l0_ramp_end,
+        target_sparsity=args.l0_target_sparsity,
+        target_at=args.l0_target_at,
+        dual_lr=args.l0_dual_lr,
+        lam_max=max(10.0, lam),
+    )
+
+
+def policy_from_checkpoint(ckpt: dict) -> nn.Module:
+    """The deployable policy (gated if trained with L0) rebuilt from a checkpoint."""
+    obs_space, action_space = ckpt["spaces"]
+    agent = Agent(obs_space, action_space)
+    state = ckpt["networks"]["agent"]
+    if ckpt["args"]["l0"]:
+        l0.sparsify_like(agent, state)
+    else:
+        agent.load_state_dict(state)
+    return agent.actor
+
+
+def check_args(args: Args) -> None:
+    if args.l0_lambda_actor < 0 or args.l0_lambda_critic < 0:
+        raise ValueError("--l0-lambda-actor and --l0-lambda-critic must be >= 0 (0 switches the penalty off)")
+    if args.num_envs < 1 or args.num_steps < 1:
+        raise ValueError("--num-envs and --num-steps must be >= 1")
+    if args.total_timesteps < args.num_envs * args.num_steps:
+        raise ValueError(f"--total-timesteps must be >= one rollout ({args.num_envs * args.num_steps} steps)")
+
+
+def train(args: Args) -> str:
+    """Train (or resume) a run; returns its run directory."""
+    args, ckpt, name = resume_or_new(args, ALGO)
+    options = env_options(args)
+    check_args(args)
+    args.batch_size = int(args.num_envs * args.num_steps)
+    args.num_iterations = args.total_timesteps // args.batch_size
+    envs = make_vector_env(args.env_id, args.num_envs, args.seed, args.capture_video, name, **options)
+    run_dir, tracker = open_run(args, ALGO, name, ckpt)
+
+    # TRY NOT TO MODIFY: seeding
+    seed_everything(args.seed, args.torch_deterministic)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    agent = Agent(envs.single_observation_space, envs.single_action_space).to(device)
+    schedulers = {}
+    if args.l0:
+        gate_agent(agent, args)
+        schedulers = {"actor": make_scheduler(args, args.l0_lambda_actor)}
+        schedulers["critic"] = make_scheduler(args, args.l0_lambda_critic)
+    optimizer = optim.RMSprop(
+        [
+            {"params": l0.weight_parameters(agent), "lr": args.learning_rate},
+            {"params": l0.gate_parameters(agent), "lr": args.l0_lr, "weight_decay": 0.0},
+        ],
+        alpha=args.rms_alpha,
+        eps=args.rms_eps,
+    )
+    gated = {"actor": agent.actor, "critic": agent.critic_own}
+
+    # ALGO Logic: Storage setup
+    obs = torch.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape).to(device)
+    actions = torch.zeros((args.num_steps, args.num_envs) + envs.single_action_space.shape).to(device)
+    rewards = torch.zeros((args.num_steps, args.num_envs)).to(device)
+    dones = torch.zeros((args.num_steps, args.num_envs)).to(device)
+    values = torch.zeros((args.num_steps, args.num_envs)).to(device)
+
+    # TRY NOT TO MODIFY: start the game
+    global_step, start_iteration = 0, 1
+    next_obs, _ = envs.reset(seed=args.seed)
+    next_obs = torch.Tensor(next_obs).to(device)
+    next_done = torch.zeros(args.num_envs).to(device)
+    if ckpt:
+        agent.load_state_dict(ckpt["networks"]["agent"])
+        optimizer.load_state_dict(ckpt["optimizers"]["agent"])
+        for key, sched in schedulers.items():
+            sched.load_state_dict(ckpt["schedulers"][key])
+        global_step, start_iteration = ckpt["global_step"], ckpt["iteration"] + 1
+        next_obs, next_done = ckpt["loop"]["next_obs"].to(device), ckpt["loop"]["next_done"].to(device)
+        if ckpt["loop"]["envs"] is not None:
+            envs.close()
+            envs = ckpt["loop"]["envs"]  # exact env state (classic control pickles)
+        else:  # e.g. Box2D or the emulator: episodes in flight restart, seeded by the step
+            next_obs, _ = envs.reset(seed=args.seed + global_step)
+            next_obs, next_done = torch.Tensor(next_obs).to(device), torch.zeros(args.num_envs).to(device)
+        set_rng_state(ckpt["rng"])
+
+    def checkpoint(iteration: int) -> None:
+        save_checkpoint(
+            run_dir,
+            {
+                "format_version": 1,
+                "algo": ALGO,
+                "env_id": args.env_id,
+                "env_options": options,
+                "spaces": (envs.single_observation_space, envs.single_action_space),
+                "args": asdict(args),
+                "global_step": global_step,
+                "iteration": iteration,
+                "finished": iteration == args.num_iterations,
+                "networks": {"agent": agent.state_dict()},
+                "optimizers": {"agent": optimizer.state_dict()},
+                "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
+                "loop": {"next_obs": next_obs.cpu(), "next_done": next_done.cpu(), "envs": picklable(envs)},
+                "rng": rng_state(),
+                "wandb_id": tracker.wandb_id,
+            },
+        )
+
+    progress = Progress(args.total_timesteps, global_step, args.progress, desc=f"{ALGO} {args.env_id}")
+    recent_returns: list[float] = []
+    start_time, start_step = time.time(), global_step
+    iteration = start_iteration - 1
+    for iteration in range(start_iteration, args.num_iterations + 1):
+        # Annealing the rate if instructed to do so (weights only: the gates keep their own rate).
+        if args.anneal_lr:
+            frac = 1.0 - (iteration - 1.0) / args.num_iterations
+            optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+        # the target schedule's controller reads the sparsity reached so far; other modes need no stats
+        lams = {
+            k: s.step(global_step, l0.stats(gated[k])["l0/sparsity"] if s.mode == "target" else None)
+            for k, s in schedulers.items()
+        }
+
+        with l0.frozen_gates(agent):  # one gate draw for this rollout and its update
+            for step in range(0, args.num_steps):
+                global_step += args.num_envs
+                obs[step] = next_obs
+                dones[step] = next_done
+
+                # ALGO LOGIC: action logic
+                with torch.no_grad():
+                    action, _, _, value = agent.get_action_and_value(next_obs)
+                    values[step] = value.flatten()
+                actions[step] = action
+
+                # TRY NOT TO MODIFY: execute the game and log data.
+                next_obs_np, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
+                next_done_np = np.logical_or(terminations, truncations)
+                reward = torch.tensor(reward, dtype=torch.float32, device=device)
+                # SAME_STEP autoreset: next_obs is already the reset obs of a finished env, so a
+                # truncated episode is bootstrapped from its true final observation instead.
+                trunc_only = np.logical_and(truncations, np.logical_not(terminations))
+                if trunc_only.any():
+                    final = torch.Tensor(np.stack(infos["final_obs"][trunc_only])).to(device)
+                    with torch.no_grad():
+                        reward[torch.as_tensor(trunc_only)] += args.gamma * agent.get_value(final).flatten()
+                rewards[step] = reward
+                next_obs, next_done = (
+                    torch.Tensor(next_obs_np).to(device),
+                    torch.Tensor(next_done_np).to(device),
+                )
+                if "episode" in infos:
+                    for i in np.nonzero(infos["_episode"])[0]:
+                        ep_r, ep_l = float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])
+                        recent_returns = (recent_returns + [ep_r])[-20:]
+                        tracker.log(
+                            {"charts/episodic_return": ep_r, "charts/episodic_length": ep_l}, global_step
+                        )
+
+            # bootstrap value if not done
+            with torch.no_grad():
+                next_value = agent.get_value(next_obs).reshape(1, -1)
+                advantages = torch.zeros_like(rewards).to(device)
+                lastgaelam = 0
+                for t in reversed(range(args.num_steps)):
+                    if t == args.num_steps - 1:
+                        nextnonterminal = 1.0 - next_done
+                        nextvalues = next_value
+                    else:
+                        nextnonterminal = 1.0 - dones[t + 1]
+                        nextvalues = values[t + 1]
+                    delta = rewards[t] + args.gamma * nextvalues * nextnonterminal - values[t]
+                    advantages[t] = lastgaelam = (
+                        delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
+                    )
+                returns = advantages + values
+
+            # flatten the batch
+            b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
+            b_actions = actions.reshape((-1,) + envs.single_action_space.shape)
+            b_advantages = advantages.reshape(-1)
+            b_returns = returns.reshape(-1)
+            b_values = values.reshape(-1)
+
+            # ALGO LOGIC: one whole-batch update, no ratio and no clipping
+            _, newlogprob, entropy, newvalue = agent.get_action_and_value(
+                b_obs, b_actions.long() if not agent.continuous else b_actions
+            )
+            if args.norm_adv:
+                b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
+            pg_loss = -(b_advantages * newlogprob).mean()
+            v_loss = 0.5 * ((newvalue.view(-1) - b_returns) ** 2).mean()
+            # L0 LOGIC: expected share of open gated weights, weighted by the scheduled lambdas
+            l0_loss = sum(lams[k] * l0.penalty(gated[k]) for k in lams) if lams else torch.zeros(())
+            entropy_loss = entropy.mean()
+            loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef + l0_loss
+
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(l0.weight_parameters(agent), args.max_grad_norm)
+            optimizer.step()
+            l0.clamp_log_alpha_(agent)
+
+        # TRY NOT TO MODIFY: record rewards for plotting purposes (every log_every iterations)
+        if iteration % args.log_every == 0 or iteration == args.num_iterations:
+            y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+            var_y = np.var(y_true)
+            explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+
+            sps = int((global_step - start_step) / (time.time() - start_time))
+            metrics = {
+                "charts/learning_rate": optimizer.param_groups[0]["lr"],
+                "losses/value_loss": v_loss.item(),
+                "losses/policy_loss": pg_loss.item(),
+                "losses/entropy": entropy_loss.item(),
+                "losses/explained_variance": explained_var,
+                "losses/l0_penalty": float(l0_loss.detach()) if args.l0 else 0.0,
+                "charts/SPS": sps,
+            }
+            sparsity = None
+            if args.l0:
+                metrics.update(l0.stats(agent.actor, "l0/"))
+                metrics.update(l0.stats(agent.critic_own, "l0/critic/"))
+                metrics.update(schedulers["actor"].log_dict("l0/"))
+                metrics.update(schedulers["critic"].log_dict("l0/critic/"))
+                sparsity = metrics["l0/sparsity"]
+            tracker.log(metrics, global_step)
+            ret = float(np.mean(recent_returns)) if recent_returns else None
+            progress.update(global_step, SPS=sps, ret=ret, sparsity=sparsity)
+
+        if iteration % args.checkpoint_every == 0 or iteration == args.num_iterations:
+            checkpoint(iteration)
+        if args.halt_after is not None and iteration - start_iteration + 1 >= args.halt_after:
+            break
+    if iteration % args.checkpoint_every and iteration != args.num_iterations:
+        checkpoint(iteration)
+    progress.close()
+    envs.close()
+
+    if iteration == args.num_iterations:
+        result = evaluate(
+            agent.actor,
+            args.env_id,
+            options,
+            args.eval_episodes,
+            args.seed + 10_000,
+            greedy=args.eval_greedy,
+            device=device,
+        )
+        final = eval_metrics(result)
+        if args.l0:
+            final.update(l0.stats(agent.actor, "l0/"))
+        tracker.log(final, global_step)
+        tracker.summary({**final, "global_step": global_step, "finished": True})
+    tracker.finish()
+    return run_dir
+
+
+def picklable(envs: gym.vector.VectorEnv):
+    """The vector env itself when it can be pickled (exact resume), else None."""
+    try:
+        pickle.dumps(envs)
+    except Exception:
+        return None
+    return envs
+
+
+if __name__ == "__main__":
+    run_cli(lambda: train(tyro.cli(Args)), f"{ALGO}.py")
