@@ -9,7 +9,8 @@
 Which gate mode to use in RL:
 - on-policy (PPO, A2C): `with l0.frozen_gates(agent):` around one iteration's rollout and update,
   so the data and the update see the same sampled policy;
-- off-policy acting, evaluation, target networks: `agent.eval()` or `with l0.deterministic_gates(net):`;
+- off-policy acting and evaluation: `agent.eval()` or `with l0.deterministic_gates(net):`;
+- target networks: plain (gate-free) copies updated from `l0.dense_state_dict(online)`;
 - off-policy learning updates: train mode (a fresh sample per forward).
 Depends on torch only.
 """
@@ -21,6 +22,7 @@ from l0.sparsify import (
     GRANULARITIES,
     HardConcreteGate,
     clamp_log_alpha_,
+    dense_state_dict,
     deterministic_gates,
     frozen_gates,
     gate_parameters,
@@ -46,6 +48,7 @@ __all__ = [
     "HardConcreteGate",
     "SparsityMapScheduler",
     "clamp_log_alpha_",
+    "dense_state_dict",
     "deterministic_gates",
     "frozen_gates",
     "gate_parameters",

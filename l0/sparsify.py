@@ -253,6 +253,24 @@ def stats(model: nn.Module, prefix: str = "l0/") -> dict[str, float]:
     return out
 
 
+@torch.no_grad()
+def dense_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state_dict `harden(model)` would have (deterministic gated weights under plain `weight`
+    keys, no gate entries), computed without copying the model.
+
+    Use it to update a gate-free target network, e.g. Polyak averaging in DQN/SAC: the target
+    tracks the effective weights and log_alpha is never averaged as if it were a weight."""
+    out = {}
+    gated = {name: module for name, module, _ in gated_layers(model)}
+    for key, value in model.state_dict().items():
+        if ".parametrizations.weight." not in f".{key}":
+            out[key] = value
+    with deterministic_gates(model):
+        for name, module in gated.items():
+            out[f"{name}.weight" if name else "weight"] = module.weight.detach()
+    return out
+
+
 def harden(model: nn.Module) -> nn.Module:
     """A gate-free copy whose weights are the deterministic gated weights (exact zeros included).
 
