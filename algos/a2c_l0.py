@@ -78,6 +78,8 @@ class Args:
     """evaluation episodes at the end (deterministic gates)"""
     eval_greedy: bool = True
     """evaluate with the argmax action (else sample from the policy) for discrete actions"""
+    eval_max_steps: int | None = None
+    """cap on steps per evaluation episode (a greedy Mario policy can stall until the game clock ends)"""
 
     # Algorithm specific arguments
     env_id: str = "CartPole-v1"
@@ -269,11 +271,10 @@ def train(args: Args) -> str:
     check_args(args)
     args.batch_size = int(args.num_envs * args.num_steps)
     args.num_iterations = args.total_timesteps // args.batch_size
-    envs = make_vector_env(args.env_id, args.num_envs, args.seed, args.capture_video, name, **options)
-    run_dir, tracker = open_run(args, ALGO, name, ckpt)
 
     # TRY NOT TO MODIFY: seeding
     seed_everything(args.seed, args.torch_deterministic)
+    envs = make_vector_env(args.env_id, args.num_envs, args.seed, args.capture_video, name, **options)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     agent = Agent(envs.single_observation_space, envs.single_action_space).to(device)
@@ -291,6 +292,8 @@ def train(args: Args) -> str:
         eps=args.rms_eps,
     )
     gated = {"actor": agent.actor, "critic": agent.critic_own}
+    # only now, with every argument accepted, does the run directory appear
+    run_dir, tracker = open_run(args, ALGO, name, ckpt)
 
     # ALGO Logic: Storage setup
     obs = torch.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape).to(device)
@@ -472,7 +475,7 @@ def train(args: Args) -> str:
     progress.close()
     envs.close()
 
-    if iteration == args.num_iterations:
+    if iteration == args.num_iterations and args.eval_episodes > 0:
         result = evaluate(
             agent.actor,
             args.env_id,
@@ -480,13 +483,16 @@ def train(args: Args) -> str:
             args.eval_episodes,
             args.seed + 10_000,
             greedy=args.eval_greedy,
+            max_steps=args.eval_max_steps,
             device=device,
         )
         final = eval_metrics(result)
         if args.l0:
             final.update(l0.stats(agent.actor, "l0/"))
         tracker.log(final, global_step)
-        tracker.summary({**final, "global_step": global_step, "finished": True})
+        tracker.summary(final)
+    if iteration == args.num_iterations:
+        tracker.summary({"global_step": global_step, "finished": True})
     tracker.finish()
     return run_dir
 
