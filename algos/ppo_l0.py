@@ -368,41 +368,44 @@ def train(args: Args) -> str:
         }
 
         with l0.frozen_gates(agent):  # one gate draw for this rollout and its update
-            for step in range(0, args.num_steps):
-                global_step += args.num_envs
-                obs[step] = next_obs
-                dones[step] = next_done
+            with l0.cached_gates():  # weights and gate noise are fixed during the rollout
+                for step in range(0, args.num_steps):
+                    global_step += args.num_envs
+                    obs[step] = next_obs
+                    dones[step] = next_done
 
-                # ALGO LOGIC: action logic
-                with torch.no_grad():
-                    action, logprob, _, value = agent.get_action_and_value(next_obs)
-                    values[step] = value.flatten()
-                actions[step] = action
-                logprobs[step] = logprob
-
-                # TRY NOT TO MODIFY: execute the game and log data.
-                next_obs_np, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
-                next_done_np = np.logical_or(terminations, truncations)
-                reward = torch.tensor(reward, dtype=torch.float32, device=device)
-                # SAME_STEP autoreset: next_obs is already the reset obs of a finished env, so a
-                # truncated episode is bootstrapped from its true final observation instead.
-                trunc_only = np.logical_and(truncations, np.logical_not(terminations))
-                if trunc_only.any():
-                    final = torch.Tensor(np.stack(infos["final_obs"][trunc_only])).to(device)
+                    # ALGO LOGIC: action logic
                     with torch.no_grad():
-                        reward[torch.as_tensor(trunc_only)] += args.gamma * agent.get_value(final).flatten()
-                rewards[step] = reward
-                next_obs, next_done = (
-                    torch.Tensor(next_obs_np).to(device),
-                    torch.Tensor(next_done_np).to(device),
-                )
-                if "episode" in infos:
-                    for i in np.nonzero(infos["_episode"])[0]:
-                        ep_r, ep_l = float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])
-                        recent_returns = (recent_returns + [ep_r])[-20:]
-                        tracker.log(
-                            {"charts/episodic_return": ep_r, "charts/episodic_length": ep_l}, global_step
-                        )
+                        action, logprob, _, value = agent.get_action_and_value(next_obs)
+                        values[step] = value.flatten()
+                    actions[step] = action
+                    logprobs[step] = logprob
+
+                    # TRY NOT TO MODIFY: execute the game and log data.
+                    next_obs_np, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
+                    next_done_np = np.logical_or(terminations, truncations)
+                    reward = torch.tensor(reward, dtype=torch.float32, device=device)
+                    # SAME_STEP autoreset: next_obs is already the reset obs of a finished env, so a
+                    # truncated episode is bootstrapped from its true final observation instead.
+                    trunc_only = np.logical_and(truncations, np.logical_not(terminations))
+                    if trunc_only.any():
+                        final = torch.Tensor(np.stack(infos["final_obs"][trunc_only])).to(device)
+                        with torch.no_grad():
+                            reward[torch.as_tensor(trunc_only)] += (
+                                args.gamma * agent.get_value(final).flatten()
+                            )
+                    rewards[step] = reward
+                    next_obs, next_done = (
+                        torch.Tensor(next_obs_np).to(device),
+                        torch.Tensor(next_done_np).to(device),
+                    )
+                    if "episode" in infos:
+                        for i in np.nonzero(infos["_episode"])[0]:
+                            ep_r, ep_l = float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])
+                            recent_returns = (recent_returns + [ep_r])[-20:]
+                            tracker.log(
+                                {"charts/episodic_return": ep_r, "charts/episodic_length": ep_l}, global_step
+                            )
 
             # bootstrap value if not done
             with torch.no_grad():

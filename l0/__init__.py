@@ -21,6 +21,7 @@ from l0.scheduler import SparsityMapScheduler
 from l0.sparsify import (
     GRANULARITIES,
     HardConcreteGate,
+    cached_gates,
     clamp_log_alpha_,
     dense_state_dict,
     deterministic_gates,
@@ -47,6 +48,7 @@ __all__ = [
     "SCHEDULER_MODES",
     "HardConcreteGate",
     "SparsityMapScheduler",
+    "cached_gates",
     "clamp_log_alpha_",
     "dense_state_dict",
     "deterministic_gates",

@@ -318,3 +318,13 @@ def frozen_gates(model: nn.Module, generator: torch.Generator | None = None) -> 
     finally:
         for g in gates:
             g.frozen_noise = None
+
+
+@contextlib.contextmanager
+def cached_gates() -> Iterator[None]:
+    """Compute each gated weight once inside the block (torch's parametrization cache).
+
+    Only for stretches where neither weights nor gate noise change, such as a rollout under
+    `frozen_gates` or `deterministic_gates`: it removes the per-forward gate cost while acting."""
+    with parametrize.cached():
+        yield
