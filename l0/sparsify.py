@@ -148,12 +148,15 @@ def sparsify_like(model: nn.Module, state_dict: dict) -> nn.Module:
 
     Granularity and gate constants are read from the state_dict itself, so a checkpoint needs no
     separate gate config to be rebuilt."""
-    modules = dict(model.named_modules())
     for key, log_alpha in state_dict.items():
         if not key.endswith(_LOG_ALPHA_KEY):
             continue
         name = key[: -len(_LOG_ALPHA_KEY)].rstrip(".")
-        module = modules.get(name)
+        # get_submodule, not named_modules(): the latter hides modules registered under two names
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            module = None
         if module is None or not isinstance(module, GATEABLE):
             raise ValueError(
                 f"state_dict gates layer {name!r}, which this model does not have as Linear/Conv2d"
@@ -309,6 +312,7 @@ def frozen_gates(model: nn.Module, generator: torch.Generator | None = None) -> 
     The noise, not z, is frozen: z is recomputed from log_alpha each forward, so gradients still
     reach log_alpha while a PPO rollout and its update see the same sampled sparsity pattern."""
     gates = [gate for _, _, gate in gated_layers(model)]
+    previous = [g.frozen_noise for g in gates]
     for g in gates:
         g.frozen_noise = torch.rand(
             g.log_alpha.shape, generator=generator, dtype=g.log_alpha.dtype, device=g.log_alpha.device
@@ -316,8 +320,8 @@ def frozen_gates(model: nn.Module, generator: torch.Generator | None = None) -> 
     try:
         yield model
     finally:
-        for g in gates:
-            g.frozen_noise = None
+        for g, p in zip(gates, previous):
+            g.frozen_noise = p
 
 
 @contextlib.contextmanager

@@ -1,6 +1,5 @@
 """Tests for l0.SparsityMapScheduler: lambda trajectories, temperature, resume, target controller."""
 
-import copy
 import math
 import pickle
 
@@ -24,7 +23,10 @@ def test_constant():
     ("mode", "expected"),
     [
         # total 100, warmup 0.2, ramp_end 0.6, lam 0.4: frac = (p - 0.2) / 0.4
-        ("linear", {0: 0.0, 10: 0.0, 20: 0.0, 30: 0.1, 40: 0.2, 50: 0.3, 60: 0.4, 80: 0.4, 100: 0.4, 250: 0.4}),
+        (
+            "linear",
+            {0: 0.0, 10: 0.0, 20: 0.0, 30: 0.1, 40: 0.2, 50: 0.3, 60: 0.4, 80: 0.4, 100: 0.4, 250: 0.4},
+        ),
         (
             "cosine",
             {
@@ -139,7 +141,11 @@ def sparsity_signal(step: int) -> float:
 @pytest.mark.parametrize("mode", ["target", "cosine"])
 def test_state_dict_round_trip_resumes_identically(mode):
     kw = dict(beta_start=1.0, beta_end=0.3)
-    make = (lambda: target_scheduler(**kw)) if mode == "target" else (lambda: target_scheduler(mode="cosine", **kw))
+    make = (
+        (lambda: target_scheduler(**kw))
+        if mode == "target"
+        else (lambda: target_scheduler(mode="cosine", **kw))
+    )
     straight, first_half = make(), make()
     expected = [(straight.step(s, sparsity_signal(s)), straight.temperature(s)) for s in range(100)]
     got = [(first_half.step(s, sparsity_signal(s)), first_half.temperature(s)) for s in range(50)]
@@ -152,7 +158,9 @@ def test_state_dict_round_trip_resumes_identically(mode):
     assert resumed.log_dict() == straight.log_dict()
     if mode == "target":  # the state matters: a fresh scheduler would not continue the same way
         fresh = make()
-        assert [fresh.step(s, sparsity_signal(s)) for s in range(50, 100)] != [lam for lam, _ in expected[50:]]
+        assert [fresh.step(s, sparsity_signal(s)) for s in range(50, 100)] != [
+            lam for lam, _ in expected[50:]
+        ]
 
 
 def test_load_state_dict_rejects_unknown_keys():
