@@ -77,7 +77,8 @@ class CountingEnv(gym.Env):
     real_steps = 0
     episodes = 0
 
-    def __init__(self):
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
         self.observation_space = gym.spaces.Box(-1, 10, (2,), np.float32)
         self.action_space = gym.spaces.Discrete(2)
         self.t = 0
