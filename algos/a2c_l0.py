@@ -118,9 +118,9 @@ class Args:
     """gate the networks with L0 (hard-concrete) gates; --no-l0 gives the dense baseline"""
     l0_granularity: str = "weight"
     """'weight' (unstructured) or 'unit' (whole neurons/channels; output layers stay per weight)"""
-    l0_lambda_actor: float = 0.05
+    l0_lambda_actor: float = 2.0
     """L0 strength for the actor (penalty = expected share of non-zero gated weights)"""
-    l0_lambda_critic: float = 0.01
+    l0_lambda_critic: float = 0.5
     """L0 strength for the critic"""
     l0_drop_rate: float = 0.3
     """initial drop rate of the gates, in (0, 1)"""
