@@ -68,7 +68,7 @@ def as_chain(policy: nn.Module, obs_shape: tuple[int, ...]) -> nn.Sequential:
     out: list[nn.Module] = []
     x = torch.zeros((1, *obs_shape))
     for i, m in enumerate(_flat_modules(policy)):
-        if isinstance(m, WEIGHT_LAYERS | nn.Flatten | Affine):
+        if isinstance(m, (*WEIGHT_LAYERS, nn.Flatten, Affine)):
             new = m
         elif isinstance(m, ACTIVATIONS):
             new = type(m)()

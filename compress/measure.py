@@ -11,10 +11,11 @@ biases of its Linear/Conv2d layers, before anything is zeroed, removed or factor
 - compression % (params) = 1 - stored parameters / dense architecture parameters (weights + biases).
 - compression % (bytes) = 1 - file size of the stage's saved policy / file size of the dense policy
   saved the same way. A saved policy is the architecture description plus the state_dict with every
-  floating tensor in the cheaper of dense float32 or (bitmask + non-zero float32 values), measured as
-  the length of torch.save into a bytes buffer (see compress.serialize). The dense policy is the
-  dense architecture with every tensor stored dense. The original (gated) policy also stores the
-  gate parameters it needs to run, so its byte compression is usually negative.
+  floating tensor in whichever of dense float32 or (bitmask + non-zero float32 values) saves to fewer
+  bytes; sizes are the length of torch.save into a bytes buffer (see compress.serialize). The
+  dense policy is the dense architecture with every tensor stored dense. The original (gated)
+  policy also stores the gate parameters it needs to run, so its byte compression is usually
+  negative.
 - MACs: multiply-accumulates of the Linear/Conv2d layers per action (one observation), as dense
   kernels compute them: unstructured zeros are still multiplied, removed units and low rank are not.
 - latency: median wall time of one forward pass on one observation on the CPU with
@@ -77,7 +78,9 @@ def macs(chain: nn.Sequential, obs_shape: tuple[int, ...]) -> int:
     return total
 
 
-def latency_us(call: Callable[[], object], budget_s: float = 0.3, min_calls: int = 30, max_calls: int = 2000) -> float:
+def latency_us(
+    call: Callable[[], object], budget_s: float = 0.3, min_calls: int = 30, max_calls: int = 2000
+) -> float:
     """Median wall time of call() in microseconds, after a warm-up, over as many calls as fit in
     budget_s (at least min_calls, at most max_calls)."""
     for _ in range(5):

@@ -81,10 +81,13 @@ def log_report(tracker: Tracker, report: dict, files: list[Path]) -> None:
         return
     import wandb
 
-    headers = [header for _, header, _ in COLUMNS]
-    tracker.wandb_run.log({"compress/table": wandb.Table(columns=headers, data=[_cells(s) for s in report["stages"]])})
+    keys = [k for k in report["stages"][0] if k != "layers"]  # numbers, so W&B can sort and plot them
+    rows = [[stage[k] for k in keys] for stage in report["stages"]]
+    tracker.wandb_run.log({"compress/table": wandb.Table(columns=keys, data=rows)})
     name = re.sub(r"[^\w.-]", "-", f"{report['run_name']}-compressed-{report['method']}")
-    artifact = wandb.Artifact(name, type="model", metadata={"final": report["stages"][-1], "method": report["method"]})
+    artifact = wandb.Artifact(
+        name, type="model", metadata={"final": report["stages"][-1], "method": report["method"]}
+    )
     for f in files:
         artifact.add_file(str(f))
     tracker.wandb_run.log_artifact(artifact)

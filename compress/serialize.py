@@ -1,6 +1,6 @@
 """How compress stores a policy: an architecture description (a list of plain dicts) plus a state_dict
-whose floating tensors each take the cheaper of two encodings, dense or (bitmask + non-zero values),
-so unstructured zeros save bytes honestly. Everything is plain Python and tensors: a compressed file
+whose floating tensors each take whichever of two encodings saves to fewer bytes, dense or (bitmask +
+non-zero values), so unstructured zeros save bytes honestly. Everything is plain Python and tensors: a compressed file
 loads with `torch.load(..., weights_only=True)` and rebuilds with torch alone (no l0 gates, no algos).
 """
 
@@ -19,7 +19,7 @@ VERSION = 1
 
 
 def payload_bytes(t: torch.Tensor) -> int:
-    """Bytes of a tensor's numbers in its cheaper encoding (the file adds a small fixed overhead)."""
+    """Bytes of a tensor's numbers in the cheaper encoding, not counting the file's per-record cost."""
     dense = t.numel() * t.element_size()
     if not t.is_floating_point():
         return dense
@@ -28,14 +28,17 @@ def payload_bytes(t: torch.Tensor) -> int:
 
 
 def encode_tensor(t: torch.Tensor, force_dense: bool = False) -> torch.Tensor | dict:
-    """The tensor itself (dense), or {"shape", "mask", "values"} when that is smaller."""
-    t = t.detach().cpu()
-    dense = t.numel() * t.element_size()
-    if force_dense or not t.is_floating_point() or payload_bytes(t) >= dense:
-        return t.clone().contiguous()  # a clone owns its storage: torch.save never writes a larger base
+    """The tensor itself (dense), or {"shape", "mask", "values"} when that saves to fewer bytes
+    (for a small tensor the extra record can cost more than its zeros save)."""
+    t = (
+        t.detach().cpu().clone().contiguous()
+    )  # a clone owns its storage: torch.save never writes a larger base
+    if force_dense or not t.is_floating_point() or payload_bytes(t) >= t.numel() * t.element_size():
+        return t
     mask = t.reshape(-1) != 0
     bits = torch.from_numpy(np.packbits(mask.numpy()))
-    return {"shape": list(t.shape), "mask": bits, "values": t.reshape(-1)[mask].clone()}
+    sparse = {"shape": list(t.shape), "mask": bits, "values": t.reshape(-1)[mask].clone()}
+    return sparse if len(to_bytes(sparse)) < len(to_bytes(t)) else t
 
 
 def decode_tensor(x: torch.Tensor | dict) -> torch.Tensor:
@@ -49,7 +52,9 @@ def decode_tensor(x: torch.Tensor | dict) -> torch.Tensor:
 
 
 def encode_state(state: dict[str, torch.Tensor], force_dense: bool = False) -> dict:
-    return {k: encode_tensor(v, force_dense) for k, v in state.items()}
+    """Every tensor encoded, keys sorted: torch.save aligns each tensor to 64 bytes, so the file size
+    depends on the order, and the same tensors must give the same size however they were built."""
+    return {k: encode_tensor(state[k], force_dense) for k in sorted(state)}
 
 
 def decode_state(encoded: dict) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ from torch import nn
 
 import l0
 from compress.chain import ACTIVATIONS, WEIGHT_LAYERS, Affine, as_chain, trace, weight_layers
-from compress.serialize import payload_bytes
+from compress.serialize import policy_blob, to_bytes
 
 
 def harden(policy: nn.Module, obs_shape: tuple[int, ...]) -> nn.Sequential:
@@ -128,7 +128,11 @@ def shrink(chain: nn.Sequential, obs_shape: tuple[int, ...]) -> nn.Sequential:
             dead = (weights[k].reshape(n, -1) == 0).all(1)
             unread = (cols == 0).all(2).all(0)
             # what a dead unit feeds the consumer: act(bias) pushed through the modules in between
-            const = torch.zeros(out_shape) if biases[k] is None else biases[k].reshape(1, n, *[1] * (len(out_shape) - 2)).expand(out_shape)
+            const = (
+                torch.zeros(out_shape)
+                if biases[k] is None
+                else biases[k].reshape(1, n, *[1] * (len(out_shape) - 2)).expand(out_shape)
+            )
             for m in chain[p + 1 : c]:
                 const = m(const)
             const = const.reshape(n, -1)
@@ -153,7 +157,8 @@ def shrink(chain: nn.Sequential, obs_shape: tuple[int, ...]) -> nn.Sequential:
                 biases[k] = biases[k][keep]
             new_cols = cols[:, keep, :]
             weights[k + 1] = new_cols.reshape(
-                new_cols.shape[0], *((-1,) if isinstance(consumer, nn.Linear) else (-1, *consumer.kernel_size))
+                new_cols.shape[0],
+                *((-1,) if isinstance(consumer, nn.Linear) else (-1, *consumer.kernel_size)),
             )
             changed = True
     new = {i: _new_like(m, w, b) for (i, m), w, b in zip(layers, weights, biases)}
@@ -166,20 +171,33 @@ def layer_matrix(layer: nn.Module) -> torch.Tensor:
     return w.reshape(w.shape[0], -1)
 
 
-def factor_bytes(layer: nn.Module, rank: int) -> int:
-    m, n = layer_matrix(layer).shape
-    return rank * (m + n) * layer.weight.element_size()
+def _saved_size(*layers: nn.Module) -> int:
+    """Bytes of these layers saved as compress saves a policy (architecture + encoded state_dict)."""
+    return len(to_bytes(policy_blob(nn.Sequential(*layers))))
 
 
 def max_saving_rank(layer: nn.Module) -> int:
-    """Largest rank whose two factors take fewer bytes than the layer's weight stored now (dense or
-    sparse-encoded, see compress.serialize); 0 when no rank saves. For a dense weight this is the
-    rule r < m*n / (m + n); a sparse weight demands a lower rank, so factorising never grows a file."""
+    """Largest rank r that saves storage, 0 when none does: r < m*n / (m + n) (fewer parameters),
+    and the two factors saved as compress saves a policy take fewer bytes than the layer saved now
+    (its weight dense or sparse-encoded, whichever is smaller). So a sparse layer needs a lower rank,
+    and factorising never grows the file (up to torch.save's 64-byte alignment of each tensor)."""
     if isinstance(layer, nn.Conv2d) and layer.groups != 1:
         return 0
     m, n = layer_matrix(layer).shape
-    per_rank = factor_bytes(layer, 1)
-    return min(m, n, (payload_bytes(layer.weight.detach()) - 1) // per_rank)
+    now = _saved_size(layer)
+    bias = None if layer.bias is None else layer.bias.detach()
+
+    def saves(r: int) -> bool:  # factor values do not matter: dense factors of rank r, sized as saved
+        return _saved_size(*_pair(layer, torch.ones(r, n), torch.ones(m, r), bias)) < now
+
+    lo, hi = 0, min(m, n, (m * n - 1) // (m + n))
+    while lo < hi:  # the factors' size grows with r: binary search the boundary
+        mid = (lo + hi + 1) // 2
+        if saves(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def energy_rank(layer: nn.Module, energy: float) -> int:
@@ -216,9 +234,17 @@ def factorize(layer: nn.Module, rank: int) -> tuple[nn.Module, nn.Module]:
     root = s[:rank].sqrt()
     first_w = (root[:, None] * vh[:rank]).to(layer.weight.dtype)
     second_w = (u[:, :rank] * root[None, :]).to(layer.weight.dtype)
-    bias = None if layer.bias is None else layer.bias.detach().clone()
+    return _pair(layer, first_w, second_w, None if layer.bias is None else layer.bias.detach())
+
+
+@torch.no_grad()
+def _pair(
+    layer: nn.Module, first_w: torch.Tensor, second_w: torch.Tensor, bias: torch.Tensor | None
+) -> tuple[nn.Module, nn.Module]:
+    """The two layers of a factorisation from its matrices: first r x n, second m x r."""
     if isinstance(layer, nn.Linear):
         return _new_like(layer, first_w, None), _new_like(layer, second_w, bias)
+    rank = first_w.shape[0]
     first = _new_like(layer, first_w.reshape(rank, *layer.weight.shape[1:]), None)
     second = torch.nn.utils.skip_init(nn.Conv2d, rank, layer.out_channels, 1, bias=bias is not None)
     second.weight.copy_(second_w[:, :, None, None])
@@ -227,7 +253,9 @@ def factorize(layer: nn.Module, rank: int) -> tuple[nn.Module, nn.Module]:
     return first, second
 
 
-def low_rank(chain: nn.Sequential, ranks: dict[int, int] | None = None, energy: float = 0.99) -> nn.Sequential:
+def low_rank(
+    chain: nn.Sequential, ranks: dict[int, int] | None = None, energy: float = 0.99
+) -> nn.Sequential:
     """Replace each layer at position i in `ranks` by its rank-ranks[i] factorisation, skipping any
     whose rank does not save storage (see max_saving_rank); ranks=None chooses them by `energy`."""
     _check_gate_free(chain, "low_rank")

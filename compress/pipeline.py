@@ -1,0 +1,318 @@
+"""`compress_run`: take a run directory's policy, make it physically smaller, prove it still plays,
+and report what was saved.
+
+Stages, each evaluated on the same evaluation seeds:
+  original -> hardened -> [pruned, --method magnitude] -> shrunk -> low-rank   (--method l0 / magnitude)
+  original -> hardened -> low-rank                                            (--method svd)
+Only the run directory is read; results are written next to checkpoint.pt (never over it).
+"""
+
+import importlib
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from compress.chain import as_chain, weight_layers
+from compress.measure import dense_reference, stage_figures, torch_latency_us
+from compress.onnx_export import export_onnx, require_onnx
+from compress.report import log_report
+from compress.serialize import compressed_bytes
+from compress.stages import choose_ranks, harden, low_rank, magnitude_prune, search_ranks, shrink
+from runkit import (
+    CHECKPOINT_NAME,
+    WANDB_MODES,
+    RunError,
+    Tracker,
+    atomic_write_json,
+    eval_metrics,
+    evaluate,
+    load_checkpoint,
+    resolve_checkpoint,
+)
+from runkit.checkpoint import atomic_write_bytes
+
+ALGOS = {
+    "ppo_l0": "algos.ppo_l0",
+    "a2c_l0": "algos.a2c_l0",
+    "dqn_l0": "algos.dqn_l0",
+    "sac_l0": "algos.sac_l0",
+}
+"""Algorithm name (a checkpoint's "algo") -> module exposing `policy_from_checkpoint(ckpt) -> nn.Module`."""
+METHODS = ("l0", "magnitude", "svd")
+DEFAULT_ENERGY = 0.99
+DEFAULT_TOLERANCE = 0.05
+DEFAULT_SPARSITY = 0.9
+
+
+def output_names(method: str) -> dict[str, str]:
+    """File names compress writes in the run directory; baselines get their own so none overwrite."""
+    suffix = "" if method == "l0" else f"_{method}"
+    return {
+        "policy": f"compressed{suffix}.pt",
+        "report": f"compress{suffix}.json",
+        "onnx": f"compressed{suffix}.onnx",
+        "tracker": f"compress_{method}",
+    }
+
+
+def check_options(
+    method: str,
+    energy: float | None,
+    rank_search: bool,
+    tolerance: float | None,
+    sparsity: float | None,
+    episodes: int,
+    wandb_mode: str,
+) -> None:
+    """Raise a one-line ValueError for any option out of range or not applying to this method."""
+    if method not in METHODS:
+        raise ValueError(f"unknown --method {method!r}; use one of {', '.join(METHODS)}")
+    if energy is not None and not 0.0 < energy <= 1.0:
+        raise ValueError(f"--energy must be in (0, 1], got {energy}; e.g. 0.99 keeps 99 % of the spectrum")
+    if tolerance is not None and not 0.0 <= tolerance <= 1.0:
+        raise ValueError(
+            f"--tolerance must be in [0, 1], got {tolerance}; e.g. 0.05 allows a 5 % lower return"
+        )
+    if sparsity is not None and not 0.0 < sparsity < 1.0:
+        raise ValueError(f"--sparsity must be in (0, 1), got {sparsity}; e.g. 0.9 zeroes 90 % of the weights")
+    if sparsity is not None and method != "magnitude":
+        raise ValueError("--sparsity applies to --method magnitude only")
+    if rank_search and energy is not None:
+        raise ValueError("--energy and --rank-search both choose the ranks; pass one of them")
+    if tolerance is not None and not rank_search:
+        raise ValueError("--tolerance applies to --rank-search only")
+    if episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {episodes}")
+    if wandb_mode not in WANDB_MODES:
+        raise ValueError(f"unknown --wandb-mode {wandb_mode!r}; use one of {', '.join(WANDB_MODES)}")
+
+
+def load_policy(ckpt: dict, path: Path) -> nn.Module:
+    """The algorithm's policy (gated if trained with L0) rebuilt from a loaded checkpoint, in eval mode."""
+    algo = ckpt["algo"]
+    if algo not in ALGOS:
+        raise RunError(
+            f"{path} was trained by {algo!r}, which compress does not know; known: {', '.join(ALGOS)} "
+            "(register new algorithms in compress.pipeline.ALGOS)"
+        )
+    if "spaces" not in ckpt:
+        raise RunError(f"{path} has no 'spaces' entry; re-train it with the current algos/{algo}.py")
+    try:
+        module = importlib.import_module(ALGOS[algo])
+    except ModuleNotFoundError as e:
+        if e.name != ALGOS[algo]:
+            raise
+        raise RunError(
+            f"{path} needs {ALGOS[algo]}, which this l0rl does not have yet; update l0rl"
+        ) from None
+    try:
+        policy = module.policy_from_checkpoint(ckpt)
+    except (KeyError, RuntimeError) as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise RunError(f"{path}: cannot rebuild the {algo} policy ({type(e).__name__}: {first})") from e
+    return policy.eval()
+
+
+def _describe_space(space: gym.Space) -> dict:
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n)}
+    if isinstance(space, gym.spaces.Box):
+        return {
+            "type": "Box",
+            "shape": list(space.shape),
+            "low": np.asarray(space.low, dtype=np.float64).tolist(),
+            "high": np.asarray(space.high, dtype=np.float64).tolist(),
+        }
+    return {"type": type(space).__name__}
+
+
+def _layers(chain: nn.Sequential) -> list[str]:
+    out = []
+    for _, m in weight_layers(chain):
+        if isinstance(m, nn.Linear):
+            out.append(f"Linear({m.in_features}, {m.out_features})")
+        else:
+            out.append(f"Conv2d({m.in_channels}, {m.out_channels}, k={m.kernel_size[0]}, s={m.stride[0]})")
+    return out
+
+
+class _StageRunner:
+    """Runs the stages of one method on one policy, measuring and evaluating each on the same seeds."""
+
+    def __init__(self, ckpt: dict, policy: nn.Module, episodes: int, seed: int):
+        self.ckpt, self.policy, self.episodes, self.seed = ckpt, policy, episodes, seed
+        obs_space = ckpt["spaces"][0]
+        self.obs_shape = tuple(obs_space.shape)
+        obs_space.seed(seed)
+        self.observations = np.stack([np.asarray(obs_space.sample(), dtype=np.float32) for _ in range(16)])
+        self.hardened = harden(policy, self.obs_shape)
+        self.dense = dense_reference(self.hardened)
+
+    def play(self, module: nn.Module) -> dict:
+        """Return mean / std (and success rate) over the evaluation episodes."""
+        greedy = self.ckpt["args"].get("eval_greedy", True)
+        result = evaluate(
+            module, self.ckpt["env_id"], self.ckpt["env_options"], self.episodes, self.seed, greedy
+        )
+        m = eval_metrics(result, "")
+        return {
+            "return_mean": m["episodic_return"],
+            "return_std": m["episodic_return_std"],
+            "success_rate": m.get("success_rate"),
+        }
+
+    def record(self, name: str, chain: nn.Sequential, runnable: nn.Module | None = None) -> dict:
+        """One table row: sizes of `chain`, latency and returns of `runnable` (default: the chain)."""
+        runnable = chain if runnable is None else runnable
+        return {
+            "stage": name,
+            **stage_figures(chain, self.obs_shape, self.dense),
+            "latency_us": torch_latency_us(runnable, torch.as_tensor(self.observations[:1])),
+            **self.play(runnable),
+            "layers": _layers(chain),
+        }
+
+    def run(self, method: str, options: dict) -> tuple[list[dict], nn.Sequential, dict]:
+        """(table rows, final chain, what the low-rank stage chose)."""
+        rows = [
+            self.record("original", as_chain(self.policy, self.obs_shape), self.policy),
+            self.record("hardened", self.hardened),
+        ]
+        base = self.hardened
+        if method == "magnitude":
+            base = magnitude_prune(base, options["sparsity"])
+            rows.append(self.record("pruned", base))
+        if method != "svd":
+            base = shrink(base, self.obs_shape)
+            rows.append(self.record("shrunk", base))
+        if options["rank_search"]:
+            reference = rows[1]["return_mean"]
+            floor = reference - options["tolerance"] * abs(reference)
+            ranks, evaluations = search_ranks(base, lambda c: self.play(c)["return_mean"], floor)
+            rule = (
+                f"rank search: return >= {floor:.2f} (hardened {reference:.2f} - "
+                f"{100 * options['tolerance']:g} %), {evaluations} evaluations"
+            )
+        else:
+            ranks = choose_ranks(base, options["energy"])
+            rule = f"energy {options['energy']:g}"
+        final = low_rank(base, ranks)
+        rows.append(self.record("low-rank", final))
+        names = dict(zip([i for i, _ in weight_layers(base)], _layers(base)))
+        return rows, final, {"rule": rule, "ranks": {f"{i}: {names[i]}": r for i, r in ranks.items()}}
+
+
+def compress_run(
+    run_dir: str | Path,
+    method: str = "l0",
+    energy: float | None = None,
+    rank_search: bool = False,
+    tolerance: float | None = None,
+    sparsity: float | None = None,
+    episodes: int = 10,
+    seed: int | None = None,
+    onnx: bool = False,
+    wandb_mode: str = "auto",
+) -> dict:
+    """Compress the policy of `run_dir` and write compressed[_<method>].pt, compress[_<method>].json
+    (this dict), optionally compressed[_<method>].onnx, and a W&B run (job_type "compress") whose
+    local record goes to compress_<method>/. Figures are defined in compress.measure.
+
+    energy: share of squared singular values each factorised layer keeps (default 0.99);
+    rank_search: instead, the smallest ranks whose return stays within `tolerance` (relative,
+    default 0.05) of the hardened policy's; sparsity: --method magnitude's target (default 0.9);
+    seed: first evaluation seed (default: the run's seed + 10000, as its final evaluation).
+    Nothing is written unless every stage ran; bad input raises ValueError (RunError, EnvError)."""
+    check_options(method, energy, rank_search, tolerance, sparsity, episodes, wandb_mode)
+    if onnx:
+        require_onnx()
+    options = {
+        "energy": None if rank_search else (DEFAULT_ENERGY if energy is None else energy),
+        "rank_search": rank_search,
+        "tolerance": (DEFAULT_TOLERANCE if tolerance is None else tolerance) if rank_search else None,
+        "sparsity": (DEFAULT_SPARSITY if sparsity is None else sparsity) if method == "magnitude" else None,
+    }
+    ckpt_path = resolve_checkpoint(run_dir)
+    ckpt = load_checkpoint(ckpt_path)
+    policy = load_policy(ckpt, ckpt_path)
+    run_path = ckpt_path.parent
+    seed = int(ckpt["args"].get("seed", 0)) + 10_000 if seed is None else seed
+    stages = _StageRunner(ckpt, policy, episodes, seed)
+    rows, final, chosen = stages.run(method, options)
+
+    names = output_names(method)
+    files = {"policy": run_path / names["policy"], "report": run_path / names["report"]}
+    onnx_bytes, onnx_check = export_onnx(final, stages.observations) if onnx else (None, None)
+    if onnx:
+        files["onnx"] = run_path / names["onnx"]
+        onnx_check = {"path": str(files["onnx"]), **onnx_check}
+    report = {
+        "run_dir": str(run_path),
+        "run_name": run_path.name,
+        "algo": ckpt["algo"],
+        "env_id": ckpt["env_id"],
+        "env_options": ckpt["env_options"],
+        "global_step": ckpt["global_step"],
+        "method": method,
+        "episodes": episodes,
+        "seed": seed,
+        "options": options,
+        "dense": stages.dense,
+        "stages": rows,
+        "low_rank": chosen,
+        "onnx": onnx_check,
+        "files": {k: str(v) for k, v in files.items()},
+    }
+    meta = {
+        "algo": ckpt["algo"],
+        "env_id": ckpt["env_id"],
+        "env_options": ckpt["env_options"],
+        "method": method,
+        "source_run": run_path.name,
+        "global_step": ckpt["global_step"],
+        "obs_shape": list(stages.obs_shape),
+        "action_space": _describe_space(ckpt["spaces"][1]),
+        "stages": rows,
+    }
+
+    assert CHECKPOINT_NAME not in {p.name for p in files.values()}
+    atomic_write_bytes(files["policy"], compressed_bytes(final, meta))
+    if onnx_bytes is not None:
+        atomic_write_bytes(files["onnx"], onnx_bytes)
+    atomic_write_json(files["report"], report)
+    _log(run_path, names["tracker"], ckpt, report, list(files.values()), wandb_mode)
+    return report
+
+
+def _log(
+    run_path: Path, tracker_name: str, ckpt: dict, report: dict, files: list[Path], wandb_mode: str
+) -> None:
+    """A W&B run of job_type "compress" in the training run's project and group; its local record
+    (summary.json) goes to its own directory, never over the training run's."""
+    args = ckpt["args"]
+    tracker_dir = run_path / tracker_name
+    tracker_dir.mkdir(exist_ok=True)
+    tracker = Tracker(
+        tracker_dir,
+        f"{run_path.name}__{tracker_name}",
+        config={
+            **report["options"],
+            "method": report["method"],
+            "episodes": report["episodes"],
+            "seed": report["seed"],
+            "source_run": run_path.name,
+        },
+        wandb_mode=wandb_mode,
+        project=args.get("wandb_project", "l0rl"),
+        entity=args.get("wandb_entity"),
+        group=args.get("wandb_group") or ckpt["env_id"],
+        tags=[ckpt["env_id"], ckpt["algo"], "compress", report["method"]],
+        job_type="compress",
+    )
+    try:
+        log_report(tracker, report, files)
+    finally:
+        tracker.finish()
