@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from compress import compress_run
 from runkit import atomic_write_json, load_checkpoint, run_cli
@@ -202,7 +203,9 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=10, help="evaluation episodes per compress stage")
     p.add_argument("--wandb-mode", default="auto")
     p.add_argument("--report-only", action="store_true", help="aggregate existing runs, train nothing")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for small MLPs)")
     a = p.parse_args()
+    torch.set_num_threads(a.threads)
     suite = dict(SUITES[a.suite])
     if a.seeds:
         suite["seeds"] = a.seeds
