@@ -26,10 +26,10 @@ demo: setup
 	WANDB_MODE=$${WANDB_MODE:-offline} $(PY) -m benchmark.demo --out-dir $(DEMO_DIR)
 
 test: setup
-	WANDB_MODE=disabled $(PY) -m pytest -n 2 -q tests
+	OMP_NUM_THREADS=1 WANDB_MODE=disabled $(PY) -m pytest -n 2 -q tests
 
 test-fast: setup
-	WANDB_MODE=disabled $(PY) -m pytest -n 2 -q -m "not slow and not mario" tests
+	OMP_NUM_THREADS=1 WANDB_MODE=disabled $(PY) -m pytest -n 2 -q -m "not slow and not mario" tests
 
 lint: setup
 	$(VENV)/bin/ruff check .
