@@ -12,6 +12,7 @@ the update that reuses it see the same sampled policy; evaluation uses determini
 import pickle
 import time
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -51,7 +52,7 @@ class Args:
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
     """if toggled, cuda is used when available"""
-    wandb_mode: str = "auto"
+    wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
     """W&B mode: auto (online with an API key, else offline), online, offline or disabled"""
     wandb_project: str = "l0rl"
     """the W&B project"""
@@ -119,7 +120,7 @@ class Args:
     # L0 arguments
     l0: bool = True
     """gate the networks with L0 (hard-concrete) gates; --no-l0 gives the dense baseline"""
-    l0_granularity: str = "weight"
+    l0_granularity: Literal["weight", "unit"] = "weight"
     """'weight' (unstructured) or 'unit' (whole neurons/channels; output layers stay per weight)"""
     l0_lambda_actor: float = 2.0
     """L0 strength for the actor (penalty = expected share of non-zero gated weights)"""
@@ -129,7 +130,7 @@ class Args:
     """initial drop rate of the gates, in (0, 1)"""
     l0_lr: float = 1e-2
     """learning rate of the gate parameters log_alpha (not annealed, no weight decay)"""
-    l0_schedule: str = "linear"
+    l0_schedule: Literal["constant", "linear", "cosine", "target"] = "linear"
     """sparsity-map schedule: constant, linear, cosine (warm-up then ramp) or target (dual ascent)"""
     l0_warmup: float = 0.1
     """fraction of training with lambda = 0"""

@@ -159,7 +159,7 @@ def run_script(algo: str, *argv: str, cwd: Path) -> subprocess.CompletedProcess:
     ],
 )
 def test_bad_input_one_line_exit_2(argv, hint, tmp_path):
-    proc = run_script("ppo", *argv, "--total-timesteps", "256", cwd=tmp_path)
+    proc = run_script("ppo", *argv, "--total-timesteps", "1024", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and hint in lines[0], proc.stderr
