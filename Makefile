@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: setup
-	WANDB_MODE=$${WANDB_MODE:-offline} $(PY) -m benchmark.demo --out-dir $(DEMO_DIR)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} WANDB_MODE=$${WANDB_MODE:-offline} $(PY) -m benchmark.demo --out-dir $(DEMO_DIR)
 
 test: setup
 	OMP_NUM_THREADS=1 WANDB_MODE=disabled $(PY) -m pytest -n 2 -q tests
