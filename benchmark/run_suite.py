@@ -5,8 +5,8 @@
     python -m benchmark.run_suite --report-only cartpole-ppo # re-aggregate finished runs
 
 For every (algo, env, seed): train dense (--no-l0) and L0 with the same arguments; compress the L0
-run with the L0 method, and the dense run with one-shot magnitude pruning at the sparsity the L0 run
-reached (matched sparsity) and with SVD alone. Runs land in benchmark/runs/<suite>/ (ignored by
+run with the L0 method, and the dense run with one-shot magnitude pruning (global threshold, and
+per-layer threshold) at the sparsity the L0 run reached (matched sparsity) and with SVD alone. Runs land in benchmark/runs/<suite>/ (ignored by
 git); the aggregated table goes to benchmark/results/<suite>.md and .json. A run that already has
 its outputs is reused, so an interrupted suite continues where it stopped.
 """
@@ -211,7 +211,13 @@ def main() -> None:
         suite["seeds"] = a.seeds
     suite_dir = ROOT / "runs" / a.suite
     suite_dir.mkdir(parents=True, exist_ok=True)
-    results: dict[str, list] = {"l0": [], "dense": [], "dense+magnitude": [], "dense+svd": []}
+    results: dict[str, list] = {
+        "l0": [],
+        "dense": [],
+        "dense+magnitude": [],
+        "dense+magnitude-layer": [],
+        "dense+svd": [],
+    }
     for seed in suite["seeds"]:
         runs = {}
         for variant in ("l0", "dense"):
@@ -229,6 +235,9 @@ def main() -> None:
             runs["dense"], "magnitude", a.episodes, a.wandb_mode, sparsity=min(max(reached, 0.01), 0.99)
         )
         results["dense+magnitude"].append(row_of(runs["dense"], dense_mag))
+        matched = min(max(reached, 0.01), 0.99)
+        layer_mag = compressed(runs["dense"], "magnitude-layer", a.episodes, a.wandb_mode, sparsity=matched)
+        results["dense+magnitude-layer"].append(row_of(runs["dense"], layer_mag))
         results["dense+svd"].append(
             row_of(runs["dense"], compressed(runs["dense"], "svd", a.episodes, a.wandb_mode))
         )

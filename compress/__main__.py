@@ -29,13 +29,14 @@ def parser() -> argparse.ArgumentParser:
         choices=METHODS,
         default="l0",
         help="l0: the trained (L0) policy hardened, shrunk, low-ranked (default); magnitude: baseline, "
-        "global magnitude pruning to --sparsity first; svd: baseline, low rank alone",
+        "global magnitude pruning to --sparsity first; magnitude-layer: the same with one threshold per layer; "
+        "svd: baseline, low rank alone",
     )
     p.add_argument(
         "--sparsity",
         type=float,
         default=None,
-        help="--method magnitude: share of weights to zero, in (0, 1) (default 0.9)",
+        help="--method magnitude / magnitude-layer: share of weights to zero, in (0, 1) (default 0.9)",
     )
     p.add_argument(
         "--energy",

@@ -41,7 +41,8 @@ ALGOS = {
     "sac_l0": "algos.sac_l0",
 }
 """Algorithm name (a checkpoint's "algo") -> module exposing `policy_from_checkpoint(ckpt) -> nn.Module`."""
-METHODS = ("l0", "magnitude", "svd")
+METHODS = ("l0", "magnitude", "magnitude-layer", "svd")
+PRUNING_METHODS = {"magnitude": False, "magnitude-layer": True}  # method -> per-layer threshold
 DEFAULT_ENERGY = 0.99
 DEFAULT_TOLERANCE = 0.05
 DEFAULT_SPARSITY = 0.9
@@ -78,8 +79,8 @@ def check_options(
         )
     if sparsity is not None and not 0.0 < sparsity < 1.0:
         raise ValueError(f"--sparsity must be in (0, 1), got {sparsity}; e.g. 0.9 zeroes 90 % of the weights")
-    if sparsity is not None and method != "magnitude":
-        raise ValueError("--sparsity applies to --method magnitude only")
+    if sparsity is not None and method not in PRUNING_METHODS:
+        raise ValueError("--sparsity applies to --method magnitude / magnitude-layer only")
     if rank_search and energy is not None:
         raise ValueError("--energy and --rank-search both choose the ranks; pass one of them")
     if tolerance is not None and not rank_search:
@@ -182,8 +183,8 @@ class _StageRunner:
             self.record("hardened", self.hardened),
         ]
         base = self.hardened
-        if method == "magnitude":
-            base = magnitude_prune(base, options["sparsity"])
+        if method in PRUNING_METHODS:
+            base = magnitude_prune(base, options["sparsity"], per_layer=PRUNING_METHODS[method])
             rows.append(self.record("pruned", base))
         if method != "svd":
             base = shrink(base, self.obs_shape)
@@ -233,7 +234,9 @@ def compress_run(
         "energy": None if rank_search else (DEFAULT_ENERGY if energy is None else energy),
         "rank_search": rank_search,
         "tolerance": (DEFAULT_TOLERANCE if tolerance is None else tolerance) if rank_search else None,
-        "sparsity": (DEFAULT_SPARSITY if sparsity is None else sparsity) if method == "magnitude" else None,
+        "sparsity": (DEFAULT_SPARSITY if sparsity is None else sparsity)
+        if method in PRUNING_METHODS
+        else None,
     }
     ckpt_path = resolve_checkpoint(run_dir)
     ckpt = load_checkpoint(ckpt_path)

@@ -57,23 +57,26 @@ def _new_like(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None)
 
 
 @torch.no_grad()
-def magnitude_prune(chain: nn.Sequential, sparsity: float) -> nn.Sequential:
-    """Zero the smallest-magnitude weights of all Linear/Conv2d layers together (one global
-    threshold, biases untouched) so that a share `sparsity` of all weights is zero. Weights that
-    are already zero count towards that share."""
+def magnitude_prune(chain: nn.Sequential, sparsity: float, per_layer: bool = False) -> nn.Sequential:
+    """Zero the smallest-magnitude weights of the Linear/Conv2d layers (biases untouched) so that a
+    share `sparsity` of the weights is zero: with one global threshold over all layers together
+    (default, the classic one-shot baseline), or with per_layer=True the same share in every layer
+    (which cannot wipe out a layer whose weights are small overall, such as a policy's output layer
+    initialised with std 0.01). Weights that are already zero count towards that share."""
     if not 0.0 < sparsity < 1.0:
         raise ValueError(f"--sparsity must be in (0, 1), got {sparsity}; e.g. 0.9 zeroes 90 % of the weights")
     _check_gate_free(chain, "magnitude_prune")
     pruned = copy.deepcopy(chain)
     weights = [m.weight for _, m in weight_layers(pruned)]
-    flat = torch.cat([w.detach().abs().reshape(-1) for w in weights])
-    k = int(round(sparsity * flat.numel()))
-    mask = torch.ones_like(flat, dtype=torch.bool)
-    mask[torch.topk(flat, k, largest=False).indices] = False
-    start = 0
-    for w in weights:
-        w.mul_(mask[start : start + w.numel()].reshape(w.shape))
-        start += w.numel()
+    for group in [[w] for w in weights] if per_layer else [weights]:
+        flat = torch.cat([w.detach().abs().reshape(-1) for w in group])
+        k = int(round(sparsity * flat.numel()))
+        mask = torch.ones_like(flat, dtype=torch.bool)
+        mask[torch.topk(flat, k, largest=False).indices] = False
+        start = 0
+        for w in group:
+            w.mul_(mask[start : start + w.numel()].reshape(w.shape))
+            start += w.numel()
     return pruned
 
 

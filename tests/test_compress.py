@@ -392,3 +392,14 @@ def test_compressed_file_round_trips_with_plain_torch(tmp_path):
         load_compressed(tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="does not exist"):
         load_compressed(tmp_path / "missing.pt")
+
+
+def test_per_layer_magnitude_prunes_every_layer_to_the_same_share():
+    chain = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 4))
+    with torch.no_grad():
+        chain[2].weight.mul_(0.001)  # a small output layer: a global threshold would erase it
+    glob = magnitude_prune(chain, 0.5)
+    layer = magnitude_prune(chain, 0.5, per_layer=True)
+    assert float((glob[2].weight == 0).float().mean()) == 1.0
+    for i in (0, 2):
+        assert float((layer[i].weight == 0).float().mean()) == pytest.approx(0.5, abs=0.01)
