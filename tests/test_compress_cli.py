@@ -194,7 +194,7 @@ BAD_OPTIONS = {
     "energy_big": (["--energy", "1.01"], "--energy must be in (0, 1]"),
     "sparsity_one": (["--method", "magnitude", "--sparsity", "1"], "--sparsity must be in (0, 1)"),
     "sparsity_zero": (["--method", "magnitude", "--sparsity", "0"], "--sparsity must be in (0, 1)"),
-    "sparsity_l0": (["--sparsity", "0.5"], "--method magnitude only"),
+    "sparsity_l0": (["--sparsity", "0.5"], "--method magnitude / magnitude-layer only"),
     "energy_and_search": (["--energy", "0.9", "--rank-search"], "pass one of them"),
     "no_onnx": (["--onnx"], 'pip install -e ".[onnx]"'),
 }
