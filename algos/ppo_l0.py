@@ -9,7 +9,6 @@ L0 during PPO: one gate draw is frozen for an iteration (`l0.frozen_gates`), so 
 the update that reuses it see the same sampled policy; evaluation uses deterministic gates.
 """
 
-import pickle
 import time
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -31,6 +30,7 @@ from runkit import (
     eval_metrics,
     evaluate,
     open_run,
+    restorable_envs,
     resume_or_new,
     rng_state,
     run_cli,
@@ -347,7 +347,11 @@ def train(args: Args) -> str:
                 "networks": {"agent": agent.state_dict()},
                 "optimizers": {"agent": optimizer.state_dict()},
                 "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
-                "loop": {"next_obs": next_obs.cpu(), "next_done": next_done.cpu(), "envs": picklable(envs)},
+                "loop": {
+                    "next_obs": next_obs.cpu(),
+                    "next_done": next_done.cpu(),
+                    "envs": restorable_envs(envs),
+                },
                 "rng": rng_state(),
                 "wandb_id": tracker.wandb_id,
             },
@@ -547,15 +551,6 @@ def train(args: Args) -> str:
         tracker.summary({"global_step": global_step, "finished": True})
     tracker.finish()
     return run_dir
-
-
-def picklable(envs: gym.vector.VectorEnv):
-    """The vector env itself when it can be pickled (exact resume), else None."""
-    try:
-        pickle.dumps(envs)
-    except Exception:
-        return None
-    return envs
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ empty, and learning pauses until the current policy has refilled --learning-star
 """
 
 import math
-import pickle
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +32,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.optim as optim
 import tyro
-from gymnasium.utils import EzPickle
 from torch.distributions.categorical import Categorical
 from torch.distributions.normal import Normal
 
@@ -46,6 +44,7 @@ from runkit import (
     eval_metrics,
     evaluate,
     open_run,
+    restorable_envs,
     resume_or_new,
     rng_state,
     run_cli,
@@ -134,7 +133,7 @@ class Args:
     hidden_size: int = 256
     """width of the two hidden layers of the MLP actor and critics"""
     her: bool = False
-    """hindsight experience replay ("future" strategy) for goal envs such as NeedleReach-v0"""
+    """hindsight experience replay ("future" strategy) for goal envs; NeedleReach-v0 with L0 needs it"""
     her_k: int = 4
     """relabelled goals per real one: a share k/(k+1) of each batch gets a later achieved goal"""
     save_buffer: bool | None = None
@@ -501,7 +500,7 @@ def train(args: Args) -> str:
                 "networks": {**{k: n.state_dict() for k, n in nets.items()}, "log_alpha": log_alpha.detach()},
                 "optimizers": {k: opt.state_dict() for k, opt in optimizers.items()},
                 "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
-                "loop": {"next_obs": obs, "envs": picklable(envs), "updates": updates},
+                "loop": {"next_obs": obs, "envs": restorable_envs(envs), "updates": updates},
                 "rng": rng_state(),
                 "wandb_id": tracker.wandb_id,
             },
@@ -660,18 +659,6 @@ def train(args: Args) -> str:
         tracker.summary({"global_step": global_step, "finished": True})
     tracker.finish()
     return run_dir
-
-
-def picklable(envs: gym.vector.VectorEnv):
-    """The vector env itself when pickling keeps its state (exact resume), else None. EzPickle envs
-    (Box2D) pickle only their constructor arguments and would come back never reset."""
-    if any(isinstance(env.unwrapped, EzPickle) for env in getattr(envs.unwrapped, "envs", [])):
-        return None
-    try:
-        pickle.dumps(envs)
-    except Exception:
-        return None
-    return envs
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ rebuild the networks and env and to resume training exactly), `metrics.jsonl` an
 import io
 import json
 import os
+import pickle
 import random
 import tempfile
 import time
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium.utils import EzPickle
 
 FORMAT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -142,3 +144,17 @@ def seed_everything(seed: int, torch_deterministic: bool = True) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = torch_deterministic
+
+
+def restorable_envs(envs: Any) -> Any:
+    """The vector env itself when pickling keeps its state (exact resume), else None (the algorithm
+    then restarts the episodes in flight). Envs built on EzPickle (Box2D) pickle only their
+    constructor arguments and would come back never reset; an emulator or a subprocess does not
+    pickle at all."""
+    if any(isinstance(env.unwrapped, EzPickle) for env in getattr(envs.unwrapped, "envs", [])):
+        return None
+    try:
+        pickle.dumps(envs)
+    except Exception:
+        return None
+    return envs

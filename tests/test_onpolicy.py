@@ -180,3 +180,15 @@ def test_resume_with_another_algorithm_is_refused(tmp_path):
     run_dir = ALGOS["ppo"].train(tiny_args("ppo", tmp_path, eval_episodes=0, halt_after=1))
     proc = run_script("a2c", "--resume", run_dir, cwd=tmp_path)
     assert proc.returncode == 2 and "ppo_l0" in proc.stderr
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_resume_box2d_restarts_episodes(algo, tmp_path):
+    """Box2D envs pickle only their constructor arguments: resume must restart their episodes
+    instead of restoring a never-reset env (regression: LunarLander resume used to crash)."""
+    run_dir = ALGOS[algo].train(
+        tiny_args(algo, tmp_path, env_id="LunarLander-v3", eval_episodes=0, halt_after=1)
+    )
+    assert load_checkpoint(run_dir)["loop"]["envs"] is None
+    ALGOS[algo].train(tiny_args(algo, tmp_path / "x", resume=run_dir))
+    assert load_checkpoint(run_dir)["finished"]
