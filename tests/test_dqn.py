@@ -49,16 +49,14 @@ def tiny_args(tmp_path: Path, **kw) -> dqn.Args:
 
 def check_run(run_dir: str, l0_on: bool) -> dict:
     ckpt = load_checkpoint(run_dir)
-    assert (
-        ckpt["finished"]
-        and ckpt["algo"] == "dqn_l0"
-        and ckpt["global_step"] == ckpt["args"]["total_timesteps"]
-    )
+    assert ckpt["finished"] and ckpt["algo"] == "dqn_l0"
+    assert ckpt["global_step"] == ckpt["args"]["total_timesteps"]
     policy = dqn.policy_from_checkpoint(ckpt)
     assert isinstance(policy, torch.nn.Sequential)
     assert any(True for _ in l0.gated_layers(policy)) == l0_on
     rows = read_metrics(run_dir)
-    assert any("losses/td_loss" in r for r in rows), "no learning update was logged"
+    assert any("losses/td_loss" in r and "losses/q_values" in r for r in rows), "no update was logged"
+    assert any("charts/epsilon" in r and "charts/SPS" in r for r in rows)
     assert rows[0]["charts/replay_buffer_bytes"] > 0
     summary = json.loads((Path(run_dir) / "summary.json").read_text())
     assert math.isfinite(summary["eval/episodic_return"])
@@ -69,11 +67,16 @@ def check_run(run_dir: str, l0_on: bool) -> dict:
 
 
 @pytest.mark.parametrize(
-    "env_id, l0_on",
-    [("CartPole-v1", True), ("CartPole-v1", False), ("Acrobot-v1", True), ("LunarLander-v3", True)],
+    "env_id, l0_on, kw",
+    [
+        ("CartPole-v1", True, {}),
+        ("CartPole-v1", False, {}),
+        ("Acrobot-v1", True, {"double_dqn": False, "tau": 0.5, "l0_schedule": "target"}),
+        ("LunarLander-v3", True, {"l0_granularity": "unit"}),
+    ],
 )
-def test_smoke(env_id, l0_on, tmp_path):
-    check_run(dqn.train(tiny_args(tmp_path, env_id=env_id, l0=l0_on)), l0_on)
+def test_smoke(env_id, l0_on, kw, tmp_path):
+    check_run(dqn.train(tiny_args(tmp_path, env_id=env_id, l0=l0_on, **kw)), l0_on)
 
 
 @pytest.mark.mario
@@ -165,6 +168,46 @@ def test_replay_buffer_returns_true_final_obs(steps):
     finished = [e == 1 and ti in end_at for ti, e in zip(t, env)]
     np.testing.assert_array_equal(dones, finished)
     assert any(finished), "the sample should contain finished transitions"
+
+
+class ParityEnv(gym.Env):
+    """obs = (t, parity): even episodes terminate at t = 3, odd ones run on and are truncated at
+    t = 4 by the TimeLimit of the registration."""
+
+    def __init__(self, render_mode=None):
+        self.observation_space = gym.spaces.Box(0, 10, (2,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.t, self.episode = 0, -1
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.episode = 0, self.episode + 1
+        return np.array([0, self.episode % 2], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return (
+            np.array([self.t, self.episode % 2], np.float32),
+            1.0,
+            self.t == 3 and self.episode % 2 == 0,
+            False,
+            {},
+        )
+
+
+gym.register("l0rlParity-v0", entry_point=ParityEnv, max_episode_steps=4)
+
+
+def test_training_stores_true_final_obs_and_bootstraps_truncations(tmp_path):
+    args = tiny_args(tmp_path, env_id="l0rlParity-v0", eval_episodes=0, total_timesteps=300, buffer_size=200)
+    run_dir = dqn.train(args)
+    rb = dqn.ReplayBuffer(200, 2, ParityEnv().observation_space)
+    rb.load_state_dict(torch.load(Path(run_dir) / dqn.BUFFER_NAME, weights_only=True)["buffer"])
+    obs, _, next_obs, _, dones = rb.sample(1000)
+    # never the reset obs (t = 0) as a next obs; the done flag only where an episode terminated
+    np.testing.assert_array_equal(next_obs[:, 0], obs[:, 0] + 1)
+    np.testing.assert_array_equal(dones, (next_obs[:, 0] == 3) & (obs[:, 1] == 0))
+    assert ((next_obs[:, 0] == 4) & (dones == 0)).any(), "truncated transitions must be stored, not done"
 
 
 def test_replay_buffer_size_in_bytes():
