@@ -31,9 +31,9 @@ import torch.nn.functional as F
 import torch.optim as optim
 import tyro
 
-import l0
-from envs import make_vector_env
-from runkit import (
+from l0rl import l0
+from l0rl.envs import make_vector_env
+from l0rl.runkit import (
     Progress,
     atomic_torch_save,
     env_options,

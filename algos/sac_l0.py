@@ -35,9 +35,9 @@ import tyro
 from torch.distributions.categorical import Categorical
 from torch.distributions.normal import Normal
 
-import l0
-from envs import goal_spec, make_vector_env
-from runkit import (
+from l0rl import l0
+from l0rl.envs import goal_spec, make_vector_env
+from l0rl.runkit import (
     Progress,
     atomic_torch_save,
     env_options,

@@ -9,10 +9,10 @@ import argparse
 import json
 from pathlib import Path
 
-from algos import ppo_l0
-from compress import compress_run
-from compress.report import format_report
-from runkit import run_cli
+from l0rl.algos import ppo_l0
+from l0rl.compress import compress_run
+from l0rl.compress.report import format_report
+from l0rl.runkit import run_cli
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
     report = compress_run(run_dir, episodes=a.episodes, wandb_mode=a.wandb_mode)
     print(format_report(report))
     print(f"[demo] files: {run_dir}/ (checkpoint.pt, metrics.jsonl, compressed.pt, compress.json)")
-    print(f"[demo] compress it again or another way: python -m compress {run_dir} --help")
+    print(f"[demo] compress it again or another way: python -m l0rl.compress {run_dir} --help")
 
 
 if __name__ == "__main__":

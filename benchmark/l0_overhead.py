@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-import l0
+from l0rl import l0
 
 VARIANTS = ("dense", "gated/weight", "gated/unit")
 

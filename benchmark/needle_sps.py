@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from envs import make_env, make_vector_env
+from l0rl.envs import make_env, make_vector_env
 
 ENV_ID = "NeedleReach-v0"
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compress import compress_run
-from runkit import atomic_write_json, load_checkpoint, run_cli
+from l0rl.compress import compress_run
+from l0rl.runkit import atomic_write_json, load_checkpoint, run_cli
 
 ROOT = Path(__file__).resolve().parent
 SUITES = {
@@ -86,7 +86,7 @@ def train(suite: dict, suite_dir: Path, variant: str, seed: int, wandb_mode: str
     done = find_run(suite_dir, variant, seed)
     if done is not None:
         return done
-    mod = importlib.import_module(f"algos.{suite['algo']}")
+    mod = importlib.import_module(f"l0rl.algos.{suite['algo']}")
     args = mod.Args(
         env_id=suite["env_id"],
         seed=seed,

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from runkit import atomic_write_json, read_metrics, run_cli
+from l0rl.runkit import atomic_write_json, read_metrics, run_cli
 
 
 def measure(
     algo: str, env_id: str, l0_on: bool, steps: int, num_envs: int, granularity: str, root: str
 ) -> float:
-    mod = importlib.import_module(f"algos.{algo}")
+    mod = importlib.import_module(f"l0rl.algos.{algo}")
     run_dir = mod.train(
         mod.Args(
             env_id=env_id,

@@ -1,8 +1,8 @@
 """compress: make a trained policy physically smaller, prove it still plays, report what was saved.
 
-    python -m compress runs/<run_name>          # see `python -m compress --help`
+    python -m l0rl.compress runs/<run_name>          # see `python -m l0rl.compress --help`
 
-    from compress import compress_run, shrink, low_rank, magnitude_prune, load_compressed
+    from l0rl.compress import compress_run, shrink, low_rank, magnitude_prune, load_compressed
     report = compress_run("runs/<run_name>", wandb_mode="disabled")
     policy = load_compressed("runs/<run_name>/compressed.pt")   # plain torch nn.Sequential
 
@@ -10,11 +10,16 @@ Stages are pure functions on a canonical nn.Sequential chain (compress.chain): `
 `magnitude_prune`, `shrink`, `low_rank`; figures and their definitions live in compress.measure.
 """
 
-from compress.chain import Affine, as_chain
-from compress.measure import counts, macs, policy_bytes
-from compress.pipeline import ALGOS, METHODS, compress_run
-from compress.serialize import load_compressed
-from compress.stages import (
+if __name__ != "l0rl.compress":  # one file, one import name: this folder installs as l0rl.compress
+    raise ImportError(
+        "import this package as l0rl.compress (from l0rl import compress); run 'make setup' or pip install -e ."
+    )
+
+from l0rl.compress.chain import Affine, as_chain
+from l0rl.compress.measure import counts, macs, policy_bytes
+from l0rl.compress.pipeline import ALGOS, METHODS, compress_run
+from l0rl.compress.serialize import load_compressed
+from l0rl.compress.stages import (
     choose_ranks,
     factorize,
     harden,

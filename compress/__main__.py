@@ -1,19 +1,19 @@
-"""`python -m compress RUN_DIR`: make a run's policy physically smaller, prove it still plays, report.
+"""`python -m l0rl.compress RUN_DIR`: make a run's policy physically smaller, prove it still plays, report.
 
-python -m compress runs/<run_name>                              # harden -> shrink -> low rank (energy 0.99)
-python -m compress runs/<run_name> --rank-search --tolerance 0.05
-python -m compress runs/<run_name> --method magnitude --sparsity 0.9   # baseline: magnitude pruning
-python -m compress runs/<run_name> --method svd                  # baseline: low rank alone
-python -m compress runs/<run_name> --onnx                        # also export and check ONNX
+python -m l0rl.compress runs/<run_name>                              # harden -> shrink -> low rank (energy 0.99)
+python -m l0rl.compress runs/<run_name> --rank-search --tolerance 0.05
+python -m l0rl.compress runs/<run_name> --method magnitude --sparsity 0.9   # baseline: magnitude pruning
+python -m l0rl.compress runs/<run_name> --method svd                  # baseline: low rank alone
+python -m l0rl.compress runs/<run_name> --onnx                        # also export and check ONNX
 """
 
 import argparse
 
-from compress.pipeline import METHODS, compress_run
-from compress.report import format_report
-from runkit import WANDB_MODES, run_cli
+from l0rl.compress.pipeline import METHODS, compress_run
+from l0rl.compress.report import format_report
+from l0rl.runkit import WANDB_MODES, run_cli
 
-PROG = "python -m compress"
+PROG = "python -m l0rl.compress"
 
 
 def parser() -> argparse.ArgumentParser:

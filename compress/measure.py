@@ -30,9 +30,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-import l0
-from compress.chain import trace, weight_layers
-from compress.serialize import policy_blob, to_bytes
+from l0rl import l0
+from l0rl.compress.chain import trace, weight_layers
+from l0rl.compress.serialize import policy_blob, to_bytes
 
 
 @torch.no_grad()

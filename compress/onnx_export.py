@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.measure import latency_us
+from l0rl.compress.measure import latency_us
 
 INSTALL_HINT = 'pip install -e ".[onnx]"'
 

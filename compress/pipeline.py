@@ -15,13 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.chain import as_chain, weight_layers
-from compress.measure import dense_reference, stage_figures, torch_latency_us
-from compress.onnx_export import export_onnx, require_onnx
-from compress.report import log_report
-from compress.serialize import compressed_bytes
-from compress.stages import choose_ranks, harden, low_rank, magnitude_prune, search_ranks, shrink
-from runkit import (
+from l0rl.compress.chain import as_chain, weight_layers
+from l0rl.compress.measure import dense_reference, stage_figures, torch_latency_us
+from l0rl.compress.onnx_export import export_onnx, require_onnx
+from l0rl.compress.report import log_report
+from l0rl.compress.serialize import compressed_bytes
+from l0rl.compress.stages import choose_ranks, harden, low_rank, magnitude_prune, search_ranks, shrink
+from l0rl.runkit import (
     CHECKPOINT_NAME,
     WANDB_MODES,
     RunError,
@@ -32,13 +32,13 @@ from runkit import (
     load_checkpoint,
     resolve_checkpoint,
 )
-from runkit.checkpoint import atomic_write_bytes
+from l0rl.runkit.checkpoint import atomic_write_bytes
 
 ALGOS = {
-    "ppo_l0": "algos.ppo_l0",
-    "a2c_l0": "algos.a2c_l0",
-    "dqn_l0": "algos.dqn_l0",
-    "sac_l0": "algos.sac_l0",
+    "ppo_l0": "l0rl.algos.ppo_l0",
+    "a2c_l0": "l0rl.algos.a2c_l0",
+    "dqn_l0": "l0rl.algos.dqn_l0",
+    "sac_l0": "l0rl.algos.sac_l0",
 }
 """Algorithm name (a checkpoint's "algo") -> module exposing `policy_from_checkpoint(ckpt) -> nn.Module`."""
 METHODS = ("l0", "magnitude", "magnitude-layer", "svd")

@@ -4,7 +4,7 @@
 import re
 from pathlib import Path
 
-from runkit import Tracker
+from l0rl.runkit import Tracker
 
 # (key in a stage's figures, column header, formatter)
 COLUMNS = [

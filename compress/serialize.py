@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.chain import ACTIVATIONS, Affine
+from l0rl.compress.chain import ACTIVATIONS, Affine
 
 FORMAT = "l0rl-compressed"
 VERSION = 1
@@ -157,7 +157,7 @@ def load_compressed(path: str | Path, with_meta: bool = False) -> nn.Module | tu
     except Exception as e:  # truncated zip, foreign pickle, ...
         raise ValueError(f"{path} is not a readable compressed policy ({type(e).__name__})") from e
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an l0rl compressed policy; write one with python -m compress")
+        raise ValueError(f"{path} is not an l0rl compressed policy; write one with python -m l0rl.compress")
     if blob.get("version") != VERSION:
         raise ValueError(f"{path} has compressed format {blob.get('version')}, this l0rl reads {VERSION}")
     policy = build(blob["arch"])

@@ -4,11 +4,16 @@ Importing this package registers NeedleReach-v0 with gymnasium (50-step episodes
 `gym.make("NeedleReach-v0")` works too. See envs.factory for how algorithms read vector env infos.
 """
 
+if __name__ != "l0rl.envs":  # one file, one import name: this folder installs as l0rl.envs
+    raise ImportError(
+        "import this package as l0rl.envs (from l0rl import envs); run 'make setup' or pip install -e ."
+    )
+
 import gymnasium as gym
 
-from envs.factory import goal_spec, make_env, make_vector_env
-from envs.needle_reach import MAX_EPISODE_STEPS, NeedleReach
-from envs.registry import NEEDLE_REACH_ID, SUPPORTED_FAMILIES, EnvError, resolve_env_id
+from l0rl.envs.factory import goal_spec, make_env, make_vector_env
+from l0rl.envs.needle_reach import MAX_EPISODE_STEPS, NeedleReach
+from l0rl.envs.registry import NEEDLE_REACH_ID, SUPPORTED_FAMILIES, EnvError, resolve_env_id
 
 if NEEDLE_REACH_ID not in gym.registry:
     gym.register(id=NEEDLE_REACH_ID, entry_point=NeedleReach, max_episode_steps=MAX_EPISODE_STEPS)

@@ -14,9 +14,9 @@ from functools import partial
 import gymnasium as gym
 import numpy as np
 
-from envs.needle_reach import REWARD_TYPES, NeedleReach, goal_reward
-from envs.registry import EnvError, family, resolve_env_id
-from envs.surrol_adapter import make_surrol
+from l0rl.envs.needle_reach import REWARD_TYPES, NeedleReach, goal_reward
+from l0rl.envs.registry import EnvError, family, resolve_env_id
+from l0rl.envs.surrol_adapter import make_surrol
 
 GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
 MARIO_FRAME_SIZE = (84, 84)

@@ -24,7 +24,7 @@ observation carries, so `compute_reward` on observations reproduces step rewards
 import gymnasium as gym
 import numpy as np
 
-from envs.registry import EnvError
+from l0rl.envs.registry import EnvError
 
 MAX_EPISODE_STEPS = 50
 STEP_SIZE = 0.04965  # nominal 0.05 per unit action; SurRoL's arm achieves 0.993 of it

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import gymnasium as gym
 import numpy as np
 
-from envs.registry import SURROL_PREFIX, EnvError
+from l0rl.envs.registry import SURROL_PREFIX, EnvError
 
 
 def convert_space(space) -> gym.Space:

@@ -1,6 +1,6 @@
 """l0: learnable hard-concrete gates ("sparsity map") for PyTorch models, and their scheduler.
 
-    import l0
+    from l0rl import l0
     l0.sparsify(model, granularity="unit")           # gate Linear/Conv2d weights in place
     loss = task_loss + lam * l0.penalty(model)        # expected share of non-zero gated weights
     l0.stats(model)                                   # {"l0/sparsity": ..., ...} under test-time gates
@@ -15,10 +15,15 @@ Which gate mode to use in RL:
 Depends on torch only.
 """
 
-from l0.gates import BETA, GAMMA, LOG_ALPHA_MAX, LOG_ALPHA_MIN, ZETA
-from l0.scheduler import MODES as SCHEDULER_MODES
-from l0.scheduler import SparsityMapScheduler
-from l0.sparsify import (
+if __name__ != "l0rl.l0":  # one file, one import name: this folder installs as l0rl.l0
+    raise ImportError(
+        "import this package as l0rl.l0 (from l0rl import l0); run 'make setup' or pip install -e ."
+    )
+
+from l0rl.l0.gates import BETA, GAMMA, LOG_ALPHA_MAX, LOG_ALPHA_MIN, ZETA
+from l0rl.l0.scheduler import MODES as SCHEDULER_MODES
+from l0rl.l0.scheduler import SparsityMapScheduler
+from l0rl.l0.sparsify import (
     GRANULARITIES,
     HardConcreteGate,
     cached_gates,

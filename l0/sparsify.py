@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from l0.gates import (
+from l0rl.l0.gates import (
     BETA,
     GAMMA,
     LOG_ALPHA_MAX,

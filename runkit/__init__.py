@@ -2,7 +2,12 @@
 contract and atomic checkpoints, the metrics record + W&B, progress display, evaluation episodes,
 and one-line CLI errors."""
 
-from runkit.checkpoint import (
+if __name__ != "l0rl.runkit":  # one file, one import name: this folder installs as l0rl.runkit
+    raise ImportError(
+        "import this package as l0rl.runkit (from l0rl import runkit); run 'make setup' or pip install -e ."
+    )
+
+from l0rl.runkit.checkpoint import (
     CHECKPOINT_NAME,
     FORMAT_VERSION,
     RunError,
@@ -18,10 +23,10 @@ from runkit.checkpoint import (
     seed_everything,
     set_rng_state,
 )
-from runkit.cli import run_cli
-from runkit.evaluate import eval_metrics, evaluate
-from runkit.session import env_options, open_run, resume_or_new
-from runkit.tracker import WANDB_MODES, Progress, Tracker, read_metrics, resolve_wandb_mode
+from l0rl.runkit.cli import run_cli
+from l0rl.runkit.evaluate import eval_metrics, evaluate
+from l0rl.runkit.session import env_options, open_run, resume_or_new
+from l0rl.runkit.tracker import WANDB_MODES, Progress, Tracker, read_metrics, resolve_wandb_mode
 
 __all__ = [
     "CHECKPOINT_NAME",

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from envs import make_env
+from l0rl.envs import make_env
 
 
 @torch.no_grad()

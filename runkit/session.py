@@ -5,8 +5,8 @@ import json
 import os
 from typing import Any
 
-from runkit.checkpoint import RunError, create_run_dir, load_checkpoint, run_name
-from runkit.tracker import Tracker
+from l0rl.runkit.checkpoint import RunError, create_run_dir, load_checkpoint, run_name
+from l0rl.runkit.tracker import Tracker
 
 PROCESS_OPTIONS = ("resume", "halt_after", "progress")
 """Arguments that belong to one process, so --resume takes them from the command line, not the run."""

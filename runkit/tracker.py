@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runkit.checkpoint import atomic_write_json
+from l0rl.runkit.checkpoint import atomic_write_json
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 METRICS_NAME = "metrics.jsonl"

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-import l0
-from compress import (
+from l0rl import l0
+from l0rl.compress import (
     Affine,
     as_chain,
     choose_ranks,
@@ -23,8 +23,8 @@ from compress import (
     search_ranks,
     shrink,
 )
-from compress.measure import dense_reference, stage_figures
-from compress.serialize import (
+from l0rl.compress.measure import dense_reference, stage_figures
+from l0rl.compress.serialize import (
     compressed_bytes,
     decode_tensor,
     encode_tensor,
@@ -32,7 +32,7 @@ from compress.serialize import (
     policy_blob,
     to_bytes,
 )
-from compress.stages import max_saving_rank
+from l0rl.compress.stages import max_saving_rank
 
 OBS_MLP = (5,)
 OBS_CNN = (2, 9, 9)

@@ -1,4 +1,4 @@
-"""End to end: compress a tiny trained CartPole PPO-L0 run in-process and as `python -m compress`,
+"""End to end: compress a tiny trained CartPole PPO-L0 run in-process and as `python -m l0rl.compress`,
 the baselines, and every kind of bad input (one-line error, exit code 2, run directory untouched)."""
 
 import hashlib
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from compress import compress_run, load_compressed
-from compress.__main__ import main
-from runkit import evaluate
+from l0rl.compress import compress_run, load_compressed
+from l0rl.compress.__main__ import main
+from l0rl.runkit import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["original", "hardened", "shrunk", "low-rank"]
@@ -24,7 +24,7 @@ STAGES = ["original", "hardened", "shrunk", "low-rank"]
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    from algos.ppo_l0 import Args, train
+    from l0rl.algos.ppo_l0 import Args, train
 
     root = tmp_path_factory.mktemp("runs")
     return Path(
@@ -97,7 +97,7 @@ def test_cli_subprocess(run_dir):
         [
             sys.executable,
             "-m",
-            "compress",
+            "l0rl.compress",
             str(run_dir),
             "--episodes",
             "2",
@@ -184,7 +184,7 @@ def test_bad_run_directories(case, run_dir, tmp_path, capsys):
         main([str(target), "--episodes", "1", "--wandb-mode", "disabled"])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("python -m compress: error:") and hint in err[0]
+    assert len(err) == 1 and err[0].startswith("python -m l0rl.compress: error:") and hint in err[0]
     assert (snapshot(target) if target.exists() else None) == before
 
 
@@ -210,13 +210,13 @@ def test_bad_options(case, run_dir, capsys, monkeypatch):
         main([str(run_dir), "--episodes", "1", "--wandb-mode", "disabled", *argv])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("python -m compress: error:") and hint in err[0]
+    assert len(err) == 1 and err[0].startswith("python -m l0rl.compress: error:") and hint in err[0]
     assert snapshot(run_dir) == before
 
 
 def test_bad_input_subprocess_exit_code(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "compress", str(tmp_path), "--wandb-mode", "disabled"],
+        [sys.executable, "-m", "l0rl.compress", str(tmp_path), "--wandb-mode", "disabled"],
         cwd=REPO,
         env={**os.environ, "WANDB_MODE": "disabled"},
         capture_output=True,

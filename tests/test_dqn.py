@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-import l0
-from algos import dqn_l0 as dqn
-from runkit import load_checkpoint, read_metrics
+from l0rl import l0
+from l0rl.algos import dqn_l0 as dqn
+from l0rl.runkit import load_checkpoint, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 

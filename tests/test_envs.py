@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs import SUPPORTED_FAMILIES, EnvError, make_env, make_vector_env, resolve_env_id
+from l0rl.envs import SUPPORTED_FAMILIES, EnvError, make_env, make_vector_env, resolve_env_id
 
 VECTOR_IDS = [
     "CartPole-v1",

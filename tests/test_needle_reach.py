@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from envs import EnvError, goal_spec, make_env, make_vector_env
-from envs.factory import FlattenDictObservation
-from envs.needle_reach import NeedleReach
-from envs.surrol_adapter import SurRoLAdapter, convert_space
+from l0rl.envs import EnvError, goal_spec, make_env, make_vector_env
+from l0rl.envs.factory import FlattenDictObservation
+from l0rl.envs.needle_reach import NeedleReach
+from l0rl.envs.surrol_adapter import SurRoLAdapter, convert_space
 
 STEP = 0.04965
 TIP_START = np.array([2.5, 0.25, 3.725], np.float32)

@@ -12,11 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-import l0
-from runkit import load_checkpoint, read_metrics
+from l0rl import l0
+from l0rl.runkit import load_checkpoint, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-ALGOS = {"ppo": importlib.import_module("algos.ppo_l0"), "a2c": importlib.import_module("algos.a2c_l0")}
+ALGOS = {
+    "ppo": importlib.import_module("l0rl.algos.ppo_l0"),
+    "a2c": importlib.import_module("l0rl.algos.a2c_l0"),
+}
 
 
 def tiny_args(algo: str, tmp_path: Path, **kw):

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-import l0
-from envs import goal_spec
-from runkit import load_checkpoint, read_metrics
+from l0rl import l0
+from l0rl.envs import goal_spec
+from l0rl.runkit import load_checkpoint, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-sac = importlib.import_module("algos.sac_l0")
+sac = importlib.import_module("l0rl.algos.sac_l0")
 
 
 @pytest.fixture(autouse=True)

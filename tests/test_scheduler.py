@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-import l0
-from l0 import SparsityMapScheduler
+from l0rl import l0
+from l0rl.l0 import SparsityMapScheduler
 
 
 def test_constant():
