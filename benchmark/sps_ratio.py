@@ -15,7 +15,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from l0rl.runkit import atomic_write_json, read_metrics, run_cli
 
 

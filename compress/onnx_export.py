@@ -5,9 +5,8 @@ import warnings
 
 import numpy as np
 import torch
-from torch import nn
-
 from l0rl.compress.measure import latency_us
+from torch import nn
 
 INSTALL_HINT = 'pip install -e ".[onnx]"'
 

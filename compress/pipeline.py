@@ -13,8 +13,6 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from torch import nn
-
 from l0rl.compress.chain import as_chain, weight_layers
 from l0rl.compress.measure import dense_reference, stage_figures, torch_latency_us
 from l0rl.compress.onnx_export import export_onnx, require_onnx
@@ -33,6 +31,7 @@ from l0rl.runkit import (
     resolve_checkpoint,
 )
 from l0rl.runkit.checkpoint import atomic_write_bytes
+from torch import nn
 
 ALGOS = {
     "ppo_l0": "l0rl.algos.ppo_l0",

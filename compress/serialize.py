@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-
 from l0rl.compress.chain import ACTIVATIONS, Affine
+from torch import nn
 
 FORMAT = "l0rl-compressed"
 VERSION = 1

@@ -14,11 +14,11 @@ import copy
 from collections.abc import Callable
 
 import torch
+from l0rl.compress.chain import ACTIVATIONS, WEIGHT_LAYERS, Affine, as_chain, trace, weight_layers
+from l0rl.compress.serialize import policy_blob, to_bytes
 from torch import nn
 
 from l0rl import l0
-from l0rl.compress.chain import ACTIVATIONS, WEIGHT_LAYERS, Affine, as_chain, trace, weight_layers
-from l0rl.compress.serialize import policy_blob, to_bytes
 
 
 def harden(policy: nn.Module, obs_shape: tuple[int, ...]) -> nn.Sequential:

@@ -15,9 +15,6 @@ import fnmatch
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
-from torch import nn
-from torch.nn.utils import parametrize
-
 from l0rl.l0.gates import (
     BETA,
     GAMMA,
@@ -30,6 +27,8 @@ from l0rl.l0.gates import (
     prob_nonzero,
     sample_gate,
 )
+from torch import nn
+from torch.nn.utils import parametrize
 
 GRANULARITIES = ("weight", "unit")
 """'weight': one gate per weight (unstructured). 'unit': one gate per output unit / conv channel

@@ -9,9 +9,8 @@ Episode i is seeded with seed + i, so two policies evaluated with the same seed 
 import gymnasium as gym
 import numpy as np
 import torch
-from torch import nn
-
 from l0rl.envs import make_env
+from torch import nn
 
 
 @torch.no_grad()
