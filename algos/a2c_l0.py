@@ -20,6 +20,10 @@ import torch
 import torch.nn as nn
 import torch.optim as optim
 import tyro
+from torch.distributions.categorical import Categorical
+from torch.distributions.normal import Normal
+
+from l0rl import l0
 from l0rl.envs import make_vector_env
 from l0rl.runkit import (
     Progress,
@@ -35,10 +39,6 @@ from l0rl.runkit import (
     seed_everything,
     set_rng_state,
 )
-from torch.distributions.categorical import Categorical
-from torch.distributions.normal import Normal
-
-from l0rl import l0
 
 ALGO = "a2c_l0"
 

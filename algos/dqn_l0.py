@@ -30,6 +30,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.optim as optim
 import tyro
+
+from l0rl import l0
 from l0rl.envs import make_vector_env
 from l0rl.runkit import (
     Progress,
@@ -46,8 +48,6 @@ from l0rl.runkit import (
     seed_everything,
     set_rng_state,
 )
-
-from l0rl import l0
 
 ALGO = "dqn_l0"
 BUFFER_NAME = "replay_buffer.pt"

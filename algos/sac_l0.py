@@ -32,6 +32,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.optim as optim
 import tyro
+from torch.distributions.categorical import Categorical
+from torch.distributions.normal import Normal
+
+from l0rl import l0
 from l0rl.envs import goal_spec, make_vector_env
 from l0rl.runkit import (
     Progress,
@@ -48,10 +52,6 @@ from l0rl.runkit import (
     seed_everything,
     set_rng_state,
 )
-from torch.distributions.categorical import Categorical
-from torch.distributions.normal import Normal
-
-from l0rl import l0
 
 ALGO = "sac_l0"
 BUFFER_NAME = "replay_buffer.pt"

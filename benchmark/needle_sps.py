@@ -11,6 +11,7 @@ import argparse
 import time
 
 import numpy as np
+
 from l0rl.envs import make_env, make_vector_env
 
 ENV_ID = "NeedleReach-v0"

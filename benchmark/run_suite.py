@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from l0rl.compress import compress_run
 from l0rl.runkit import atomic_write_json, load_checkpoint, run_cli
 

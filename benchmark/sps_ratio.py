@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
 from l0rl.runkit import atomic_write_json, read_metrics, run_cli
 
 

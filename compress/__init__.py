@@ -6,7 +6,7 @@
     report = compress_run("runs/<run_name>", wandb_mode="disabled")
     policy = load_compressed("runs/<run_name>/compressed.pt")   # plain torch nn.Sequential
 
-Stages are pure functions on a canonical nn.Sequential chain (compress.chain): `harden`,
+Stages are pure functions on a canonical nn.Sequential chain (l0rl.policy): `harden`,
 `magnitude_prune`, `shrink`, `low_rank`; figures and their definitions live in compress.measure.
 """
 
@@ -15,9 +15,8 @@ if __name__ != "l0rl.compress":  # one file, one import name: this folder instal
         "import this package as l0rl.compress (from l0rl import compress); run 'make setup' or pip install -e ."
     )
 
-from l0rl.compress.chain import Affine, as_chain
 from l0rl.compress.measure import counts, macs, policy_bytes
-from l0rl.compress.pipeline import ALGOS, METHODS, compress_run
+from l0rl.compress.pipeline import METHODS, compress_run
 from l0rl.compress.serialize import load_compressed
 from l0rl.compress.stages import (
     choose_ranks,
@@ -28,9 +27,9 @@ from l0rl.compress.stages import (
     search_ranks,
     shrink,
 )
+from l0rl.policy import Affine, as_chain
 
 __all__ = [
-    "ALGOS",
     "METHODS",
     "Affine",
     "as_chain",

@@ -67,6 +67,12 @@ def parser() -> argparse.ArgumentParser:
         help="also export compressed[_METHOD].onnx, check it against torch with onnxruntime and time it",
     )
     p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="show evaluation progress on stderr (default on; --no-progress for quiet runs)",
+    )
+    p.add_argument(
         "--wandb-mode",
         choices=WANDB_MODES,
         default="auto",
@@ -89,6 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
             seed=a.seed,
             onnx=a.onnx,
             wandb_mode=a.wandb_mode,
+            progress=a.progress,
         ),
         PROG,
     )

@@ -28,11 +28,11 @@ import time
 from collections.abc import Callable
 
 import torch
-from l0rl.compress.chain import trace, weight_layers
-from l0rl.compress.serialize import policy_blob, to_bytes
 from torch import nn
 
 from l0rl import l0
+from l0rl.compress.serialize import policy_blob, to_bytes
+from l0rl.policy import trace, weight_layers
 
 
 @torch.no_grad()

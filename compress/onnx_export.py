@@ -5,19 +5,22 @@ import warnings
 
 import numpy as np
 import torch
-from l0rl.compress.measure import latency_us
 from torch import nn
+
+from l0rl.errors import UsageError
+
+from l0rl.compress.measure import latency_us
 
 INSTALL_HINT = 'pip install -e ".[onnx]"'
 
 
 def require_onnx() -> None:
-    """Raise a one-line ValueError when onnx or onnxruntime is missing."""
+    """Raise a one-line UsageError when onnx or onnxruntime is missing."""
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ModuleNotFoundError as e:
-        raise ValueError(f"--onnx needs the {e.name!r} package; install it with {INSTALL_HINT}") from None
+        raise UsageError(f"--onnx needs the {e.name!r} package; install it with {INSTALL_HINT}") from None
 
 
 def export_onnx(policy: nn.Module, observations: np.ndarray) -> tuple[bytes, dict]:

@@ -7,18 +7,19 @@ Stages, each evaluated on the same evaluation seeds:
 Only the run directory is read; results are written next to checkpoint.pt (never over it).
 """
 
-import importlib
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import torch
-from l0rl.compress.chain import as_chain, weight_layers
+from torch import nn
+
 from l0rl.compress.measure import dense_reference, stage_figures, torch_latency_us
 from l0rl.compress.onnx_export import export_onnx, require_onnx
 from l0rl.compress.report import log_report
 from l0rl.compress.serialize import compressed_bytes
 from l0rl.compress.stages import choose_ranks, harden, low_rank, magnitude_prune, search_ranks, shrink
+from l0rl.policy import as_chain, build_policy, build_space, weight_layers
+from l0rl.errors import UsageError
 from l0rl.runkit import (
     CHECKPOINT_NAME,
     WANDB_MODES,
@@ -30,16 +31,8 @@ from l0rl.runkit import (
     load_checkpoint,
     resolve_checkpoint,
 )
-from l0rl.runkit.checkpoint import atomic_write_bytes
-from torch import nn
+from l0rl.runkit.checkpoint import atomic_write_bytes, check_writable
 
-ALGOS = {
-    "ppo_l0": "l0rl.algos.ppo_l0",
-    "a2c_l0": "l0rl.algos.a2c_l0",
-    "dqn_l0": "l0rl.algos.dqn_l0",
-    "sac_l0": "l0rl.algos.sac_l0",
-}
-"""Algorithm name (a checkpoint's "algo") -> module exposing `policy_from_checkpoint(ckpt) -> nn.Module`."""
 METHODS = ("l0", "magnitude", "magnitude-layer", "svd")
 PRUNING_METHODS = {"magnitude": False, "magnitude-layer": True}  # method -> per-layer threshold
 DEFAULT_ENERGY = 0.99
@@ -69,64 +62,35 @@ def check_options(
 ) -> None:
     """Raise a one-line ValueError for any option out of range or not applying to this method."""
     if method not in METHODS:
-        raise ValueError(f"unknown --method {method!r}; use one of {', '.join(METHODS)}")
+        raise UsageError(f"unknown --method {method!r}; use one of {', '.join(METHODS)}")
     if energy is not None and not 0.0 < energy <= 1.0:
-        raise ValueError(f"--energy must be in (0, 1], got {energy}; e.g. 0.99 keeps 99 % of the spectrum")
+        raise UsageError(f"--energy must be in (0, 1], got {energy}; e.g. 0.99 keeps 99 % of the spectrum")
     if tolerance is not None and not 0.0 <= tolerance <= 1.0:
-        raise ValueError(
+        raise UsageError(
             f"--tolerance must be in [0, 1], got {tolerance}; e.g. 0.05 allows a 5 % lower return"
         )
     if sparsity is not None and not 0.0 < sparsity < 1.0:
-        raise ValueError(f"--sparsity must be in (0, 1), got {sparsity}; e.g. 0.9 zeroes 90 % of the weights")
+        raise UsageError(f"--sparsity must be in (0, 1), got {sparsity}; e.g. 0.9 zeroes 90 % of the weights")
     if sparsity is not None and method not in PRUNING_METHODS:
-        raise ValueError("--sparsity applies to --method magnitude / magnitude-layer only")
+        raise UsageError("--sparsity applies to --method magnitude / magnitude-layer only")
     if rank_search and energy is not None:
-        raise ValueError("--energy and --rank-search both choose the ranks; pass one of them")
+        raise UsageError("--energy and --rank-search both choose the ranks; pass one of them")
     if tolerance is not None and not rank_search:
-        raise ValueError("--tolerance applies to --rank-search only")
+        raise UsageError("--tolerance applies to --rank-search only")
     if episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {episodes}")
+        raise UsageError(f"--episodes must be >= 1, got {episodes}")
     if wandb_mode not in WANDB_MODES:
-        raise ValueError(f"unknown --wandb-mode {wandb_mode!r}; use one of {', '.join(WANDB_MODES)}")
+        raise UsageError(f"unknown --wandb-mode {wandb_mode!r}; use one of {', '.join(WANDB_MODES)}")
 
 
 def load_policy(ckpt: dict, path: Path) -> nn.Module:
-    """The algorithm's policy (gated if trained with L0) rebuilt from a loaded checkpoint, in eval mode."""
-    algo = ckpt["algo"]
-    if algo not in ALGOS:
-        raise RunError(
-            f"{path} was trained by {algo!r}, which compress does not know; known: {', '.join(ALGOS)} "
-            "(register new algorithms in compress.pipeline.ALGOS)"
-        )
-    if "spaces" not in ckpt:
-        raise RunError(f"{path} has no 'spaces' entry; re-train it with the current algos/{algo}.py")
+    """The trained policy (gated or masked as trained) rebuilt from the checkpoint's own description:
+    no algorithm file is imported, so a user's modified copy of an algorithm compresses too."""
     try:
-        module = importlib.import_module(ALGOS[algo])
-    except ModuleNotFoundError as e:
-        if e.name != ALGOS[algo]:
-            raise
-        raise RunError(
-            f"{path} needs {ALGOS[algo]}, which this l0rl does not have yet; update l0rl"
-        ) from None
-    try:
-        policy = module.policy_from_checkpoint(ckpt)
-    except (KeyError, RuntimeError) as e:
+        return build_policy(ckpt["policy"])
+    except (KeyError, RuntimeError, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else ""
-        raise RunError(f"{path}: cannot rebuild the {algo} policy ({type(e).__name__}: {first})") from e
-    return policy.eval()
-
-
-def _describe_space(space: gym.Space) -> dict:
-    if isinstance(space, gym.spaces.Discrete):
-        return {"type": "Discrete", "n": int(space.n)}
-    if isinstance(space, gym.spaces.Box):
-        return {
-            "type": "Box",
-            "shape": list(space.shape),
-            "low": np.asarray(space.low, dtype=np.float64).tolist(),
-            "high": np.asarray(space.high, dtype=np.float64).tolist(),
-        }
-    return {"type": type(space).__name__}
+        raise RunError(f"{path}: cannot rebuild the policy ({type(e).__name__}: {first})") from e
 
 
 def _layers(chain: nn.Sequential) -> list[str]:
@@ -142,9 +106,9 @@ def _layers(chain: nn.Sequential) -> list[str]:
 class _StageRunner:
     """Runs the stages of one method on one policy, measuring and evaluating each on the same seeds."""
 
-    def __init__(self, ckpt: dict, policy: nn.Module, episodes: int, seed: int):
-        self.ckpt, self.policy, self.episodes, self.seed = ckpt, policy, episodes, seed
-        obs_space = ckpt["spaces"][0]
+    def __init__(self, ckpt: dict, policy: nn.Module, episodes: int, seed: int, progress: bool):
+        self.ckpt, self.policy, self.episodes, self.seed, self.progress = ckpt, policy, episodes, seed, progress
+        obs_space = build_space(ckpt["policy"]["observation_space"])
         self.obs_shape = tuple(obs_space.shape)
         obs_space.seed(seed)
         self.observations = np.stack([np.asarray(obs_space.sample(), dtype=np.float32) for _ in range(16)])
@@ -152,10 +116,18 @@ class _StageRunner:
         self.dense = dense_reference(self.hardened)
 
     def play(self, module: nn.Module) -> dict:
-        """Return mean / std (and success rate) over the evaluation episodes."""
-        greedy = self.ckpt["args"].get("eval_greedy", True)
+        """Return mean / std (and success rate) over the evaluation episodes, evaluated as the run's
+        own final evaluation was (greedy or sampled actions, step cap)."""
+        args = self.ckpt["args"]
         result = evaluate(
-            module, self.ckpt["env_id"], self.ckpt["env_options"], self.episodes, self.seed, greedy
+            module,
+            self.ckpt["env_id"],
+            self.ckpt["env_options"],
+            self.episodes,
+            self.seed,
+            greedy=args.get("eval_greedy", True),
+            max_steps=args.get("eval_max_steps"),
+            progress=self.progress,
         )
         m = eval_metrics(result, "")
         return {
@@ -216,6 +188,7 @@ def compress_run(
     seed: int | None = None,
     onnx: bool = False,
     wandb_mode: str = "auto",
+    progress: bool = False,
 ) -> dict:
     """Compress the policy of `run_dir` and write compressed[_<method>].pt, compress[_<method>].json
     (this dict), optionally compressed[_<method>].onnx, and a W&B run (job_type "compress") whose
@@ -225,7 +198,7 @@ def compress_run(
     rank_search: instead, the smallest ranks whose return stays within `tolerance` (relative,
     default 0.05) of the hardened policy's; sparsity: --method magnitude's target (default 0.9);
     seed: first evaluation seed (default: the run's seed + 10000, as its final evaluation).
-    Nothing is written unless every stage ran; bad input raises ValueError (RunError, EnvError)."""
+    Nothing is written unless every stage ran; bad input raises UsageError (RunError, EnvError)."""
     check_options(method, energy, rank_search, tolerance, sparsity, episodes, wandb_mode)
     if onnx:
         require_onnx()
@@ -241,8 +214,9 @@ def compress_run(
     ckpt = load_checkpoint(ckpt_path)
     policy = load_policy(ckpt, ckpt_path)
     run_path = ckpt_path.parent
+    check_writable(run_path)  # before minutes of evaluation, not at the first write
     seed = int(ckpt["args"].get("seed", 0)) + 10_000 if seed is None else seed
-    stages = _StageRunner(ckpt, policy, episodes, seed)
+    stages = _StageRunner(ckpt, policy, episodes, seed, progress)
     rows, final, chosen = stages.run(method, options)
 
     names = output_names(method)
@@ -276,7 +250,7 @@ def compress_run(
         "source_run": run_path.name,
         "global_step": ckpt["global_step"],
         "obs_shape": list(stages.obs_shape),
-        "action_space": _describe_space(ckpt["spaces"][1]),
+        "action_space": ckpt["policy"]["action_space"],
         "stages": rows,
     }
 

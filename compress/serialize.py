@@ -1,7 +1,7 @@
 """How compress stores a policy: an architecture description (a list of plain dicts) plus a state_dict
 whose floating tensors each take whichever of two encodings saves to fewer bytes, dense or (bitmask +
 non-zero values), so unstructured zeros save bytes honestly. Everything is plain Python and tensors: a compressed file
-loads with `torch.load(..., weights_only=True)` and rebuilds with torch alone (no l0 gates, no algos).
+loads with `torch.load(..., weights_only=True)` and rebuilds with torch alone (no l0 gates, no algorithm file).
 """
 
 import io
@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from l0rl.compress.chain import ACTIVATIONS, Affine
 from torch import nn
+
+from l0rl.policy import build, describe
 
 FORMAT = "l0rl-compressed"
 VERSION = 1
@@ -58,76 +59,6 @@ def encode_state(state: dict[str, torch.Tensor], force_dense: bool = False) -> d
 
 def decode_state(encoded: dict) -> dict[str, torch.Tensor]:
     return {k: decode_tensor(v) for k, v in encoded.items()}
-
-
-def _describe(m: nn.Module) -> dict:
-    if isinstance(m, nn.Linear):
-        return {
-            "type": "Linear",
-            "in_features": m.in_features,
-            "out_features": m.out_features,
-            "bias": m.bias is not None,
-        }
-    if isinstance(m, nn.Conv2d):
-        return {
-            "type": "Conv2d",
-            "in_channels": m.in_channels,
-            "out_channels": m.out_channels,
-            "kernel_size": list(m.kernel_size),
-            "stride": list(m.stride),
-            "padding": m.padding if isinstance(m.padding, str) else list(m.padding),
-            "dilation": list(m.dilation),
-            "groups": m.groups,
-            "bias": m.bias is not None,
-            "padding_mode": m.padding_mode,
-        }
-    if isinstance(m, nn.Flatten):
-        return {"type": "Flatten", "start_dim": m.start_dim, "end_dim": m.end_dim}
-    if isinstance(m, Affine):
-        return {"type": "Affine", "scale_shape": list(m.scale.shape), "shift_shape": list(m.shift.shape)}
-    if isinstance(m, ACTIVATIONS):
-        return {"type": type(m).__name__}
-    raise ValueError(f"cannot describe {type(m).__name__}; pass the policy through compress.as_chain first")
-
-
-def describe(chain: nn.Sequential) -> list[dict]:
-    """The architecture of a canonical chain as a list of plain dicts."""
-    return [_describe(m) for m in chain]
-
-
-def _build(spec: dict) -> nn.Module:
-    kind = spec["type"]
-    if kind == "Linear":
-        return torch.nn.utils.skip_init(
-            nn.Linear, spec["in_features"], spec["out_features"], bias=spec["bias"]
-        )
-    if kind == "Conv2d":
-        padding = spec["padding"] if isinstance(spec["padding"], str) else tuple(spec["padding"])
-        return torch.nn.utils.skip_init(
-            nn.Conv2d,
-            spec["in_channels"],
-            spec["out_channels"],
-            tuple(spec["kernel_size"]),
-            stride=tuple(spec["stride"]),
-            padding=padding,
-            dilation=tuple(spec["dilation"]),
-            groups=spec["groups"],
-            bias=spec["bias"],
-            padding_mode=spec["padding_mode"],
-        )
-    if kind == "Flatten":
-        return nn.Flatten(spec["start_dim"], spec["end_dim"])
-    if kind == "Affine":
-        return Affine(torch.zeros(spec["scale_shape"]), torch.zeros(spec["shift_shape"]))
-    activations = {cls.__name__: cls for cls in ACTIVATIONS}
-    if kind in activations:
-        return activations[kind]()
-    raise ValueError(f"unknown layer type {kind!r} in a compressed policy; was it written by a newer l0rl?")
-
-
-def build(arch: list[dict]) -> nn.Sequential:
-    """An uninitialised chain with the described architecture (load a state_dict into it)."""
-    return nn.Sequential(*[_build(spec) for spec in arch])
 
 
 def policy_blob(chain: nn.Sequential, force_dense: bool = False) -> dict:

@@ -7,18 +7,18 @@
 - `low_rank`: truncated SVD of chosen layers into two thinner layers, only where it saves storage.
 Ranks come from `choose_ranks` (an energy share) or `search_ranks` (smallest ranks whose evaluated
 return stays above a floor). All stages but `harden` expect a gate-free chain in canonical form
-(see compress.chain).
+(see l0rl.policy).
 """
 
 import copy
 from collections.abc import Callable
 
 import torch
-from l0rl.compress.chain import ACTIVATIONS, WEIGHT_LAYERS, Affine, as_chain, trace, weight_layers
-from l0rl.compress.serialize import policy_blob, to_bytes
 from torch import nn
 
 from l0rl import l0
+from l0rl.compress.serialize import policy_blob, to_bytes
+from l0rl.policy import ACTIVATIONS, WEIGHT_LAYERS, Affine, as_chain, trace, weight_layers
 
 
 def harden(policy: nn.Module, obs_shape: tuple[int, ...]) -> nn.Sequential:

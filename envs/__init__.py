@@ -10,6 +10,7 @@ if __name__ != "l0rl.envs":  # one file, one import name: this folder installs a
     )
 
 import gymnasium as gym
+
 from l0rl.envs.factory import goal_spec, make_env, make_vector_env
 from l0rl.envs.needle_reach import MAX_EPISODE_STEPS, NeedleReach
 from l0rl.envs.registry import NEEDLE_REACH_ID, SUPPORTED_FAMILIES, EnvError, resolve_env_id

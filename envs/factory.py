@@ -13,6 +13,7 @@ from functools import partial
 
 import gymnasium as gym
 import numpy as np
+
 from l0rl.envs.needle_reach import REWARD_TYPES, NeedleReach, goal_reward
 from l0rl.envs.registry import EnvError, family, resolve_env_id
 from l0rl.envs.surrol_adapter import make_surrol

@@ -23,6 +23,7 @@ observation carries, so `compute_reward` on observations reproduces step rewards
 
 import gymnasium as gym
 import numpy as np
+
 from l0rl.envs.registry import EnvError
 
 MAX_EPISODE_STEPS = 50

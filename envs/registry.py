@@ -13,8 +13,10 @@ import warnings
 
 import gymnasium as gym
 
+from l0rl.errors import UsageError
 
-class EnvError(ValueError):
+
+class EnvError(UsageError):
     """A mistake the user can fix (id, option, missing extra); the message is one line saying how."""
 
 

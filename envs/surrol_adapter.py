@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import gymnasium as gym
 import numpy as np
+
 from l0rl.envs.registry import SURROL_PREFIX, EnvError
 
 

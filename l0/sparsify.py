@@ -15,6 +15,9 @@ import fnmatch
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
 from l0rl.l0.gates import (
     BETA,
     GAMMA,
@@ -27,8 +30,6 @@ from l0rl.l0.gates import (
     prob_nonzero,
     sample_gate,
 )
-from torch import nn
-from torch.nn.utils import parametrize
 
 GRANULARITIES = ("weight", "unit")
 """'weight': one gate per weight (unstructured). 'unit': one gate per output unit / conv channel
@@ -261,9 +262,10 @@ def dense_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     keys, no gate entries), computed without copying the model.
 
     Use it to update a gate-free target network, e.g. Polyak averaging in DQN/SAC: the target
-    tracks the effective weights and log_alpha is never averaged as if it were a weight."""
+    tracks the effective weights and log_alpha is never averaged as if it were a weight. Other
+    weight parametrizations (e.g. gmp masks) are folded in the same way."""
     out = {}
-    gated = {name: module for name, module, _ in gated_layers(model)}
+    gated = {name: module for name, module in _parametrized_layers(model)}
     for key, value in model.state_dict().items():
         if ".parametrizations.weight." not in f".{key}":
             out[key] = value
@@ -273,15 +275,24 @@ def dense_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def _parametrized_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """Every layer whose weight is parametrized: L0 gates, and any other mask (such as
+    l0rl.gmp's magnitude masks) that hardening folds in the same way."""
+    for name, module in model.named_modules():
+        if parametrize.is_parametrized(module, "weight"):
+            yield name, module
+
+
 def harden(model: nn.Module) -> nn.Module:
     """A gate-free copy whose weights are the deterministic gated weights (exact zeros included).
+    Other weight parametrizations (e.g. gmp masks) are folded in too.
 
     Its outputs equal the gated model's eval-mode outputs, and its state_dict loads into the
     original dense architecture. The input model is not modified."""
     hard = copy.deepcopy(model)
     was_training = hard.training
     hard.eval()
-    for _, module, _ in list(gated_layers(hard)):
+    for _, module in list(_parametrized_layers(hard)):
         # deepcopy shares torch's generated Parametrized* class with the original, and removing a
         # parametrization deletes the property from that class: give the copy a class of its own.
         cls = type(module)

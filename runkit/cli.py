@@ -1,22 +1,58 @@
-"""Turning expected user mistakes into one-line errors with exit code 2, for every entry point."""
+"""Turning expected user mistakes and system errors into one-line messages, for every entry point.
+
+Exit codes: 2 usage error (l0rl.errors.UsageError: a bad option, an unusable run directory, a
+missing optional package), 3 non-finite training (NonFiniteError), 1 a file-system error naming its
+path (disk full, permission denied). Anything else is a bug or a failure and keeps its traceback.
+"""
 
 import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+from l0rl.errors import NonFiniteError, UsageError
+
 T = TypeVar("T")
 
-EXIT_USAGE = 2
+EXIT_SYSTEM, EXIT_USAGE, EXIT_NONFINITE = 1, 2, 3
+OPTIONAL_PACKAGES = {
+    "moviepy": "video",
+    "onnx": "onnx",
+    "onnxruntime": "onnx",
+    "nes_py": "mario",
+    "gym_super_mario_bros": "mario",
+    "matplotlib": "report",
+    "rliable": "report",
+    "wandb_workspaces": "report",
+    "ray": "cluster",
+}
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def run_cli(fn: Callable[[], T], prog: str) -> T:
-    """Call fn(); a ValueError (our RunError/EnvError included) or a missing optional package becomes
-    `prog: error: <message>` on stderr and exit code 2 instead of a traceback."""
+    """Call fn(); map the expected errors above to `prog: error: <one line>` and their exit codes."""
     try:
         return fn()
-    except (ValueError, ModuleNotFoundError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if isinstance(e, ModuleNotFoundError):
-            msg = f"missing optional package {e.name!r}; run 'make setup' or pip install the matching l0rl extra"
-        print(f"{prog}: error: {msg}", file=sys.stderr)
+    except UsageError as e:
+        print(f"{prog}: error: {_first_line(e)}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
+    except NonFiniteError as e:
+        print(f"{prog}: error: {_first_line(e)}", file=sys.stderr)
+        raise SystemExit(EXIT_NONFINITE) from None
+    except ModuleNotFoundError as e:
+        root = (e.name or "").split(".")[0]
+        if root not in OPTIONAL_PACKAGES:
+            raise
+        extra = OPTIONAL_PACKAGES[root]
+        print(
+            f"{prog}: error: missing optional package {root!r}; run 'make setup' or pip install \"l0rl[{extra}]\"",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_USAGE) from None
+    except OSError as e:
+        if e.filename is None:
+            raise
+        print(f"{prog}: error: cannot write or read {e.filename}: {e.strerror}", file=sys.stderr)
+        raise SystemExit(EXIT_SYSTEM) from None

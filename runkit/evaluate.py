@@ -9,8 +9,10 @@ Episode i is seeded with seed + i, so two policies evaluated with the same seed 
 import gymnasium as gym
 import numpy as np
 import torch
-from l0rl.envs import make_env
 from torch import nn
+
+from l0rl.envs import make_env
+from l0rl.runkit.progress import Progress
 
 
 @torch.no_grad()
@@ -23,14 +25,18 @@ def evaluate(
     greedy: bool = True,
     max_steps: int | None = None,
     device: str | torch.device = "cpu",
+    progress: bool = False,
 ) -> dict:
-    """Run `episodes` episodes; returns lists of returns, lengths and (where reported) successes."""
+    """Run `episodes` episodes; returns lists of returns, lengths and (where reported) successes.
+    With greedy=False a discrete policy samples its actions (seeded): the only source of variety in
+    a deterministic emulator such as Mario's, where greedy episodes from one start are all the same."""
     env = make_env(env_id, seed, 0, False, "", **(env_options or {}))()
     discrete = isinstance(env.action_space, gym.spaces.Discrete)
     gen = torch.Generator().manual_seed(seed)
     was_training = policy.training
     policy.eval()
     returns, lengths, successes = [], [], []
+    shown = Progress(episodes, enabled=progress, every_s=10.0, desc=f"eval {env_id}", unit="episode")
     try:
         for i in range(episodes):
             obs, _ = env.reset(seed=seed + i)
@@ -53,7 +59,9 @@ def evaluate(
             lengths.append(steps)
             if "is_success" in info:
                 successes.append(float(info["is_success"]))
+            shown.update(i + 1, ret=float(np.mean(returns)))
     finally:
+        shown.close()
         env.close()
         policy.train(was_training)
     return {"returns": returns, "lengths": lengths, "successes": successes or None}

@@ -1,29 +1,47 @@
 """Metrics go to two places at once: W&B (online, offline or disabled) and a local record in the run
 directory (`metrics.jsonl`, one JSON object per log call, and `summary.json`), so local reports never
-need the cloud. Also the terminal progress display.
+need the cloud.
+
+Every W&B row carries `global_step` and W&B plots against it (define_metric), while W&B's own step
+counts log calls: several episodes that end in the same vector step are several rows, none lost.
 """
 
 import json
-import math
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from l0rl.runkit.checkpoint import atomic_write_json
+from l0rl.errors import UsageError
+from l0rl.runkit.checkpoint import atomic_write_bytes, atomic_write_json, finite_or_none
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 METRICS_NAME = "metrics.jsonl"
 SUMMARY_NAME = "summary.json"
+ONLINE_INIT_TIMEOUT_S = 20.0
+"""How long `auto` waits for the W&B server before it logs offline instead."""
+
+
+def has_wandb_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
 def resolve_wandb_mode(mode: str) -> str:
     """'auto' means: WANDB_MODE if set, else online when an API key is configured, else offline.
+    'online' without a key is refused here, before any run directory exists.
 
     Offline runs make no network connection; upload them later with `wandb sync <run_dir>/wandb/offline-run-*`."""
     if mode not in WANDB_MODES:
-        raise ValueError(f"unknown W&B mode {mode!r}; use one of {', '.join(WANDB_MODES)}")
+        raise UsageError(f"unknown W&B mode {mode!r}; use one of {', '.join(WANDB_MODES)}")
+    if mode == "online" and not has_wandb_key():
+        raise UsageError(
+            "--wandb-mode online needs a W&B API key (wandb login, or WANDB_API_KEY); "
+            "use --wandb-mode offline and `wandb sync` the run later"
+        )
     if mode != "auto":
         return mode
     env_mode = os.environ.get("WANDB_MODE")
@@ -31,19 +49,7 @@ def resolve_wandb_mode(mode: str) -> str:
         return env_mode
     if env_mode == "dryrun":
         return "offline"
-    if os.environ.get("WANDB_API_KEY"):
-        return "online"
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    if netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore"):
-        return "online"
-    return "offline"
-
-
-def _finite(v: Any) -> Any:
-    # JSON has no NaN/inf; keep the record loadable by any JSON reader.
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
+    return "online" if has_wandb_key() else "offline"
 
 
 class Tracker:
@@ -71,9 +77,7 @@ class Tracker:
         self.mode = resolve_wandb_mode(wandb_mode)
         self.wandb_run = None
         if self.mode != "disabled":
-            import wandb
-
-            self.wandb_run = wandb.init(
+            init = dict(
                 project=project,
                 entity=entity,
                 group=group,
@@ -82,13 +86,31 @@ class Tracker:
                 job_type=job_type,
                 config=config,
                 dir=str(self.run_dir),
-                mode=self.mode,
                 id=wandb_id,
                 resume="allow" if wandb_id else None,
                 reinit="create_new",
             )
+            self.wandb_run = self._init_wandb(init, explicit_online=wandb_mode == "online")
+            self.wandb_run.define_metric("global_step")
+            self.wandb_run.define_metric("*", step_metric="global_step")
         self.wandb_id = self.wandb_run.id if self.wandb_run is not None else wandb_id
         self._summary: dict = json.loads(self.summary_path.read_text()) if self.summary_path.exists() else {}
+
+    def _init_wandb(self, init: dict, explicit_online: bool) -> Any:
+        import wandb
+
+        if self.mode != "online" or explicit_online:
+            return wandb.init(mode=self.mode, **init)
+        try:  # auto resolved to online: never let an unreachable server block training
+            return wandb.init(mode="online", settings=wandb.Settings(init_timeout=ONLINE_INIT_TIMEOUT_S), **init)
+        except Exception as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            print(
+                f"warning: W&B unreachable ({first[:120]}); logging offline, upload later with `wandb sync`",
+                file=sys.stderr,
+            )
+            self.mode = "offline"
+            return wandb.init(mode="offline", **init)
 
     def _truncate_record(self, step: int) -> None:
         """Drop local rows logged after the checkpoint we resume from, so no step appears twice."""
@@ -97,23 +119,23 @@ class Tracker:
         keep = [
             line
             for line in self.metrics_path.read_text().splitlines()
-            if json.loads(line)["global_step"] <= step
+            if line.strip() and json.loads(line)["global_step"] <= step
         ]
-        self.metrics_path.write_text("".join(line + "\n" for line in keep))
+        atomic_write_bytes(self.metrics_path, "".join(line + "\n" for line in keep).encode())
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         row = {
             "global_step": int(step),
             "time": time.time(),
-            **{k: _finite(float(v)) for k, v in metrics.items()},
+            **{k: finite_or_none(float(v)) for k, v in metrics.items()},
         }
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(row) + "\n")
         if self.wandb_run is not None:
-            self.wandb_run.log({**metrics, "global_step": step}, step=int(step))
+            self.wandb_run.log({**metrics, "global_step": int(step)})
 
     def summary(self, values: dict[str, Any]) -> None:
-        self._summary.update({k: _finite(v) for k, v in values.items()})
+        self._summary.update({k: finite_or_none(v) for k, v in values.items()})
         atomic_write_json(self.summary_path, self._summary)
         if self.wandb_run is not None:
             self.wandb_run.summary.update(values)
@@ -130,37 +152,3 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-class Progress:
-    """A tqdm bar on a terminal; a plain line every `every_s` seconds otherwise; nothing if disabled."""
-
-    def __init__(
-        self, total: int, initial: int = 0, enabled: bool = True, every_s: float = 30.0, desc: str = ""
-    ):
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-        self.total, self.every_s, self.desc = total, every_s, desc
-        self._last_print = 0.0
-        self._bar = None
-        if enabled and self.tty:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
-        self._n = initial
-
-    def update(self, step: int, **fields: float | None) -> None:
-        if not self.enabled:
-            return
-        text = " ".join(f"{k}={v:.3g}" for k, v in fields.items() if v is not None)
-        if self._bar is not None:
-            self._bar.update(step - self._n)
-            self._bar.set_postfix_str(text, refresh=False)
-        elif time.time() - self._last_print >= self.every_s or step >= self.total:
-            print(f"[{self.desc}] step {step}/{self.total} {text}", file=sys.stderr, flush=True)
-            self._last_print = time.time()
-        self._n = step
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()

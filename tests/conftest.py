@@ -1,6 +1,6 @@
 """Test-wide settings: one torch thread per test worker (with pytest -n 2 on a 2-core machine, torch's
 default of one thread per core oversubscribes the CPU and small-MLP training slows down many times
-over), and no W&B network traffic."""
+over), and no W&B network traffic. Shared helpers live in tests/helpers.py."""
 
 import os
 

@@ -5,6 +5,9 @@ import math
 
 import pytest
 import torch
+from torch import nn
+
+from l0rl import l0
 from l0rl.compress import (
     Affine,
     as_chain,
@@ -30,9 +33,6 @@ from l0rl.compress.serialize import (
     to_bytes,
 )
 from l0rl.compress.stages import max_saving_rank
-from torch import nn
-
-from l0rl import l0
 
 OBS_MLP = (5,)
 OBS_CNN = (2, 9, 9)

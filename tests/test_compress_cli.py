@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from l0rl.compress import compress_run, load_compressed
 from l0rl.compress.__main__ import main
 from l0rl.runkit import evaluate

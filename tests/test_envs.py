@@ -7,6 +7,7 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
+
 from l0rl.envs import SUPPORTED_FAMILIES, EnvError, make_env, make_vector_env, resolve_env_id
 
 VECTOR_IDS = [

@@ -8,11 +8,11 @@ import math
 
 import pytest
 import torch
-from l0rl.l0.gates import deterministic_gate, log_alpha_init, prob_nonzero, sample_gate
 from torch import nn
 from torch.nn.utils import parametrize
 
 from l0rl import l0
+from l0rl.l0.gates import deterministic_gate, log_alpha_init, prob_nonzero, sample_gate
 
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1  # the paper's defaults, restated on purpose
 

@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+
 from l0rl.envs import EnvError, goal_spec, make_env, make_vector_env
 from l0rl.envs.factory import FlattenDictObservation
 from l0rl.envs.needle_reach import NeedleReach

@@ -11,9 +11,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from l0rl.runkit import load_checkpoint, read_metrics
 
 from l0rl import l0
+from l0rl.runkit import load_checkpoint, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 ALGOS = {

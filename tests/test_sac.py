@@ -13,10 +13,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from l0rl.envs import goal_spec
-from l0rl.runkit import load_checkpoint, read_metrics
 
 from l0rl import l0
+from l0rl.envs import goal_spec
+from l0rl.runkit import load_checkpoint, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 sac = importlib.import_module("l0rl.algos.sac_l0")

@@ -5,10 +5,10 @@ import pickle
 
 import pytest
 import torch
-from l0rl.l0 import SparsityMapScheduler
 from torch import nn
 
 from l0rl import l0
+from l0rl.l0 import SparsityMapScheduler
 
 
 def test_constant():

@@ -1,0 +1,232 @@
+"""The deployable policy as data: the canonical chain form, its description as plain dicts, and the
+record a checkpoint stores so that compress and `l0rl.load_policy` rebuild the policy without
+importing any algorithm file (a user's modified copy of an algorithm still compresses).
+
+THE POLICY CONTRACT (every algorithm's deployable policy follows it): an nn.Sequential mapping a
+float32 observation batch to action scores or to the action, made only of nn.Linear, nn.Conv2d (gated
+or not), nn.Flatten and parameter-free elementwise modules. `as_chain` turns such a policy into the
+canonical form compress stores: nested Sequentials are flattened, ReLU/Tanh/Sigmoid/Identity are
+kept, and any other parameter-free module (an algorithm's `Scale`, SAC's action rescale) is replaced
+by an equivalent `Affine` after checking on random inputs that it is elementwise affine.
+"""
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+WEIGHT_LAYERS = (nn.Linear, nn.Conv2d)
+ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Identity)
+
+
+class Affine(nn.Module):
+    """y = x * scale + shift, elementwise; scale and shift are buffers (0-d when uniform)."""
+
+    def __init__(self, scale: torch.Tensor, shift: torch.Tensor):
+        super().__init__()
+        self.register_buffer("scale", scale)
+        self.register_buffer("shift", shift)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+    def is_uniform(self) -> bool:
+        """True when scale and shift are scalars, so removing units does not change them."""
+        return self.scale.dim() == 0 and self.shift.dim() == 0
+
+
+def _flat_modules(module: nn.Module) -> list[nn.Module]:
+    if isinstance(module, nn.Sequential):
+        return [m for child in module for m in _flat_modules(child)]
+    return [module]
+
+
+@torch.no_grad()
+def _as_affine(module: nn.Module, shape: tuple[int, ...], position: int) -> Affine:
+    """The Affine equal to a parameter-free module on inputs of `shape` (one sample, no batch dim)."""
+    name = type(module).__name__
+    zeros, ones = torch.zeros((1, *shape)), torch.ones((1, *shape))
+    shift = module(zeros)[0]
+    scale = module(ones)[0] - shift
+    x = torch.randn((3, *shape), generator=torch.Generator().manual_seed(0)) * 3.0
+    y = module(x)
+    if y.shape != x.shape or not torch.allclose(y, x * scale + shift, rtol=1e-5, atol=1e-6):
+        raise ValueError(
+            f"policy module {position} ({name}) is neither Linear/Conv2d/Flatten nor elementwise affine; "
+            "l0rl follows the policy contract in l0rl/policy.py"
+        )
+    if bool((scale == scale.flatten()[0]).all()) and bool((shift == shift.flatten()[0]).all()):
+        scale, shift = scale.flatten()[0].clone(), shift.flatten()[0].clone()
+    return Affine(scale.contiguous(), shift.contiguous())
+
+
+@torch.no_grad()
+def as_chain(policy: nn.Module, obs_shape: tuple[int, ...]) -> nn.Sequential:
+    """The policy in canonical chain form (weight layers are shared with `policy`, not copied)."""
+    if not isinstance(policy, nn.Sequential):
+        raise ValueError(
+            f"the policy is a {type(policy).__name__}, not an nn.Sequential; "
+            "the deployable policy must follow the policy contract in l0rl/policy.py"
+        )
+    out: list[nn.Module] = []
+    x = torch.zeros((1, *obs_shape))
+    for i, m in enumerate(_flat_modules(policy)):
+        if isinstance(m, (*WEIGHT_LAYERS, nn.Flatten, Affine)):
+            new = m
+        elif isinstance(m, ACTIVATIONS):
+            new = type(m)()
+        elif next(m.parameters(), None) is None:
+            new = _as_affine(m, tuple(x.shape[1:]), i)
+        else:
+            raise ValueError(
+                f"policy module {i} ({type(m).__name__}) has parameters but is not Linear/Conv2d; "
+                "l0rl follows the policy contract in l0rl/policy.py"
+            )
+        out.append(new)
+        x = new(x)
+    return nn.Sequential(*out)
+
+
+@torch.no_grad()
+def trace(chain: nn.Sequential, obs_shape: tuple[int, ...]) -> list[tuple[torch.Size, torch.Size]]:
+    """(input shape, output shape) of every module for a batch of one observation."""
+    x = torch.zeros((1, *obs_shape))
+    shapes = []
+    for m in chain:
+        y = m(x)
+        shapes.append((x.shape, y.shape))
+        x = y
+    return shapes
+
+
+def weight_layers(chain: nn.Sequential) -> list[tuple[int, nn.Module]]:
+    """(position, layer) of every Linear / Conv2d in the chain."""
+    return [(i, m) for i, m in enumerate(chain) if isinstance(m, WEIGHT_LAYERS)]
+
+
+def _describe(m: nn.Module) -> dict:
+    if isinstance(m, nn.Linear):
+        return {
+            "type": "Linear",
+            "in_features": m.in_features,
+            "out_features": m.out_features,
+            "bias": m.bias is not None,
+        }
+    if isinstance(m, nn.Conv2d):
+        return {
+            "type": "Conv2d",
+            "in_channels": m.in_channels,
+            "out_channels": m.out_channels,
+            "kernel_size": list(m.kernel_size),
+            "stride": list(m.stride),
+            "padding": m.padding if isinstance(m.padding, str) else list(m.padding),
+            "dilation": list(m.dilation),
+            "groups": m.groups,
+            "bias": m.bias is not None,
+            "padding_mode": m.padding_mode,
+        }
+    if isinstance(m, nn.Flatten):
+        return {"type": "Flatten", "start_dim": m.start_dim, "end_dim": m.end_dim}
+    if isinstance(m, Affine):
+        return {"type": "Affine", "scale_shape": list(m.scale.shape), "shift_shape": list(m.shift.shape)}
+    if isinstance(m, ACTIVATIONS):
+        return {"type": type(m).__name__}
+    raise ValueError(f"cannot describe {type(m).__name__}; pass the policy through compress.as_chain first")
+
+
+def describe(chain: nn.Sequential) -> list[dict]:
+    """The architecture of a canonical chain as a list of plain dicts."""
+    return [_describe(m) for m in chain]
+
+
+def _build(spec: dict) -> nn.Module:
+    kind = spec["type"]
+    if kind == "Linear":
+        return torch.nn.utils.skip_init(
+            nn.Linear, spec["in_features"], spec["out_features"], bias=spec["bias"]
+        )
+    if kind == "Conv2d":
+        padding = spec["padding"] if isinstance(spec["padding"], str) else tuple(spec["padding"])
+        return torch.nn.utils.skip_init(
+            nn.Conv2d,
+            spec["in_channels"],
+            spec["out_channels"],
+            tuple(spec["kernel_size"]),
+            stride=tuple(spec["stride"]),
+            padding=padding,
+            dilation=tuple(spec["dilation"]),
+            groups=spec["groups"],
+            bias=spec["bias"],
+            padding_mode=spec["padding_mode"],
+        )
+    if kind == "Flatten":
+        return nn.Flatten(spec["start_dim"], spec["end_dim"])
+    if kind == "Affine":
+        return Affine(torch.zeros(spec["scale_shape"]), torch.zeros(spec["shift_shape"]))
+    activations = {cls.__name__: cls for cls in ACTIVATIONS}
+    if kind in activations:
+        return activations[kind]()
+    raise ValueError(f"unknown layer type {kind!r} in a compressed policy; was it written by a newer l0rl?")
+
+
+def build(arch: list[dict]) -> nn.Sequential:
+    """An uninitialised chain with the described architecture (load a state_dict into it)."""
+    return nn.Sequential(*[_build(spec) for spec in arch])
+
+
+def describe_space(space: gym.Space) -> dict:
+    """A Discrete or Box space as plain data (bounds as tensors), for weights-only checkpoints."""
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, gym.spaces.Box):
+        return {
+            "type": "Box",
+            "shape": list(space.shape),
+            "dtype": np.dtype(space.dtype).name,
+            "low": torch.as_tensor(np.asarray(space.low, dtype=np.float64)),
+            "high": torch.as_tensor(np.asarray(space.high, dtype=np.float64)),
+        }
+    raise ValueError(f"cannot describe a {type(space).__name__} space; l0rl policies take Box or Discrete spaces")
+
+
+def build_space(spec: dict) -> gym.Space:
+    if spec["type"] == "Discrete":
+        return gym.spaces.Discrete(spec["n"], start=spec.get("start", 0))
+    if spec["type"] == "Box":
+        dtype = np.dtype(spec["dtype"])
+        return gym.spaces.Box(spec["low"].numpy().astype(dtype), spec["high"].numpy().astype(dtype), dtype=dtype)
+    raise ValueError(f"unknown space type {spec['type']!r}; was it written by a newer l0rl?")
+
+
+SPARSITY_KINDS = ("l0", "gmp", "none")
+
+
+def policy_record(policy: nn.Module, obs_space: gym.Space, action_space: gym.Space, sparsity: str) -> dict:
+    """What a checkpoint stores of the deployable policy: its architecture as plain dicts, how it was
+    sparsified ("l0" gates, "gmp" masks or "none") and its state_dict (gates or masks included).
+    The weight tensors are the training network's own, so torch.save stores them once."""
+    if sparsity not in SPARSITY_KINDS:
+        raise ValueError(f"unknown sparsity kind {sparsity!r}; use one of {', '.join(SPARSITY_KINDS)}")
+    chain = as_chain(policy, tuple(obs_space.shape))
+    return {
+        "arch": describe(chain),
+        "sparsity": sparsity,
+        "state": chain.state_dict(),
+        "observation_space": describe_space(obs_space),
+        "action_space": describe_space(action_space),
+    }
+
+
+def build_policy(record: dict) -> nn.Sequential:
+    """The policy of a `policy_record`, gated or masked as it was trained, in eval mode."""
+    from l0rl import gmp, l0  # local: l0rl.policy is imported by the packages these import
+
+    chain = build(record["arch"])
+    kind = record["sparsity"]
+    if kind == "l0":
+        l0.sparsify_like(chain, record["state"])
+    elif kind == "gmp":
+        gmp.attach_like(chain, record["state"])
+    else:
+        chain.load_state_dict(record["state"])
+    return chain.eval()

@@ -1,0 +1,432 @@
+"""One training run's plumbing, the same in every algorithm: the arguments they all share, starting
+or resuming, the run directory and its lock, logging and progress, checkpoints, the final evaluation
+and the closing summary line. An algorithm file keeps only what is its own.
+
+    run = Run(args, ALGO)                 # validates; on --resume loads the checkpoint and locks the run
+    args = run.args
+    ...build envs and networks...
+    run.open(obs_space, action_space, total_steps)       # run directory, tracker, progress
+    loop = run.restore(networks, optimizers, schedulers)  # None on a new run
+    ...the loop: run.log_episodes / run.log / run.due / run.checkpoint / run.halting...
+    return run.finish(global_step, policy, device)
+
+Every cadence (--checkpoint-every, --log-every, --halt-after) counts env steps, in every algorithm.
+"""
+
+import dataclasses
+import json
+import os
+import stat
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from l0rl import gmp, l0
+from l0rl.errors import NonFiniteError, UsageError
+from l0rl.policy import policy_record
+from l0rl.runkit.checkpoint import (
+    CHECKPOINT_NAME,
+    FORMAT_VERSION,
+    RunError,
+    RunLock,
+    check_exp_name,
+    check_writable,
+    create_run_dir,
+    load_checkpoint,
+    load_env_state,
+    remove_stale_temps,
+    restorable_envs,
+    rng_state,
+    run_name,
+    save_checkpoint,
+    set_rng_state,
+)
+from l0rl.runkit.evaluate import eval_metrics, evaluate
+from l0rl.runkit.progress import Progress
+from l0rl.runkit.tracker import Tracker, resolve_wandb_mode
+
+
+@dataclass
+class RunArgs:
+    """Arguments every l0rl algorithm has; an algorithm's Args adds its own below these."""
+
+    exp_name: str | None = None
+    """the name of this experiment (part of the run name; default <algo>_<sparsity>: ppo_l0, ppo_gmp, ppo_dense)"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, cuda is used when available"""
+    wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    """W&B mode: auto (online with an API key and a reachable server, else offline), online, offline, disabled"""
+    wandb_project: str = "l0rl"
+    """the W&B project"""
+    wandb_entity: str | None = None
+    """the W&B entity (team)"""
+    wandb_group: str | None = None
+    """the W&B group (default: env id)"""
+    runs_dir: str = "runs"
+    """where run directories are created"""
+    capture_video: bool = False
+    """whether to capture videos of the agent (first env) into videos/<run_name>"""
+    progress: bool = True
+    """show progress (a bar on a terminal, plain lines otherwise)"""
+    checkpoint_every: int = 50_000
+    """write a checkpoint every N env steps (and always at the end or when halting)"""
+    log_every: int = 1_000
+    """log losses and sparsity statistics every N env steps"""
+    resume: str | None = None
+    """continue the run in this directory from its checkpoint, with its saved arguments"""
+    halt_after: int | None = None
+    """stop this process after N more env steps (checkpointed; continue later with --resume)"""
+    eval_episodes: int = 10
+    """evaluation episodes at the end (deterministic gates)"""
+    eval_greedy: bool = True
+    """evaluate with the argmax action (else sample from the policy) for discrete actions"""
+    eval_max_steps: int | None = None
+    """cap on steps per evaluation episode (a greedy policy can stall until a game clock ends)"""
+    env_id: str = "CartPole-v1"
+    """the id of the environment"""
+    env_options: str = "{}"
+    """JSON dict of environment options, e.g. '{"reward_type": "dense"}' for NeedleReach-v0"""
+    total_timesteps: int = 500_000
+    """total timesteps of the experiments"""
+    sparsity: Literal["l0", "gmp", "none"] = "l0"
+    """how the networks become sparse: l0 (learned gates), gmp (gradual magnitude pruning), none (dense)"""
+    l0: bool = True
+    """--no-l0 is shorthand for --sparsity none (the dense baseline)"""
+    gmp_target: float = 0.9
+    """GMP: final sparsity of each pruned network, in (0, 1)"""
+    gmp_start: float = 0.2
+    """GMP: fraction of training at which pruning starts"""
+    gmp_end: float = 0.8
+    """GMP: fraction of training by which the target sparsity is reached"""
+    gmp_every: int = 100
+    """GMP: recompute the masks every N optimizer steps"""
+
+
+RESUMABLE = (
+    "resume",
+    "halt_after",
+    "progress",
+    "wandb_mode",
+    "total_timesteps",
+    "eval_episodes",
+    "eval_max_steps",
+    "checkpoint_every",
+    "log_every",
+)
+"""What --resume may change: everything else comes from the run and may not be given differently."""
+PER_PROCESS = ("resume", "halt_after", "progress")
+"""Options of one process, never taken from the run being resumed."""
+
+
+def crossed(global_step: int, stride: int, every: int) -> bool:
+    """Whether going from global_step - stride to global_step passed a multiple of `every`."""
+    return global_step // every > (global_step - stride) // every
+
+
+def validate(args: Any, positive: tuple[str, ...] = (), at_least_one: tuple[str, ...] = (), unit: tuple[str, ...] = ()):
+    """Refuse (UsageError) a field <= 0 in `positive`, < 1 in `at_least_one`, outside (0, 1] in `unit`."""
+    for name in positive:
+        if not getattr(args, name) > 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    for name in at_least_one:
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in unit:
+        if not 0.0 < getattr(args, name) <= 1.0:
+            raise UsageError(f"--{name.replace('_', '-')} must be in (0, 1], got {getattr(args, name)}")
+
+
+def _given(args: Any) -> dict[str, Any]:
+    """Fields whose value differs from the dataclass default: what the command line set."""
+    defaults = type(args)()
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if getattr(args, f.name) != getattr(defaults, f.name)}
+
+
+def _resolve_sparsity(args: Any) -> Any:
+    given = _given(args)
+    if not args.l0:
+        if args.sparsity == "gmp":
+            raise UsageError("--no-l0 (dense) contradicts --sparsity gmp; pass one of them")
+        args.sparsity = "none"
+    args.l0 = args.sparsity == "l0"
+    for prefix, kind in (("l0_", "l0"), ("gmp_", "gmp")):
+        stray = [k for k in given if k.startswith(prefix)]
+        if stray and args.sparsity != kind:
+            flags = ", ".join("--" + k.replace("_", "-") for k in stray)
+            raise UsageError(f"{flags} appl{'y' if len(stray) > 1 else 'ies'} to --sparsity {kind} only, and this run is --sparsity {args.sparsity}")
+    return args
+
+
+def parse_env_options(text: str) -> dict:
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f'--env-options must be a JSON object such as \'{{"reward_type": "dense"}}\' ({e})') from None
+    if not isinstance(options, dict):
+        raise UsageError('--env-options must be a JSON object such as \'{"reward_type": "dense"}\'')
+    return options
+
+
+def _check_common(args: Any) -> None:
+    validate(args, at_least_one=("total_timesteps", "checkpoint_every", "log_every", "gmp_every"))
+    if args.halt_after is not None and args.halt_after < 1:
+        raise UsageError(f"--halt-after must be >= 1 env step, got {args.halt_after}")
+    if args.eval_episodes < 0:
+        raise UsageError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    if args.eval_max_steps is not None and args.eval_max_steps < 1:
+        raise UsageError(f"--eval-max-steps must be >= 1, got {args.eval_max_steps}")
+    if args.sparsity == "gmp":
+        if not 0.0 < args.gmp_target < 1.0:
+            raise UsageError(f"--gmp-target must be in (0, 1), got {args.gmp_target}")
+        if not 0.0 <= args.gmp_start < args.gmp_end <= 1.0:
+            raise UsageError(f"GMP needs 0 <= --gmp-start < --gmp-end <= 1, got {args.gmp_start}, {args.gmp_end}")
+
+
+def sparsity_stats(policy: nn.Module, kind: str) -> dict[str, float]:
+    """The policy's sparsity figures under its own prefix (l0/ or gmp/) plus `sparsity`, the same
+    key for every kind (0 for a dense policy)."""
+    if kind == "l0":
+        out = l0.stats(policy, "l0/")
+        return {**out, "sparsity": out["l0/sparsity"]}
+    if kind == "gmp":
+        out = gmp.stats(policy, "gmp/")
+        return {**out, "sparsity": out["gmp/sparsity"]}
+    return {"sparsity": 0.0}
+
+
+class Run:
+    """The plumbing of one training process (see the module docstring)."""
+
+    def __init__(self, args: Any, algo: str):
+        self.algo, self.ckpt, self._lock = algo, None, None
+        self.tracker: Tracker | None = None
+        args = _resolve_sparsity(args)
+        if args.resume:
+            args = self._resume(args)
+            self.name = os.path.basename(os.path.normpath(args.resume))
+        else:
+            if args.exp_name is None:
+                args.exp_name = f"{algo.removesuffix('_l0')}_{'dense' if args.sparsity == 'none' else args.sparsity}"
+            check_exp_name(args.exp_name)
+            self.name = run_name(args.env_id, args.exp_name, args.seed)
+        _check_common(args)
+        resolve_wandb_mode(args.wandb_mode)  # online without a key is refused before anything exists
+        self.env_options = parse_env_options(args.env_options)
+        self.args = args
+        self.global_step = self.start_step = self.ckpt["global_step"] if self.ckpt else 0
+        self.recent_returns: list[float] = []
+
+    def _resume(self, args: Any) -> Any:
+        """The saved arguments, with RESUMABLE ones taken from the command line; locks the run."""
+        run_dir = Path(args.resume)
+        ckpt_path = run_dir / CHECKPOINT_NAME
+        if not run_dir.is_dir():
+            raise RunError(f"--resume {run_dir}: not a run directory; pass runs/<run_name>")
+        self._lock = RunLock(run_dir)
+        ckpt = load_checkpoint(run_dir)
+        if ckpt["algo"] != self.algo:
+            raise RunError(f"{run_dir} was trained by {ckpt['algo']}, not {self.algo}; resume it with algos/{ckpt['algo']}.py")
+        if not os.stat(ckpt_path).st_mode & stat.S_IWUSR or not os.access(ckpt_path, os.W_OK):
+            raise RunError(f"{ckpt_path} is read-only, and resuming would replace it; chmod u+w it or copy the run")
+        check_writable(run_dir)
+        saved, given = ckpt["args"], _given(args)
+        changed = [k for k, v in given.items() if k not in RESUMABLE and k in saved and v != saved[k]]
+        if changed:
+            raise RunError(
+                f"--resume keeps the run's own {', '.join('--' + k.replace('_', '-') for k in changed)}; "
+                f"only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE[1:])} may change"
+            )
+        if ckpt["finished"] and given.get("total_timesteps", saved["total_timesteps"]) <= saved["total_timesteps"]:
+            raise RunError(
+                f"{run_dir} has already finished its {saved['total_timesteps']} steps; "
+                "pass a larger --total-timesteps to extend it"
+            )
+        self.ckpt = ckpt
+        now = {k: v for k, v in given.items() if k in RESUMABLE} | {k: getattr(args, k) for k in PER_PROCESS}
+        return type(args)(**{**saved, **now})
+
+    def open(self, obs_space: Any, action_space: Any, total_steps: int) -> None:
+        """Create the run directory (or reuse the resumed one), start its tracker and the progress
+        display, and say where the run lives. Call it after everything that can reject the
+        arguments, so a bad command leaves no directory behind."""
+        a = self.args
+        if self.ckpt is None:
+            self.run_dir = create_run_dir(a.runs_dir, self.name)
+            self._lock = RunLock(self.run_dir)
+        else:
+            self.run_dir = Path(a.resume)
+            remove_stale_temps(self.run_dir)
+        self.spaces, self.total_steps = (obs_space, action_space), total_steps
+        self.tracker = Tracker(
+            self.run_dir,
+            self.name,
+            config=dataclasses.asdict(a),
+            wandb_mode=a.wandb_mode,
+            project=a.wandb_project,
+            entity=a.wandb_entity,
+            group=a.wandb_group or a.env_id,
+            tags=[a.env_id, self.algo, a.sparsity],
+            wandb_id=self.ckpt.get("wandb_id") if self.ckpt else None,
+            resume_step=self.start_step if self.ckpt else None,
+        )
+        verb = f"resuming at step {self.start_step:,}" if self.ckpt else "run directory"
+        print(f"{self.algo} {a.env_id} ({a.sparsity}): {verb} {self.run_dir}", file=sys.stderr, flush=True)
+        self.progress = Progress(total_steps, self.start_step, a.progress, desc=f"{self.algo} {a.env_id}")
+        self.start_time = time.time()
+
+    def restore(self, networks: dict[str, nn.Module], optimizers: dict, schedulers: dict) -> dict | None:
+        """On --resume: load networks, optimizers, schedulers and RNGs; returns the loop state the
+        algorithm saved (None on a new run)."""
+        if self.ckpt is None:
+            return None
+        for key, module in networks.items():
+            module.load_state_dict(self.ckpt["networks"][key])
+        for key, opt in optimizers.items():
+            opt.load_state_dict(self.ckpt["optimizers"][key])
+        for key, sched in schedulers.items():
+            sched.load_state_dict(self.ckpt["schedulers"][key])
+        set_rng_state(self.ckpt["rng"])
+        return self.ckpt["loop"]
+
+    def resumed_envs(self, envs: Any) -> Any:
+        """The exact vector env saved with the checkpoint (closing `envs`), or None when it was not
+        saved (Box2D, emulators): the algorithm then restarts the episodes in flight."""
+        saved = load_env_state(self.run_dir, self.ckpt) if self.ckpt else None
+        if saved is not None:
+            envs.close()
+        return saved
+
+    def due(self, global_step: int, stride: int, every: int) -> bool:
+        return crossed(global_step, stride, every)
+
+    def halting(self, global_step: int) -> bool:
+        """True once this process has run its --halt-after env steps."""
+        return self.args.halt_after is not None and global_step - self.start_step >= self.args.halt_after
+
+    def should_checkpoint(self, global_step: int, stride: int) -> bool:
+        return (
+            crossed(global_step, stride, self.args.checkpoint_every)
+            or global_step >= self.total_steps
+            or self.halting(global_step)
+        )
+
+    def log_episodes(self, infos: dict, global_step: int) -> None:
+        """Log every episode that ended in this vector step (RecordEpisodeStatistics infos)."""
+        if "episode" not in infos:
+            return
+        for i in np.nonzero(infos["_episode"])[0]:
+            ep_r, ep_l = float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])
+            self.recent_returns = (self.recent_returns + [ep_r])[-20:]
+            self.tracker.log({"charts/episodic_return": ep_r, "charts/episodic_length": ep_l}, global_step)
+
+    def log(self, global_step: int, metrics: dict[str, float], policy: nn.Module | None = None, **shown) -> None:
+        """Log `metrics` (+ SPS, + the policy's sparsity figures) and update the progress display.
+        A non-finite loss stops training here, before any checkpoint could store it."""
+        bad = [k for k, v in metrics.items() if k.endswith("_loss") and not np.isfinite(v)]
+        if bad:
+            raise NonFiniteError(
+                f"training diverged at step {global_step}: {bad[0]} is {metrics[bad[0]]}; the last good "
+                "checkpoint is kept; lower the learning rates and retrain"
+            )
+        sps = int((global_step - self.start_step) / max(time.time() - self.start_time, 1e-9))
+        metrics = {**metrics, "charts/SPS": sps}
+        if policy is not None and self.args.sparsity != "none":
+            figures = sparsity_stats(policy, self.args.sparsity)
+            metrics.update({k: v for k, v in figures.items() if k != "sparsity"})
+            shown.setdefault("sparsity", figures["sparsity"])
+        self.tracker.log(metrics, global_step)
+        ret = float(np.mean(self.recent_returns)) if self.recent_returns else None
+        self.progress.update(global_step, SPS=sps, ret=ret, **shown)
+        self.global_step = global_step
+
+    def checkpoint(
+        self,
+        global_step: int,
+        networks: dict[str, nn.Module],
+        optimizers: dict,
+        schedulers: dict,
+        loop: dict,
+        envs: Any,
+        policy: nn.Module,
+    ) -> None:
+        """Write checkpoint.pt (plain data) and, where the envs pickle faithfully, env_state.pkl."""
+        a = self.args
+        payload = {
+            "format_version": FORMAT_VERSION,
+            "algo": self.algo,
+            "env_id": a.env_id,
+            "env_options": self.env_options,
+            "args": dataclasses.asdict(a),
+            "global_step": global_step,
+            "finished": global_step >= self.total_steps,
+            "policy": policy_record(policy, *self.spaces, a.sparsity),
+            "networks": {k: m.state_dict() for k, m in networks.items()},
+            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
+            "loop": {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in loop.items()},
+            "rng": rng_state(),
+            "wandb_id": self.tracker.wandb_id,
+        }
+        save_checkpoint(self.run_dir, payload, envs=restorable_envs(envs))
+
+    def finish(self, global_step: int, policy: nn.Module, device: Any = "cpu") -> str:
+        """Evaluate (when training is complete), write the summary, print one closing line and the
+        next command; returns the run directory."""
+        a = self.args
+        self.progress.update(global_step)
+        self.progress.close()
+        finished = global_step >= self.total_steps
+        final: dict[str, float] = {}
+        if finished and a.eval_episodes > 0:
+            result = evaluate(
+                policy,
+                a.env_id,
+                self.env_options,
+                a.eval_episodes,
+                a.seed + 10_000,
+                greedy=a.eval_greedy,
+                max_steps=a.eval_max_steps,
+                device=device,
+                progress=a.progress,
+            )
+            final = {**eval_metrics(result), **sparsity_stats(policy, a.sparsity)}
+            self.tracker.log(final, global_step)
+            self.tracker.summary(final)
+        if finished:
+            self.tracker.summary({"global_step": global_step, "finished": True, "sparsity_kind": a.sparsity})
+        self.tracker.finish()
+        self.close()
+        print(self._closing_line(global_step, finished, final))
+        return str(self.run_dir)
+
+    def _closing_line(self, global_step: int, finished: bool, final: dict) -> str:
+        if not finished:
+            return (
+                f"{self.algo}: halted at step {global_step:,} of {self.total_steps:,} | {self.run_dir}\n"
+                f"next: python algos/{self.algo}.py --resume {self.run_dir}"
+            )
+        parts = [f"{self.algo}: finished {global_step:,} steps"]
+        if "eval/episodic_return" in final:
+            parts.append(f"eval return {final['eval/episodic_return']:.1f} +- {final['eval/episodic_return_std']:.1f}")
+        if "sparsity" in final and self.args.sparsity != "none":
+            parts.append(f"sparsity {100 * final['sparsity']:.1f} %")
+        parts.append(str(self.run_dir))
+        return " | ".join(parts) + f"\nnext: python -m l0rl.compress {self.run_dir}"
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __del__(self) -> None:  # an exception mid-training must not keep the run locked in-process
+        self.close()
