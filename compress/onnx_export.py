@@ -7,9 +7,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from l0rl.errors import UsageError
-
 from l0rl.compress.measure import latency_us
+from l0rl.errors import UsageError
 
 INSTALL_HINT = 'pip install -e ".[onnx]"'
 

@@ -18,8 +18,8 @@ from l0rl.compress.onnx_export import export_onnx, require_onnx
 from l0rl.compress.report import log_report
 from l0rl.compress.serialize import compressed_bytes
 from l0rl.compress.stages import choose_ranks, harden, low_rank, magnitude_prune, search_ranks, shrink
-from l0rl.policy import as_chain, build_policy, build_space, weight_layers
 from l0rl.errors import UsageError
+from l0rl.policy import as_chain, build_policy, build_space, weight_layers
 from l0rl.runkit import (
     CHECKPOINT_NAME,
     WANDB_MODES,
@@ -107,7 +107,13 @@ class _StageRunner:
     """Runs the stages of one method on one policy, measuring and evaluating each on the same seeds."""
 
     def __init__(self, ckpt: dict, policy: nn.Module, episodes: int, seed: int, progress: bool):
-        self.ckpt, self.policy, self.episodes, self.seed, self.progress = ckpt, policy, episodes, seed, progress
+        self.ckpt, self.policy, self.episodes, self.seed, self.progress = (
+            ckpt,
+            policy,
+            episodes,
+            seed,
+            progress,
+        )
         obs_space = build_space(ckpt["policy"]["observation_space"])
         self.obs_shape = tuple(obs_space.shape)
         obs_space.seed(seed)

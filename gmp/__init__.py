@@ -22,7 +22,9 @@ Depends on torch only.
 """
 
 if __name__ != "l0rl.gmp":  # one file, one import name: this folder installs as l0rl.gmp
-    raise ImportError("import this package as l0rl.gmp (from l0rl import gmp); run 'make setup' or pip install -e .")
+    raise ImportError(
+        "import this package as l0rl.gmp (from l0rl import gmp); run 'make setup' or pip install -e ."
+    )
 
 from l0rl.gmp.pruning import (
     GradualMagnitudePruner,

@@ -53,14 +53,18 @@ def attach_like(model: nn.Module, state_dict: dict) -> nn.Module:
         name = key[: -len(_MASK_KEY)].rstrip(".")
         module = model.get_submodule(name) if name else model
         if not isinstance(module, MASKABLE):
-            raise ValueError(f"state_dict masks layer {name!r}, which this model does not have as Linear/Conv2d")
+            raise ValueError(
+                f"state_dict masks layer {name!r}, which this model does not have as Linear/Conv2d"
+            )
         if not is_masked(module):
             parametrize.register_parametrization(module, "weight", MagnitudeMask(module.weight))
     model.load_state_dict(state_dict)
     return model
 
 
-def scheduled_sparsity(progress: float, target: float, start: float, end: float, initial: float = 0.0) -> float:
+def scheduled_sparsity(
+    progress: float, target: float, start: float, end: float, initial: float = 0.0
+) -> float:
     """s_t = s_f + (s_i - s_f) * (1 - p)^3 with p = (progress - start) / (end - start) clipped to [0, 1]."""
     p = min(max((progress - start) / (end - start), 0.0), 1.0)
     return target + (initial - target) * (1.0 - p) ** 3
@@ -129,7 +133,11 @@ class GradualMagnitudePruner:
         self.updates += 1
         if self.updates % self.every:
             return False
-        self.apply(scheduled_sparsity(global_step / self.total_steps, self.target, self.start, self.end, self.initial))
+        self.apply(
+            scheduled_sparsity(
+                global_step / self.total_steps, self.target, self.start, self.end, self.initial
+            )
+        )
         return True
 
     @torch.no_grad()

@@ -31,7 +31,9 @@ def load_policy(path: str, compressed: bool = False):
     if p.is_dir():
         p = p / ("compressed.pt" if compressed else CHECKPOINT_NAME)
     if not p.exists():
-        raise UsageError(f"{p} does not exist; pass runs/<run_name> (run `python -m l0rl.compress` first for compressed=True)")
+        raise UsageError(
+            f"{p} does not exist; pass runs/<run_name> (run `python -m l0rl.compress` first for compressed=True)"
+        )
     if p.name.startswith("compressed"):
         return load_compressed(p)
     return l0.harden(build_policy(load_checkpoint(p)["policy"])).eval()

@@ -186,7 +186,9 @@ def describe_space(space: gym.Space) -> dict:
             "low": torch.as_tensor(np.asarray(space.low, dtype=np.float64)),
             "high": torch.as_tensor(np.asarray(space.high, dtype=np.float64)),
         }
-    raise ValueError(f"cannot describe a {type(space).__name__} space; l0rl policies take Box or Discrete spaces")
+    raise ValueError(
+        f"cannot describe a {type(space).__name__} space; l0rl policies take Box or Discrete spaces"
+    )
 
 
 def build_space(spec: dict) -> gym.Space:
@@ -194,7 +196,9 @@ def build_space(spec: dict) -> gym.Space:
         return gym.spaces.Discrete(spec["n"], start=spec.get("start", 0))
     if spec["type"] == "Box":
         dtype = np.dtype(spec["dtype"])
-        return gym.spaces.Box(spec["low"].numpy().astype(dtype), spec["high"].numpy().astype(dtype), dtype=dtype)
+        return gym.spaces.Box(
+            spec["low"].numpy().astype(dtype), spec["high"].numpy().astype(dtype), dtype=dtype
+        )
     raise ValueError(f"unknown space type {spec['type']!r}; was it written by a newer l0rl?")
 
 

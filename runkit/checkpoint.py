@@ -82,7 +82,9 @@ def check_writable(directory: str | Path) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise RunError(f"cannot write in {directory}: {e.strerror}; fix its permissions or free space") from None
+        raise RunError(
+            f"cannot write in {directory}: {e.strerror}; fix its permissions or free space"
+        ) from None
 
 
 def create_run_dir(root: str | Path, name: str) -> Path:
@@ -158,7 +160,9 @@ def _non_finite(state: dict, prefix: str = "") -> list[str]:
     for key, value in state.items():
         if isinstance(value, dict):
             bad += _non_finite(value, f"{prefix}{key}.")
-        elif isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+        elif (
+            isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()
+        ):
             bad.append(f"{prefix}{key}")
     return bad
 
@@ -182,7 +186,9 @@ def save_checkpoint(run_dir: str | Path, payload: dict, envs: Any = None) -> Pat
     check_finite(payload["networks"], payload["global_step"])
     run_dir = Path(run_dir)
     if envs is not None:
-        atomic_write_bytes(run_dir / ENV_STATE_NAME, pickle.dumps({"global_step": payload["global_step"], "envs": envs}))
+        atomic_write_bytes(
+            run_dir / ENV_STATE_NAME, pickle.dumps({"global_step": payload["global_step"], "envs": envs})
+        )
     payload = {**payload, "env_state_step": payload["global_step"] if envs is not None else None}
     path = run_dir / CHECKPOINT_NAME
     atomic_torch_save(path, payload)
@@ -219,7 +225,9 @@ def load_checkpoint(path: str | Path) -> dict:
             f"{path} is not a readable checkpoint ({type(e).__name__}); it may be truncated or corrupt"
         ) from e
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
-        raise RunError(f"{path} is not an l0rl checkpoint (no format_version); was it written by l0rl's algos?")
+        raise RunError(
+            f"{path} is not an l0rl checkpoint (no format_version); was it written by l0rl's algos?"
+        )
     if ckpt["format_version"] != FORMAT_VERSION:
         raise RunError(
             f"{path} has checkpoint format {ckpt['format_version']}, this l0rl reads {FORMAT_VERSION}; "
@@ -275,7 +283,9 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["state"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    np.random.set_state(
+        ("MT19937", n["state"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

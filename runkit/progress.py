@@ -44,7 +44,11 @@ class Progress:
         self._n = n
 
     def _print(self, n: int) -> None:
-        print(f"[{self.desc}] {self.unit} {n:,}/{self.total:,} {self._text}".rstrip(), file=sys.stderr, flush=True)
+        print(
+            f"[{self.desc}] {self.unit} {n:,}/{self.total:,} {self._text}".rstrip(),
+            file=sys.stderr,
+            flush=True,
+        )
         self._last_print = time.time()
 
     def close(self) -> None:

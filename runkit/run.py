@@ -133,7 +133,9 @@ def crossed(global_step: int, stride: int, every: int) -> bool:
     return global_step // every > (global_step - stride) // every
 
 
-def validate(args: Any, positive: tuple[str, ...] = (), at_least_one: tuple[str, ...] = (), unit: tuple[str, ...] = ()):
+def validate(
+    args: Any, positive: tuple[str, ...] = (), at_least_one: tuple[str, ...] = (), unit: tuple[str, ...] = ()
+):
     """Refuse (UsageError) a field <= 0 in `positive`, < 1 in `at_least_one`, outside (0, 1] in `unit`."""
     for name in positive:
         if not getattr(args, name) > 0:
@@ -149,7 +151,11 @@ def validate(args: Any, positive: tuple[str, ...] = (), at_least_one: tuple[str,
 def _given(args: Any) -> dict[str, Any]:
     """Fields whose value differs from the dataclass default: what the command line set."""
     defaults = type(args)()
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if getattr(args, f.name) != getattr(defaults, f.name)}
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(args)
+        if getattr(args, f.name) != getattr(defaults, f.name)
+    }
 
 
 def _resolve_sparsity(args: Any) -> Any:
@@ -163,7 +169,9 @@ def _resolve_sparsity(args: Any) -> Any:
         stray = [k for k in given if k.startswith(prefix)]
         if stray and args.sparsity != kind:
             flags = ", ".join("--" + k.replace("_", "-") for k in stray)
-            raise UsageError(f"{flags} appl{'y' if len(stray) > 1 else 'ies'} to --sparsity {kind} only, and this run is --sparsity {args.sparsity}")
+            raise UsageError(
+                f"{flags} appl{'y' if len(stray) > 1 else 'ies'} to --sparsity {kind} only, and this run is --sparsity {args.sparsity}"
+            )
     return args
 
 
@@ -171,7 +179,9 @@ def parse_env_options(text: str) -> dict:
     try:
         options = json.loads(text)
     except json.JSONDecodeError as e:
-        raise UsageError(f'--env-options must be a JSON object such as \'{{"reward_type": "dense"}}\' ({e})') from None
+        raise UsageError(
+            f'--env-options must be a JSON object such as \'{{"reward_type": "dense"}}\' ({e})'
+        ) from None
     if not isinstance(options, dict):
         raise UsageError('--env-options must be a JSON object such as \'{"reward_type": "dense"}\'')
     return options
@@ -189,7 +199,9 @@ def _check_common(args: Any) -> None:
         if not 0.0 < args.gmp_target < 1.0:
             raise UsageError(f"--gmp-target must be in (0, 1), got {args.gmp_target}")
         if not 0.0 <= args.gmp_start < args.gmp_end <= 1.0:
-            raise UsageError(f"GMP needs 0 <= --gmp-start < --gmp-end <= 1, got {args.gmp_start}, {args.gmp_end}")
+            raise UsageError(
+                f"GMP needs 0 <= --gmp-start < --gmp-end <= 1, got {args.gmp_start}, {args.gmp_end}"
+            )
 
 
 def sparsity_stats(policy: nn.Module, kind: str) -> dict[str, float]:
@@ -216,7 +228,9 @@ class Run:
             self.name = os.path.basename(os.path.normpath(args.resume))
         else:
             if args.exp_name is None:
-                args.exp_name = f"{algo.removesuffix('_l0')}_{'dense' if args.sparsity == 'none' else args.sparsity}"
+                args.exp_name = (
+                    f"{algo.removesuffix('_l0')}_{'dense' if args.sparsity == 'none' else args.sparsity}"
+                )
             check_exp_name(args.exp_name)
             self.name = run_name(args.env_id, args.exp_name, args.seed)
         _check_common(args)
@@ -235,9 +249,13 @@ class Run:
         self._lock = RunLock(run_dir)
         ckpt = load_checkpoint(run_dir)
         if ckpt["algo"] != self.algo:
-            raise RunError(f"{run_dir} was trained by {ckpt['algo']}, not {self.algo}; resume it with algos/{ckpt['algo']}.py")
+            raise RunError(
+                f"{run_dir} was trained by {ckpt['algo']}, not {self.algo}; resume it with algos/{ckpt['algo']}.py"
+            )
         if not os.stat(ckpt_path).st_mode & stat.S_IWUSR or not os.access(ckpt_path, os.W_OK):
-            raise RunError(f"{ckpt_path} is read-only, and resuming would replace it; chmod u+w it or copy the run")
+            raise RunError(
+                f"{ckpt_path} is read-only, and resuming would replace it; chmod u+w it or copy the run"
+            )
         check_writable(run_dir)
         saved, given = ckpt["args"], _given(args)
         changed = [k for k, v in given.items() if k not in RESUMABLE and k in saved and v != saved[k]]
@@ -246,7 +264,10 @@ class Run:
                 f"--resume keeps the run's own {', '.join('--' + k.replace('_', '-') for k in changed)}; "
                 f"only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE[1:])} may change"
             )
-        if ckpt["finished"] and given.get("total_timesteps", saved["total_timesteps"]) <= saved["total_timesteps"]:
+        if (
+            ckpt["finished"]
+            and given.get("total_timesteps", saved["total_timesteps"]) <= saved["total_timesteps"]
+        ):
             raise RunError(
                 f"{run_dir} has already finished its {saved['total_timesteps']} steps; "
                 "pass a larger --total-timesteps to extend it"
@@ -329,7 +350,9 @@ class Run:
             self.recent_returns = (self.recent_returns + [ep_r])[-20:]
             self.tracker.log({"charts/episodic_return": ep_r, "charts/episodic_length": ep_l}, global_step)
 
-    def log(self, global_step: int, metrics: dict[str, float], policy: nn.Module | None = None, **shown) -> None:
+    def log(
+        self, global_step: int, metrics: dict[str, float], policy: nn.Module | None = None, **shown
+    ) -> None:
         """Log `metrics` (+ SPS, + the policy's sparsity figures) and update the progress display.
         A non-finite loss stops training here, before any checkpoint could store it."""
         bad = [k for k, v in metrics.items() if k.endswith("_loss") and not np.isfinite(v)]
@@ -417,7 +440,9 @@ class Run:
             )
         parts = [f"{self.algo}: finished {global_step:,} steps"]
         if "eval/episodic_return" in final:
-            parts.append(f"eval return {final['eval/episodic_return']:.1f} +- {final['eval/episodic_return_std']:.1f}")
+            parts.append(
+                f"eval return {final['eval/episodic_return']:.1f} +- {final['eval/episodic_return_std']:.1f}"
+            )
         if "sparsity" in final and self.args.sparsity != "none":
             parts.append(f"sparsity {100 * final['sparsity']:.1f} %")
         parts.append(str(self.run_dir))

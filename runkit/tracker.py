@@ -19,7 +19,7 @@ from l0rl.runkit.checkpoint import atomic_write_bytes, atomic_write_json, finite
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 METRICS_NAME = "metrics.jsonl"
 SUMMARY_NAME = "summary.json"
-ONLINE_INIT_TIMEOUT_S = 20.0
+ONLINE_INIT_TIMEOUT_S = 10.0
 """How long `auto` waits for the W&B server before it logs offline instead."""
 
 
@@ -102,7 +102,9 @@ class Tracker:
         if self.mode != "online" or explicit_online:
             return wandb.init(mode=self.mode, **init)
         try:  # auto resolved to online: never let an unreachable server block training
-            return wandb.init(mode="online", settings=wandb.Settings(init_timeout=ONLINE_INIT_TIMEOUT_S), **init)
+            return wandb.init(
+                mode="online", settings=wandb.Settings(init_timeout=ONLINE_INIT_TIMEOUT_S), **init
+            )
         except Exception as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             print(

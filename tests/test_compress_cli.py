@@ -5,11 +5,13 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -52,11 +54,13 @@ def snapshot(directory: Path) -> dict[str, str]:
 
 
 def check_table(report: dict, stages: list[str]) -> None:
+    """Every stage's figures follow their definitions relative to the dense reference."""
     assert [s["stage"] for s in report["stages"]] == stages
+    dense = report["dense"]
     for s in report["stages"]:
-        assert 0.0 <= s["sparsity"] <= 1.0
-        assert s["compression_params"] <= 1.0 and s["compression_bytes"] <= 1.0
-        assert s["params"] > 0 and s["bytes"] > 0 and s["macs"] > 0 and s["latency_us"] > 0
+        assert s["compression_params"] == pytest.approx(1.0 - s["params"] / dense["params"])
+        assert s["compression_bytes"] == pytest.approx(1.0 - s["bytes"] / dense["bytes"])
+        assert s["nonzeros"] <= s["params"] and s["latency_us"] > 0
         assert math.isfinite(s["return_mean"]) and math.isfinite(s["return_std"])
     hardened = report["stages"][1]
     assert hardened["compression_params"] == 0.0 and hardened["compression_bytes"] <= 1.0
@@ -139,6 +143,16 @@ def test_baselines_write_their_own_files(run_dir):
     assert (sha(main_report) if main_report.exists() else None) == before
 
 
+class Exploit:
+    """Unpickling this would create a file: the attack a downloaded checkpoint can carry."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
 def corrupt(run_dir: Path, tmp_path: Path, how: str) -> Path:
     """A copy of the run whose checkpoint is damaged in one way."""
     bad = tmp_path / "bad_run"
@@ -148,11 +162,17 @@ def corrupt(run_dir: Path, tmp_path: Path, how: str) -> Path:
         data = ckpt_path.read_bytes()
         ckpt_path.write_bytes(data[: len(data) // 2])
         return bad
-    ckpt = torch.load(ckpt_path, weights_only=False)
+    if how == "malicious":
+        ckpt_path.write_bytes(pickle.dumps(Exploit(str(tmp_path / "pwned"))))
+        return bad
+    ckpt = torch.load(ckpt_path, weights_only=True)
     if how == "format":
         ckpt["format_version"] = 99
-    elif how == "algo":
-        ckpt["algo"] = "foo_l0"
+    elif how == "old_format":  # format 1 pickled gym spaces: not plain data
+        ckpt["format_version"] = 1
+        ckpt["spaces"] = (gym.spaces.Discrete(2),)
+    elif how == "arch":
+        ckpt["policy"]["arch"][0]["type"] = "Conv3d"
     elif how == "env":
         ckpt["env_id"] = "SurRoL/NeedleReach-v0"  # needs SurRoL, which is not installed
     torch.save(ckpt, ckpt_path)
@@ -164,7 +184,9 @@ BAD_RUNS = {
     "missing": (None, "does not exist"),
     "truncated": ("truncated", "truncated or corrupt"),
     "format": ("format", "format 99"),
-    "algo": ("algo", "compress does not know"),
+    "arch": ("arch", "cannot rebuild the policy"),
+    "malicious": ("malicious", "not plain data"),
+    "old_format": ("old_format", "retrain"),
     "env": ("env", "SurRoL"),
 }
 
@@ -186,6 +208,7 @@ def test_bad_run_directories(case, run_dir, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("python -m l0rl.compress: error:") and hint in err[0]
     assert (snapshot(target) if target.exists() else None) == before
+    assert not (tmp_path / "pwned").exists()  # nothing in the file was executed
 
 
 BAD_OPTIONS = {
