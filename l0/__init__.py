@@ -24,6 +24,7 @@ from l0rl.l0.gates import BETA, GAMMA, LOG_ALPHA_MAX, LOG_ALPHA_MIN, ZETA
 from l0rl.l0.scheduler import MODES as SCHEDULER_MODES
 from l0rl.l0.scheduler import SparsityMapScheduler
 from l0rl.l0.sparsify import (
+    COST_KINDS,
     GRANULARITIES,
     HardConcreteGate,
     cached_gates,
@@ -36,6 +37,7 @@ from l0rl.l0.sparsify import (
     harden,
     is_gated,
     penalty,
+    set_costs,
     set_temperature,
     sparsify,
     sparsify_like,
@@ -49,6 +51,7 @@ __all__ = [
     "ZETA",
     "LOG_ALPHA_MIN",
     "LOG_ALPHA_MAX",
+    "COST_KINDS",
     "GRANULARITIES",
     "SCHEDULER_MODES",
     "HardConcreteGate",
@@ -63,6 +66,7 @@ __all__ = [
     "harden",
     "is_gated",
     "penalty",
+    "set_costs",
     "set_temperature",
     "sparsify",
     "sparsify_like",

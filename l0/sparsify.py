@@ -68,6 +68,7 @@ class HardConcreteGate(nn.Module):
         self.granularity = granularity
         self.force_deterministic = False
         self.frozen_noise: torch.Tensor | None = None
+        self.cost_per_weight = 1.0  # what one open weight costs the penalty (see set_costs)
 
     def gate(self) -> torch.Tensor:
         """The gate values this forward pass uses (mode rules in the module docstring)."""
@@ -209,22 +210,64 @@ def set_temperature(model: nn.Module, beta: float) -> None:
         gate.beta.fill_(beta)
 
 
+COST_KINDS = ("params", "macs")
+
+
+@torch.no_grad()
+def set_costs(model: nn.Module, kind: str = "params", example_input: torch.Tensor | None = None) -> None:
+    """Weight each gate in `penalty` by what keeping its weights costs.
+
+    "params" (default): every weight costs 1, the penalty is the expected share of open weights.
+    "macs": a weight costs the multiply-accumulates it takes per observation in the architecture as
+    built (1 for a Linear weight on a vector, H_out x W_out for a Conv2d weight), measured on
+    `example_input` (a batch of one); the penalty is then the expected share of the gated layers'
+    MACs, which pushes the optimiser to close conv channels, where CPU latency is. The cost is
+    static: it does not shrink when a neighbouring unit closes."""
+    if kind not in COST_KINDS:
+        raise ValueError(f"unknown cost kind {kind!r}; use one of {', '.join(COST_KINDS)}")
+    layers = {id(m): gate for _, m, gate in gated_layers(model)}
+    if kind == "params":
+        for gate in layers.values():
+            gate.cost_per_weight = 1.0
+        return
+    if example_input is None:
+        raise ValueError("set_costs(kind='macs') needs example_input, a batch of one observation")
+    costs: dict[int, float] = {}
+
+    def hook(module: nn.Module, _inputs, output: torch.Tensor) -> None:
+        positions = output[0].numel() // output.shape[1] if output.dim() > 2 else 1
+        costs[id(module)] = float(positions)
+
+    handles = [m.register_forward_hook(hook) for _, m, _ in gated_layers(model)]
+    try:
+        with deterministic_gates(model):
+            model(example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    for key, gate in layers.items():
+        gate.cost_per_weight = costs.get(key, 1.0)
+
+
 def penalty(model: nn.Module, normalize: str = "mean") -> torch.Tensor:
     """Expected L0 of the model's gated weights, to add to the loss as `lam * penalty(model)`.
 
     normalize="mean" (default) divides by the number of gated weights: the penalty is then the
     expected share of gated weights that are non-zero, in [0, 1], so lambda means the same thing
     for a 4k-weight MLP and a 1.7M-weight CNN. normalize="sum" gives the paper's raw sum.
+    Each weight counts with its gate's cost (1 unless `set_costs` chose MACs): with MAC costs the
+    penalty is the expected share of MACs left open.
     """
     if normalize not in ("mean", "sum"):
         raise ValueError(f"unknown normalize {normalize!r}; use 'mean' or 'sum'")
     layers = list(gated_layers(model))
     if not layers:
         raise ValueError(f"{type(model).__name__} has no gates; call l0.sparsify(model) first")
-    total = sum(gate.expected_l0(m.parametrizations["weight"].original.numel()) for _, m, gate in layers)
+    numel = [m.parametrizations["weight"].original.numel() for _, m, _ in layers]
+    total = sum(gate.expected_l0(n) * gate.cost_per_weight for (_, _, gate), n in zip(layers, numel))
     if normalize == "sum":
         return total
-    return total / sum(m.parametrizations["weight"].original.numel() for _, m, _ in layers)
+    return total / sum(n * gate.cost_per_weight for (_, _, gate), n in zip(layers, numel))
 
 
 @torch.no_grad()

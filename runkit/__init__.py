@@ -25,7 +25,7 @@ from l0rl.runkit.checkpoint import (
 from l0rl.runkit.cli import run_cli
 from l0rl.runkit.evaluate import eval_metrics, evaluate
 from l0rl.runkit.progress import Progress
-from l0rl.runkit.run import Run, RunArgs, crossed, sparsity_stats, validate
+from l0rl.runkit.run import Run, RunArgs, crossed, family_defaults, parse_args, sparsity_stats, validate
 from l0rl.runkit.tracker import WANDB_MODES, Tracker, read_metrics, resolve_wandb_mode
 
 __all__ = [
@@ -45,8 +45,10 @@ __all__ = [
     "atomic_write_json",
     "crossed",
     "eval_metrics",
+    "family_defaults",
     "evaluate",
     "load_checkpoint",
+    "parse_args",
     "read_metrics",
     "resolve_checkpoint",
     "resolve_wandb_mode",

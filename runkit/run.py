@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from l0rl import gmp, l0
+from l0rl.envs.registry import family, resolve_env_id
 from l0rl.errors import NonFiniteError, UsageError
 from l0rl.policy import policy_record
 from l0rl.runkit.checkpoint import (
@@ -125,6 +126,10 @@ RESUMABLE = (
 )
 """What --resume may change: everything else comes from the run and may not be given differently."""
 PER_PROCESS = ("resume", "halt_after", "progress")
+EVAL_DEFAULTS = {"mario": {"eval_greedy": False, "eval_max_steps": 3000}}
+"""Evaluation defaults per env family (see parse_args). The Mario emulator is deterministic: greedy episodes from one
+start are one episode repeated, and a greedy policy that stalls plays until the game clock ends, so
+Mario is evaluated with sampled actions and at most 3000 agent steps (200 s of game time)."""
 """Options of one process, never taken from the run being resumed."""
 
 
@@ -185,6 +190,29 @@ def parse_env_options(text: str) -> dict:
     if not isinstance(options, dict):
         raise UsageError('--env-options must be a JSON object such as \'{"reward_type": "dense"}\'')
     return options
+
+
+def family_defaults(args_cls: type, env_id: str, algo_defaults: dict[str, dict] | None = None) -> Any:
+    """An Args instance holding the defaults for `env_id`'s family: the evaluation defaults above,
+    then the algorithm's own (e.g. {"mario": {"num_envs": 8}}) where a family differs from CartPole's."""
+    fam = family(resolve_env_id(env_id))
+    values = {**EVAL_DEFAULTS.get(fam, {}), **(algo_defaults or {}).get(fam, {})}
+    return dataclasses.replace(args_cls(), env_id=env_id, **values)
+
+
+def parse_args(
+    args_cls: type, algo_defaults: dict[str, dict] | None = None, argv: list[str] | None = None
+) -> Any:
+    """The command line parsed with the defaults of its --env-id's family, so that
+    `python algos/ppo_l0.py --env-id SuperMarioBros-7-1-v0` alone runs the measured Mario
+    configuration while every flag given explicitly still wins (and --help shows those defaults)."""
+    import tyro
+
+    argv = sys.argv[1:] if argv is None else argv
+    first = tyro.cli(args_cls, args=[a for a in argv if a not in ("-h", "--help")])
+    if first.resume:
+        return first
+    return tyro.cli(args_cls, args=argv, default=family_defaults(args_cls, first.env_id, algo_defaults))
 
 
 def _check_common(args: Any) -> None:

@@ -812,3 +812,26 @@ def test_end_to_end_sparse_regression_stays_close_to_dense(one_thread):
         zero_irrelevant,
         zero_relevant,
     )
+
+
+def test_cost_weighted_penalty_equals_its_closed_form():
+    """Per-parameter and per-MAC weighting against sums written out by hand."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    l0.sparsify(net, "unit", 0.3, output_granularity="weight")
+    conv_gate, lin_gate = (g for _, _, g in l0.gated_layers(net))
+    p_conv = prob_nonzero(conv_gate.log_alpha, conv_gate.beta, conv_gate.gamma, conv_gate.zeta)
+    p_lin = prob_nonzero(lin_gate.log_alpha, lin_gate.beta, lin_gate.gamma, lin_gate.zeta)
+    conv_open = p_conv.sum() * 9  # a unit gate covers its fan-in: 1 channel x 3 x 3
+    lin_open = p_lin.sum()
+    by_params = (conv_open + lin_open) / (18 + 96)
+    torch.testing.assert_close(l0.penalty(net), by_params)
+    l0.set_costs(net, "macs", torch.zeros(1, 1, 6, 6))
+    assert (conv_gate.cost_per_weight, lin_gate.cost_per_weight) == (16.0, 1.0)  # 4 x 4 output positions
+    by_macs = (conv_open * 16 + lin_open) / (18 * 16 + 96)
+    torch.testing.assert_close(l0.penalty(net), by_macs)
+    torch.testing.assert_close(l0.penalty(net, "sum"), conv_open * 16 + lin_open)
+    l0.set_costs(net, "params")
+    torch.testing.assert_close(l0.penalty(net), by_params)
+    with pytest.raises(ValueError, match="example_input"):
+        l0.set_costs(net, "macs")
