@@ -211,7 +211,8 @@ def policy_record(policy: nn.Module, obs_space: gym.Space, action_space: gym.Spa
     The weight tensors are the training network's own, so torch.save stores them once."""
     if sparsity not in SPARSITY_KINDS:
         raise ValueError(f"unknown sparsity kind {sparsity!r}; use one of {', '.join(SPARSITY_KINDS)}")
-    chain = as_chain(policy, tuple(obs_space.shape))
+    with torch.random.fork_rng(devices=[]):  # tracing a gated policy samples gates: leave the RNG as it was
+        chain = as_chain(policy, tuple(obs_space.shape))
     return {
         "arch": describe(chain),
         "sparsity": sparsity,

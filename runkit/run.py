@@ -133,9 +133,10 @@ Mario is evaluated with sampled actions and at most 3000 agent steps (200 s of g
 """Options of one process, never taken from the run being resumed."""
 
 
-def crossed(global_step: int, stride: int, every: int) -> bool:
-    """Whether going from global_step - stride to global_step passed a multiple of `every`."""
-    return global_step // every > (global_step - stride) // every
+def crossed(global_step: int, stride: int, every: int) -> int:
+    """How many multiples of `every` going from global_step - stride to global_step passed (0 when
+    none, so it reads as a bool too)."""
+    return global_step // every - (global_step - stride) // every
 
 
 def validate(
@@ -200,19 +201,41 @@ def family_defaults(args_cls: type, env_id: str, algo_defaults: dict[str, dict] 
     return dataclasses.replace(args_cls(), env_id=env_id, **values)
 
 
-def parse_args(
-    args_cls: type, algo_defaults: dict[str, dict] | None = None, argv: list[str] | None = None
-) -> Any:
-    """The command line parsed with the defaults of its --env-id's family, so that
-    `python algos/ppo_l0.py --env-id SuperMarioBros-7-1-v0` alone runs the measured Mario
-    configuration while every flag given explicitly still wins (and --help shows those defaults)."""
+def _tyro_cli(args_cls: type, argv: list[str], default: Any = None) -> Any:
+    """tyro.cli, with its boxed error (unknown flag, invalid choice) turned into our one line."""
+    import io
+    from contextlib import redirect_stderr
+
     import tyro
 
+    captured = io.StringIO()
+    try:
+        with redirect_stderr(captured):
+            return tyro.cli(args_cls, args=argv, default=default)
+    except SystemExit as e:
+        if not e.code:
+            raise
+        text = [line.strip("│╭╮╰╯─ ") for line in captured.getvalue().splitlines()]
+        body = []
+        for line in text[1:]:  # the first line is the box title
+            if not line:
+                break
+            body.append(line)
+        message = " ".join(body) or captured.getvalue().strip()
+        print(f"{os.path.basename(sys.argv[0])}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def parse_args(args_cls: type, algo_defaults: dict[str, dict] | None = None, argv: list[str] | None = None) -> Any:
+    """The command line parsed with the defaults of its --env-id's family, so that
+    `python algos/ppo_l0.py --env-id SuperMarioBros-7-1-v0` alone runs the measured Mario
+    configuration while every flag given explicitly still wins (and --help shows those defaults).
+    A malformed command line (unknown flag, invalid choice) is one line on stderr, exit 2."""
     argv = sys.argv[1:] if argv is None else argv
-    first = tyro.cli(args_cls, args=[a for a in argv if a not in ("-h", "--help")])
+    first = _tyro_cli(args_cls, [a for a in argv if a not in ("-h", "--help")])
     if first.resume:
         return first
-    return tyro.cli(args_cls, args=argv, default=family_defaults(args_cls, first.env_id, algo_defaults))
+    return _tyro_cli(args_cls, argv, default=family_defaults(args_cls, first.env_id, algo_defaults))
 
 
 def _check_common(args: Any) -> None:
@@ -355,7 +378,8 @@ class Run:
             envs.close()
         return saved
 
-    def due(self, global_step: int, stride: int, every: int) -> bool:
+    def due(self, global_step: int, stride: int, every: int) -> int:
+        """How many multiples of `every` env steps this stride passed (see crossed)."""
         return crossed(global_step, stride, every)
 
     def halting(self, global_step: int) -> bool:
@@ -363,7 +387,7 @@ class Run:
         return self.args.halt_after is not None and global_step - self.start_step >= self.args.halt_after
 
     def should_checkpoint(self, global_step: int, stride: int) -> bool:
-        return (
+        return bool(
             crossed(global_step, stride, self.args.checkpoint_every)
             or global_step >= self.total_steps
             or self.halting(global_step)
@@ -412,6 +436,7 @@ class Run:
     ) -> None:
         """Write checkpoint.pt (plain data) and, where the envs pickle faithfully, env_state.pkl."""
         a = self.args
+        rng = rng_state()  # first: nothing below may change what a resumed run draws next
         payload = {
             "format_version": FORMAT_VERSION,
             "algo": self.algo,
@@ -425,7 +450,7 @@ class Run:
             "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
             "loop": {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in loop.items()},
-            "rng": rng_state(),
+            "rng": rng,
             "wandb_id": self.tracker.wandb_id,
         }
         save_checkpoint(self.run_dir, payload, envs=restorable_envs(envs))

@@ -1,101 +1,100 @@
-"""DQN-L0: smoke runs on every discrete env family, the gate-free target network, the replay buffer
-(true final observations, uint8 frames, stated size), exact resume, and bad input."""
+"""DQN-L0: smoke runs (L0, GMP, dense) checked against what the run directory holds, the target network
+(effective weights of the online one), the replay buffer (true final observations, uint8 frames,
+stated size, episodes cut on resume), bit-exact resume, and bad input / divergence at the CLI."""
 
-import json
-import math
 import subprocess
-import sys
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from helpers import (
+    assert_one_line_error,
+    assert_same_state,
+    closed_share,
+    run_dirs,
+    run_script,
+    summary,
+    trained_policy,
+)
 
-from l0rl import l0
+import l0rl
+from l0rl import gmp, l0
 from l0rl.algos import dqn_l0 as dqn
-from l0rl.runkit import load_checkpoint, read_metrics
+from l0rl.runkit import eval_metrics, evaluate, load_checkpoint, parse_args, read_metrics, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # two intra-op threads on two busy cores make each tiny update ~30x slower
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+TINY = dict(
+    num_envs=2,
+    total_timesteps=400,
+    learning_starts=100,
+    buffer_size=400,
+    batch_size=32,
+    train_frequency=4,
+    target_network_frequency=100,
+    log_every=100,
+)
+"""400 env steps, 75 gradient steps from step 104 on, target updates at 200, 300 and 400."""
 
 
 def tiny_args(tmp_path: Path, **kw) -> dqn.Args:
-    base = dict(
-        wandb_mode="disabled",
-        runs_dir=str(tmp_path),
-        progress=False,
-        eval_episodes=2,
-        num_envs=2,
-        total_timesteps=600,
-        learning_starts=200,
-        buffer_size=400,
-        batch_size=32,
-        train_frequency=4,
-        target_network_frequency=100,
-        log_every=100,
-    )
-    base.update(kw)
-    return dqn.Args(**base)
+    base = dict(wandb_mode="disabled", runs_dir=str(tmp_path / "runs"), progress=False, eval_episodes=2)
+    return dqn.Args(**{**base, **TINY, **kw})
 
 
-def check_run(run_dir: str, l0_on: bool) -> dict:
-    ckpt = load_checkpoint(run_dir)
-    assert ckpt["finished"] and ckpt["algo"] == "dqn_l0"
-    assert ckpt["global_step"] == ckpt["args"]["total_timesteps"]
-    policy = dqn.policy_from_checkpoint(ckpt)
-    assert isinstance(policy, torch.nn.Sequential)
-    assert any(True for _ in l0.gated_layers(policy)) == l0_on
+def resume(run_dir: str) -> str:
+    return dqn.train(dqn.Args(resume=run_dir, wandb_mode="disabled", progress=False))
+
+
+def td_losses(run_dir: str) -> list[tuple[int, float]]:
+    return [(r["global_step"], r["losses/td_loss"]) for r in read_metrics(run_dir) if "losses/td_loss" in r]
+
+
+SMOKE = {
+    "l0": dict(l0_drop_rate=0.5, l0_lr=0.05),  # half-open gates, fast gate lr: some close in 75 updates
+    "gmp": dict(gmp_target=0.8, gmp_every=5),
+    "none": {},
+}
+
+
+@pytest.mark.parametrize("sparsity", SMOKE)
+def test_smoke_run_directory_holds_what_was_trained(sparsity, tmp_path):
+    run_dir = dqn.train(tiny_args(tmp_path, sparsity=sparsity, **SMOKE[sparsity]))
+    ckpt, s = load_checkpoint(run_dir), summary(run_dir)
+    assert ckpt["finished"] and ckpt["global_step"] == 400 and ckpt["policy"]["sparsity"] == sparsity
+    # the checkpoint alone (no algorithm code) rebuilds the policy that gave the final evaluation
+    result = evaluate(l0rl.load_policy(run_dir), "CartPole-v1", {}, 2, seed=1 + 10_000, greedy=True)
+    assert eval_metrics(result)["eval/episodic_return"] == s["eval/episodic_return"]
+    policy = trained_policy(run_dir)
+    if sparsity == "none":
+        assert (
+            s["sparsity"] == 0.0 and not list(l0.gated_layers(policy)) and not list(gmp.masked_layers(policy))
+        )
+    else:
+        assert s["sparsity"] == closed_share(policy) > 0.0
+    if sparsity == "gmp":  # pruned to the requested sparsity by the end (gmp_end = 0.8 of training)
+        assert abs(closed_share(policy) - 0.8) <= 0.02
+    # the last target update (step 400, after that step's gradient steps) copied the effective weights
+    assert_same_state(ckpt["networks"]["target_network"], l0.dense_state_dict(policy))
     rows = read_metrics(run_dir)
-    assert any("losses/td_loss" in r and "losses/q_values" in r for r in rows), "no update was logged"
-    assert any("charts/epsilon" in r and "charts/SPS" in r for r in rows)
-    assert rows[0]["charts/replay_buffer_bytes"] > 0
-    summary = json.loads((Path(run_dir) / "summary.json").read_text())
-    assert math.isfinite(summary["eval/episodic_return"])
-    if l0_on:
-        assert 0.0 <= summary["l0/sparsity"] <= 1.0
-        assert any("l0/lambda" in r and "losses/l0_penalty" in r for r in rows)
-    return summary
-
-
-@pytest.mark.parametrize(
-    "env_id, l0_on, kw",
-    [
-        ("CartPole-v1", True, {}),
-        ("CartPole-v1", False, {}),
-        ("Acrobot-v1", True, {"double_dqn": False, "tau": 0.5, "l0_schedule": "target"}),
-        ("LunarLander-v3", True, {"l0_granularity": "unit"}),
-    ],
-)
-def test_smoke(env_id, l0_on, kw, tmp_path):
-    check_run(dqn.train(tiny_args(tmp_path, env_id=env_id, l0=l0_on, **kw)), l0_on)
+    assert [step for step, _ in td_losses(run_dir)] == [200, 300, 400]
+    # 400 transitions x (16 obs + 8 action + 4 reward + 4 done + 1 ended) + 16 per episode end held
+    sizes = [r["charts/replay_buffer_bytes"] - 13_200 for r in rows if "charts/replay_buffer_bytes" in r]
+    assert len(sizes) == 4 and all(b > 0 and b % 16 == 0 for b in sizes)
+    if sparsity == "l0":
+        assert any(r.get("l0/lambda") == 20.0 and r.get("losses/l0_penalty", 0) > 0 for r in rows)
+    if sparsity == "gmp":
+        assert any(r.get("gmp/scheduled_sparsity", 0) > 0 for r in rows)
 
 
 @pytest.mark.mario
 def test_mario_smoke(tmp_path):
-    args = tiny_args(
-        tmp_path,
-        env_id="SuperMarioBros-7-1-v0",
-        num_envs=1,
-        total_timesteps=120,
-        learning_starts=40,
-        buffer_size=60,
-        batch_size=8,
-        log_every=40,
-        eval_episodes=1,
-        eval_max_steps=50,
+    kw = dict(num_envs=1, total_timesteps=120, learning_starts=40, buffer_size=60, batch_size=8, log_every=40)
+    run_dir = dqn.train(
+        tiny_args(tmp_path, env_id="SuperMarioBros-7-1-v0", eval_episodes=1, eval_max_steps=50, **kw)
     )
-    run_dir = dqn.train(args)
-    check_run(run_dir, True)
-    assert isinstance(dqn.policy_from_checkpoint(load_checkpoint(run_dir))[1], torch.nn.Conv2d)
+    assert load_checkpoint(run_dir)["finished"]
+    assert isinstance(trained_policy(run_dir)[1], torch.nn.Conv2d)
     buffer = torch.load(Path(run_dir) / dqn.BUFFER_NAME, weights_only=True)["buffer"]
     assert buffer["obs"].dtype == torch.uint8 and tuple(buffer["obs"].shape) == (60, 1, 4, 84, 84)
 
@@ -103,20 +102,25 @@ def test_mario_smoke(tmp_path):
 SPACES = (gym.spaces.Box(-np.inf, np.inf, (4,), np.float32), gym.spaces.Discrete(2))
 
 
+@pytest.mark.parametrize("kind", ["l0", "gmp"])
 @pytest.mark.parametrize("tau", [1.0, 0.25])
-def test_target_network_is_gate_free_copy_of_effective_weights(tau):
+def test_target_network_tracks_effective_weights(kind, tau):
     torch.manual_seed(0)
     q, target = dqn.QNetwork(*SPACES), dqn.QNetwork(*SPACES)
-    l0.sparsify(q, "unit", 0.5, output_granularity="weight")
-    with torch.no_grad():
-        for p in l0.gate_parameters(q):
-            p.uniform_(-3, 3)  # some gates closed, some open
+    if kind == "l0":
+        l0.sparsify(q, "unit", 0.5, output_granularity="weight")
+        with torch.no_grad():
+            for p in l0.gate_parameters(q):
+                p.uniform_(-3, 3)  # some gates closed, some open
+    else:
+        gmp.GradualMagnitudePruner({"q": gmp.attach(q)}, 0.5, 1).apply(0.5)
     before = {k: v.clone() for k, v in target.state_dict().items()}
     dqn.update_target(target, q, tau)
-    assert not any(isinstance(m, l0.HardConcreteGate) for m in target.modules())
-    assert not any("log_alpha" in k for k in target.state_dict())
     dense = l0.dense_state_dict(q)
     assert set(dense) == set(target.state_dict())
+    assert any((v == 0).any() for k, v in dense.items() if k.endswith("weight")), (
+        "no gate closed, no weight pruned"
+    )
     for k, v in target.state_dict().items():
         torch.testing.assert_close(
             v, tau * dense[k] + (1 - tau) * before[k], rtol=0, atol=0 if tau == 1 else 1e-6
@@ -124,19 +128,13 @@ def test_target_network_is_gate_free_copy_of_effective_weights(tau):
     if tau == 1.0:  # the target acts exactly like the online network with deterministic gates
         x = torch.randn(16, 4)
         with l0.deterministic_gates(q):
-            torch.testing.assert_close(target(x), q(x))
+            torch.testing.assert_close(target(x), q(x), rtol=0, atol=0)
 
 
-def test_trained_target_has_no_gates(tmp_path):
-    ckpt = load_checkpoint(dqn.train(tiny_args(tmp_path, eval_episodes=0)))
-    assert not any("log_alpha" in k for k in ckpt["networks"]["target_network"])
-    assert any("log_alpha" in k for k in ckpt["networks"]["q_network"])
-
-
-def fill(rb: dqn.ReplayBuffer, steps: int, end_env1_at: set[int]) -> None:
+def fill(rb: dqn.ReplayBuffer, steps: int, end_env1_at: set[int]) -> np.ndarray:
     """Two envs (action = env index, reward = step) whose obs encode 10 * step + env; env 1 ends
     its episode at the given steps, and the next row then holds a reset obs (7), as SAME_STEP
-    autoreset does."""
+    autoreset does. Returns the obs after the last step."""
     shape, dtype = rb.obs.shape[2:], rb.obs.dtype
     obs = np.stack([np.full(shape, e, dtype) for e in range(2)])
     for t in range(steps):
@@ -146,16 +144,10 @@ def fill(rb: dqn.ReplayBuffer, steps: int, end_env1_at: set[int]) -> None:
             nxt[1] = 7
         rb.add(obs, np.array([0, 1]), np.full(2, t), np.array([False, t in end_env1_at]), final)
         obs = nxt
+    return obs
 
 
-@pytest.mark.parametrize("steps", [6, 23])  # within the ring, and wrapped around it twice
-def test_replay_buffer_returns_true_final_obs(steps):
-    space = gym.spaces.Box(0, 255, (4, 3, 3), np.uint8)
-    rb = dqn.ReplayBuffer(20, 2, space)
-    end_at = {2, 4, 17, 19}
-    fill(rb, steps, end_at)
-    assert rb.obs.dtype == np.uint8
-    assert len(rb.final_obs) == int(rb.ended.sum())  # episode ends overwritten in the ring are gone
+def check_sample(rb: dqn.ReplayBuffer, steps: int, end_at: set[int]) -> None:
     np.random.seed(0)
     obs, actions, next_obs, rewards, dones = rb.sample(500)
     assert obs.dtype == next_obs.dtype == np.uint8
@@ -168,6 +160,34 @@ def test_replay_buffer_returns_true_final_obs(steps):
     finished = [e == 1 and ti in end_at for ti, e in zip(t, env)]
     np.testing.assert_array_equal(dones, finished)
     assert any(finished), "the sample should contain finished transitions"
+
+
+SPACE_U8 = gym.spaces.Box(0, 255, (4, 3, 3), np.uint8)
+
+
+@pytest.mark.parametrize("steps", [6, 23])  # within the ring, and wrapped around it twice
+def test_replay_buffer_returns_true_final_obs(steps):
+    rb = dqn.ReplayBuffer(20, 2, SPACE_U8)
+    end_at = {2, 4, 17, 19}
+    fill(rb, steps, end_at)
+    assert rb.obs.dtype == np.uint8
+    assert len(rb.final_obs) == int(rb.ended.sum())  # episode ends overwritten in the ring are gone
+    check_sample(rb, steps, end_at)
+
+
+def test_replay_buffer_cut_keeps_the_true_next_obs():
+    """Resuming without the env state restarts the episodes in flight: the newest transitions must
+    keep the obs the env was in, not the reset obs the next row holds."""
+    rb = dqn.ReplayBuffer(20, 2, SPACE_U8)
+    rb.cut(np.zeros((2, 4, 3, 3), np.uint8))  # an empty buffer: nothing to cut
+    assert not rb.final_obs and not rb.ended.any()
+    end_at = {4, 8}
+    last = fill(rb, 9, end_at)  # env 1 ended at the newest step (8): its final obs is already kept
+    rb.cut(last)
+    rb.add(np.full_like(last, 7), np.array([0, 1]), np.full(2, 9), np.array([False, False]), {})
+    assert rb.ended[8].all() and len(rb.final_obs) == 3
+    assert rb.dones[8, 0] == 0, "a cut episode is truncated, not terminated: it still bootstraps"
+    check_sample(rb, 10, end_at)
 
 
 class ParityEnv(gym.Env):
@@ -186,13 +206,8 @@ class ParityEnv(gym.Env):
 
     def step(self, action):
         self.t += 1
-        return (
-            np.array([self.t, self.episode % 2], np.float32),
-            1.0,
-            self.t == 3 and self.episode % 2 == 0,
-            False,
-            {},
-        )
+        obs = np.array([self.t, self.episode % 2], np.float32)
+        return obs, 1.0, self.t == 3 and self.episode % 2 == 0, False, {}
 
 
 gym.register("l0rlParity-v0", entry_point=ParityEnv, max_episode_steps=4)
@@ -215,61 +230,127 @@ def test_replay_buffer_size_in_bytes():
     rb = dqn.ReplayBuffer(100_000, 4, gym.spaces.Box(0, 255, (4, 84, 84), np.uint8))  # lazily zeroed
     # per transition: the uint8 frame stack once + int64 action + float32 reward + float32 done + bool end
     assert rb.nbytes == 100_000 * (obs_bytes + 8 + 4 + 4 + 1) == 2_824_100_000  # as the module docstring says
-    small = dqn.ReplayBuffer(20, 2, gym.spaces.Box(0, 255, (4, 3, 3), np.uint8))
+    small = dqn.ReplayBuffer(20, 2, SPACE_U8)
     fill(small, 6, {2, 4})
     assert small.nbytes == 20 * (36 + 17) + 2 * 36  # plus one stored final obs per episode end
 
 
-def test_resume_matches_uninterrupted(tmp_path):
-    kw = dict(total_timesteps=1000, eval_episodes=0)
+def optimizer_steps(ckpt: dict) -> int:
+    return int(ckpt["optimizers"]["q_network"]["state"][0]["step"])
+
+
+@pytest.mark.parametrize("mode", ["constant", "linear", "cosine", "target", "gmp"])
+def test_resume_is_bit_exact(mode, tmp_path):
+    kw = dict(sparsity="gmp", gmp_every=5) if mode == "gmp" else dict(l0_schedule=mode)
+    kw |= dict(eval_episodes=0, target_network_frequency=50)
     full = dqn.train(tiny_args(tmp_path / "full", **kw))
-    part = dqn.train(tiny_args(tmp_path / "part", halt_after=400, **kw))
-    ckpt = load_checkpoint(part)
-    assert not ckpt["finished"] and ckpt["global_step"] == 400 and ckpt["loop"]["buffer_step"] == 400
-    dqn.train(tiny_args(tmp_path / "ignored", resume=part))
+    part = dqn.train(tiny_args(tmp_path / "part", halt_after=200, **kw))
+    halted = load_checkpoint(part)
+    assert not halted["finished"] and halted["global_step"] == 200
+    assert torch.load(Path(part) / dqn.BUFFER_NAME, weights_only=True)["global_step"] == 200
+    resume(part)
     a, b = load_checkpoint(full), load_checkpoint(part)
-    assert a["global_step"] == b["global_step"] and b["finished"]
+    assert b["finished"] and a["global_step"] == b["global_step"] == 400
+    assert 0 < optimizer_steps(halted) < optimizer_steps(b), "learning both before and after the halt"
     for net in ("q_network", "target_network"):
-        for key, value in a["networks"][net].items():
-            torch.testing.assert_close(value, b["networks"][net][key], rtol=0, atol=0, msg=key)
-    steps_a = [(r["global_step"], r["losses/td_loss"]) for r in read_metrics(full) if "losses/td_loss" in r]
-    steps_b = [(r["global_step"], r["losses/td_loss"]) for r in read_metrics(part) if "losses/td_loss" in r]
-    assert steps_a == steps_b, "resumed record must not repeat or skip steps"
+        assert_same_state(a["networks"][net], b["networks"][net])
+    assert a["schedulers"] == b["schedulers"]
+    assert td_losses(full) == td_losses(part), "resumed record must not repeat or skip steps"
 
 
 def test_resume_without_saved_buffer_refills_it(tmp_path, capsys):
-    args = tiny_args(tmp_path, total_timesteps=1000, eval_episodes=0, save_buffer_max_mb=0, halt_after=400)
+    args = tiny_args(tmp_path, total_timesteps=600, eval_episodes=0, save_buffer_max_mb=0, halt_after=300)
     part = dqn.train(args)
-    assert load_checkpoint(part)["loop"]["buffer_step"] is None
+    assert load_checkpoint(part)["loop"]["learn_from"] == 100
     assert not (Path(part) / dqn.BUFFER_NAME).exists()
-    dqn.train(tiny_args(tmp_path, resume=part))
+    resume(part)
     assert "refilling" in capsys.readouterr().out
-    updates = [r["global_step"] for r in read_metrics(part) if "losses/td_loss" in r]
-    # learning stops at the resume step and starts again learning_starts (200) steps later
-    assert 400 in updates and not [s for s in updates if 400 < s <= 600] and max(updates) == 1000
+    # learning stops at the resume step (300) and starts again learning_starts (100) steps later
+    assert [step for step, _ in td_losses(part)] == [200, 300, 500, 600]
 
 
-def run_script(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "algos" / "dqn_l0.py"), "--wandb-mode", "disabled", *argv],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_refill_wait_survives_another_halt(tmp_path):
+    """A lost buffer file is refilled; a halt during the refill keeps the wait: the buffer saved
+    then holds fewer than learning_starts steps."""
+    part = dqn.train(tiny_args(tmp_path, total_timesteps=600, eval_episodes=0, halt_after=300))
+    (Path(part) / dqn.BUFFER_NAME).unlink()
+    dqn.train(dqn.Args(resume=part, wandb_mode="disabled", progress=False, halt_after=50))
+    assert load_checkpoint(part)["loop"]["learn_from"] == 400
+    resume(part)
+    assert [step for step, _ in td_losses(part)] == [200, 300, 500, 600]
+
+
+def test_resume_box2d_restarts_episodes_and_cuts_the_buffer(tmp_path):
+    """LunarLander (Box2D) pickles only its constructor arguments: resume restarts the episodes in
+    flight, and the transitions of the halt step keep the obs the envs were in."""
+    part = dqn.train(tiny_args(tmp_path, env_id="LunarLander-v3", eval_episodes=0, halt_after=200))
+    halted = load_checkpoint(part)
+    assert halted["env_state_step"] is None
+    before = torch.load(Path(part) / dqn.BUFFER_NAME, weights_only=True)["buffer"]
+    resume(part)
+    after = torch.load(Path(part) / dqn.BUFFER_NAME, weights_only=True)["buffer"]
+    row = 99  # the halt step's row: vector step 100 of 200 rows
+    assert after["ended"][row].all() and bool(after["full"])
+    for env in range(2):
+        expected = (
+            before["final_obs"][row * 2 + env] if before["ended"][row, env] else halted["loop"]["obs"][env]
+        )
+        torch.testing.assert_close(after["final_obs"][row * 2 + env], expected, rtol=0, atol=0)
+
+
+def cli(tmp_path: Path, capsys, *argv: str) -> subprocess.CompletedProcess:
+    """The command line as `python algos/dqn_l0.py ARGV` parses and reports it, run in-process
+    (a subprocess costs seconds of imports per case)."""
+    full = ["--wandb-mode", "disabled", "--runs-dir", str(tmp_path / "runs"), "--no-progress", *argv]
+    with pytest.raises(SystemExit) as exited:
+        run_cli(lambda: dqn.train(parse_args(dqn.Args, argv=full)), "dqn_l0.py")
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(full, exited.value.code, out.out, out.err)
 
 
 @pytest.mark.parametrize(
     "argv, hint",
     [
+        (["--learning-rate", "0"], "--learning-rate must be > 0"),
+        (["--l0-lr", "-1"], "--l0-lr must be > 0"),
+        (["--gamma", "0"], "--gamma must be in (0, 1]"),
+        (["--gamma", "1.5"], "--gamma must be in (0, 1]"),
+        (["--tau", "0"], "--tau must be in (0, 1]"),
+        (["--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--buffer-size", "1"], "--buffer-size must be >= 2 x --num-envs"),
+        (["--end-e", "1.5"], "--start-e and --end-e must be in [0, 1]"),
         (["--l0-lambda", "-1"], "--l0-lambda must be >= 0"),
-        (["--env-id", "NoSuchEnv-v9"], "NoSuchEnv-v9"),
-        (["--env-id", "Pendulum-v1"], "DQN needs a discrete action space; use sac_l0.py"),
+        (["--l0-drop-rate", "1"], "--l0-drop-rate must be in (0, 1)"),
+        (["--l0-schedule", "linear", "--l0-ramp-end", "0.05"], "--l0-schedule linear: ramp_end"),
+        (["--env-id", "Pendulum-v1"], "Pendulum-v1: DQN needs a discrete action space; use sac_l0.py"),
+        (["--no-l0", "--l0-lambda", "5"], "--l0-lambda applies to --sparsity l0 only"),
+        (["--sparsity", "gmp", "--l0-schedule", "linear"], "--l0-schedule applies to --sparsity l0 only"),
     ],
 )
-def test_bad_input_one_line_exit_2(argv, hint, tmp_path):
-    proc = run_script(*argv, "--total-timesteps", "256", cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and hint in lines[0], proc.stderr
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+def test_bad_input_one_line_exit_2(argv, hint, tmp_path, capsys):
+    assert_one_line_error(cli(tmp_path, capsys, *argv), 2, hint)
+    assert run_dirs(tmp_path) == [] and not (tmp_path / "runs").exists()
+
+
+def test_bad_choice_is_one_line_and_leaves_no_run_dir(tmp_path, capsys):
+    proc = cli(tmp_path, capsys, "--wandb-mode", "bogus")  # tyro's parser rejects it: still one line
+    assert_one_line_error(proc, 2, "invalid choice 'bogus' for argument '--wandb-mode'")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_divergence_exits_3_and_keeps_a_finite_checkpoint(tmp_path):
+    """An absurd learning rate blows the TD loss up within a few updates: the run stops with exit 3
+    and one error line, and the checkpoint on disk is the last finite one."""
+    argv = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    proc = run_script(
+        "dqn", *argv, "--learning-rate", "1e10", "--checkpoint-every", "50", "--no-progress", cwd=tmp_path
+    )
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(errors) == 1 and "diverged" in errors[0], proc.stderr
+    [run_dir] = run_dirs(tmp_path)
+    ckpt = load_checkpoint(run_dir)
+    assert 100 <= ckpt["global_step"] < 400 and not ckpt["finished"]
+    for net in ckpt["networks"].values():
+        assert all(torch.isfinite(v).all() for v in net.values() if v.is_floating_point())
+    assert not (run_dir / "summary.json").exists() or "eval/episodic_return" not in summary(run_dir)
