@@ -2,28 +2,29 @@
 
     python algos/sac_l0.py --env-id NeedleReach-v0 --her            # sparse reach policy, hindsight goals
     python algos/sac_l0.py --env-id NeedleReach-v0 --her --no-l0    # dense baseline, same code
+    python algos/sac_l0.py --env-id NeedleReach-v0 --her --sparsity gmp   # pruning baseline
     python algos/sac_l0.py --env-id CartPole-v1                     # discrete SAC (Christodoulou 2019)
     python algos/sac_l0.py --resume runs/<run_name>                 # continue from the last checkpoint
 
 L0 during SAC: the actor learns with a fresh gate sample per forward (train mode); data collection
 samples actions from it under deterministic gates, so exploration comes from the action noise around
-the policy that will be deployed; evaluation uses deterministic gates and the mean (Box) or argmax
-(discrete) action. Target critics are plain gate-free networks Polyak-averaged from
-`l0.dense_state_dict(critic)`: deterministic gates by construction, and no log_alpha is ever
+the policy that will be deployed. Target critics are plain gate-free networks Polyak-averaged from
+`l0.dense_state_dict(critic)` (deterministic gates or GMP masks folded in), so no log_alpha is ever
 averaged as if it were a weight. For that reason the critics themselves always run deterministic
 gates (eval mode): trained on sampled gates, a critic learns the mean over gate samples, while the
-deterministic-gate network its target copies outputs ~14 % more at drop rate 0.3 (measured), and
-bootstrapping through gamma * 1.14 > 1 diverged (NeedleReach Q values reached -900 where returns are
->= -50). Their gates still learn, through the deterministic gate (while 0 < z < 1) and the penalty.
+deterministic-gate network its target copies outputs ~14 % more at drop rate 0.3, and bootstrapping
+through gamma * 1.14 > 1 diverges (NeedleReach Q values reached -900 where returns are >= -50).
+Their gates still learn, through the deterministic gate (while 0 < z < 1) and the penalty.
 Resume: with --save-buffer (the default for vector observations) the replay buffer is written next
 to the checkpoint and resume is exact; otherwise (image observations by default) the buffer restarts
 empty, and learning pauses until the current policy has refilled --learning-starts transitions.
+Everything that shapes training (the L0 schedulers, the GMP masks) steps on env steps or updates,
+never with logging, so neither --log-every nor a halt and resume changes the result.
 """
 
 import math
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -31,26 +32,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.optim as optim
-import tyro
 from torch.distributions.categorical import Categorical
 from torch.distributions.normal import Normal
 
-from l0rl import l0
+from l0rl import gmp, l0
 from l0rl.envs import goal_spec, make_vector_env
+from l0rl.errors import NonFiniteError
+from l0rl.policy import Affine
 from l0rl.runkit import (
-    Progress,
+    Run,
+    RunArgs,
+    UsageError,
     atomic_torch_save,
-    env_options,
-    eval_metrics,
-    evaluate,
-    open_run,
-    restorable_envs,
-    resume_or_new,
-    rng_state,
+    parse_args,
     run_cli,
-    save_checkpoint,
     seed_everything,
-    set_rng_state,
+    validate,
 )
 
 ALGO = "sac_l0"
@@ -59,49 +56,18 @@ LOG_STD_MAX, LOG_STD_MIN = 2, -5
 
 
 @dataclass
-class Args:
-    exp_name: str = ALGO
-    """the name of this experiment (part of the run name)"""
-    seed: int = 1
-    """seed of the experiment"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
-    cuda: bool = True
-    """if toggled, cuda is used when available"""
-    wandb_mode: str = "auto"
-    """W&B mode: auto (online with an API key, else offline), online, offline or disabled"""
-    wandb_project: str = "l0rl"
-    """the W&B project"""
-    wandb_entity: str | None = None
-    """the W&B entity (team)"""
-    wandb_group: str | None = None
-    """the W&B group (default: env id)"""
-    runs_dir: str = "runs"
-    """where run directories are created"""
-    capture_video: bool = False
-    """whether to capture videos of the agent (first env) into videos/<run_name>"""
-    progress: bool = True
-    """show a progress bar (plain lines when not a terminal)"""
-    checkpoint_every: int = 10000
-    """write a checkpoint every N env steps (and always at the end)"""
-    resume: str | None = None
-    """continue the run in this directory from its checkpoint, with its saved arguments"""
-    halt_after: int | None = None
-    """stop this process after N env steps (checkpointed; continue later with --resume)"""
-    eval_episodes: int = 10
-    """evaluation episodes at the end (deterministic gates)"""
-    eval_greedy: bool = True
-    """evaluate with the argmax action (else sample from the policy) for discrete actions"""
-    eval_max_steps: int | None = None
-    """cap on steps per evaluation episode (a greedy Mario policy can stall until the game clock ends)"""
+class Args(RunArgs):
+    """SAC arguments (the run arguments every algorithm shares come first, from RunArgs)."""
 
-    # Algorithm specific arguments
+    # RunArgs fields with SAC's own defaults
     env_id: str = "NeedleReach-v0"
     """the id of the environment"""
-    env_options: str = "{}"
-    """JSON dict of environment options, e.g. '{"reward_type": "dense"}' for NeedleReach-v0"""
-    total_timesteps: int = 50000
+    total_timesteps: int = 50_000
     """total timesteps of the experiments"""
+    checkpoint_every: int = 10_000
+    """write a checkpoint every N env steps (and always at the end or when halting)"""
+
+    # Algorithm specific arguments
     num_envs: int = 4
     """the number of parallel game environments (each vector step adds num_envs transitions)"""
     buffer_size: int = int(1e6)
@@ -109,7 +75,7 @@ class Args:
     gamma: float = 0.98
     """the discount factor gamma"""
     tau: float = 0.005
-    """target smoothing coefficient"""
+    """target smoothing coefficient, in (0, 1]"""
     batch_size: int = 256
     """the batch size of sample from the replay memory"""
     learning_starts: int = 2000
@@ -125,7 +91,7 @@ class Args:
     target_network_frequency: int = 1
     """the frequency of updates for the target networks (in learning updates)"""
     alpha: float = 0.2
-    """entropy regularization coefficient (its initial value with --autotune)"""
+    """entropy regularization coefficient, > 0 (with --autotune its initial value, tuned in log space)"""
     autotune: bool = True
     """automatic tuning of the entropy coefficient"""
     target_entropy_scale: float = 0.89
@@ -138,13 +104,9 @@ class Args:
     """relabelled goals per real one: a share k/(k+1) of each batch gets a later achieved goal"""
     save_buffer: bool | None = None
     """save the replay buffer with each checkpoint for exact resume (None: yes unless image obs)"""
-    log_every: int = 1000
-    """log losses and L0 statistics, and step the sparsity-map schedulers, every N env steps"""
 
-    # L0 arguments
-    l0: bool = True
-    """gate the networks with L0 (hard-concrete) gates; --no-l0 gives the dense baseline"""
-    l0_granularity: str = "weight"
+    # L0 arguments (--sparsity l0, the default)
+    l0_granularity: Literal["weight", "unit"] = "weight"
     """'weight' (unstructured) or 'unit' (whole neurons/channels; output layers stay per weight)"""
     l0_lambda_actor: float = 4.0
     """L0 strength for the actor's policy path (penalty = expected share of non-zero gated weights)"""
@@ -154,8 +116,10 @@ class Args:
     """initial drop rate of the gates, in (0, 1)"""
     l0_lr: float = 1e-3
     """learning rate of the gate parameters log_alpha (no weight decay)"""
-    l0_schedule: str = "linear"
+    l0_schedule: Literal["constant", "linear", "cosine", "target"] = "linear"
     """sparsity-map schedule: constant, linear, cosine (warm-up then ramp) or target (dual ascent)"""
+    l0_schedule_every: int = 1_000
+    """env steps between sparsity-map scheduler steps (for the target schedule: one dual-ascent step each)"""
     l0_warmup: float = 0.1
     """fraction of training with lambda = 0"""
     l0_ramp_end: float = 0.5
@@ -168,17 +132,8 @@ class Args:
     """step size of the dual ascent on log(lambda) per scheduler step (target schedule)"""
 
 
-class Affine(nn.Module):
-    """x * scale + bias with fixed buffers, no learnable parameter: puts input scaling (uint8 frames
-    to [0, 1], bounded observations to [-1, 1]) and the tanh -> action-bounds rescale inside the policy."""
-
-    def __init__(self, scale, bias):
-        super().__init__()
-        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
-        self.register_buffer("bias", torch.as_tensor(bias, dtype=torch.float32))
-
-    def forward(self, x):
-        return x * self.scale + self.bias
+def affine(scale, shift) -> Affine:
+    return Affine(torch.as_tensor(scale, dtype=torch.float32), torch.as_tensor(shift, dtype=torch.float32))
 
 
 def torso(obs_space: gym.Space, hidden: int, action_space: gym.Space | None = None):
@@ -187,7 +142,7 @@ def torso(obs_space: gym.Space, hidden: int, action_space: gym.Space | None = No
     NeedleReach's positions, centimetres apart at offsets of several units, are hard to resolve raw."""
     if len(obs_space.shape) == 3:
         return [
-            Affine(1.0 / 255.0, 0.0),
+            affine(1.0 / 255.0, 0.0),
             nn.Conv2d(obs_space.shape[0], 32, 8, stride=4),
             nn.ReLU(),
             nn.Conv2d(32, 64, 4, stride=2),
@@ -205,7 +160,7 @@ def torso(obs_space: gym.Space, hidden: int, action_space: gym.Space | None = No
     layers = [nn.Linear(len(low), hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()]
     if np.isfinite(low).all() and np.isfinite(high).all():
         width = np.where(high > low, high - low, 2.0)
-        layers.insert(0, Affine(2.0 / width, -(high + low) / width))
+        layers.insert(0, affine(2.0 / width, -(high + low) / width))
     return layers, hidden
 
 
@@ -239,35 +194,34 @@ class Actor(nn.Module):
         self.head = nn.Linear(width, n_out)
         if self.continuous:
             self.log_std = nn.Linear(width, n_out)
-            low, high = (
-                torch.as_tensor(b, dtype=torch.float32) for b in (action_space.low, action_space.high)
-            )
-            self.register_buffer("action_scale", (high - low) / 2.0)
-            self.register_buffer("action_bias", (high + low) / 2.0)
+            low, high = action_space.low.astype(np.float64), action_space.high.astype(np.float64)
+            self.rescale = affine((high - low) / 2.0, (high + low) / 2.0)  # tanh's [-1, 1] -> the bounds
 
     def policy(self) -> nn.Sequential:
-        """obs -> action (tanh-squashed mean, rescaled to the bounds) or logits; parameter-free tail."""
-        tail = [nn.Tanh(), Affine(self.action_scale, self.action_bias)] if self.continuous else []
-        return nn.Sequential(*self.trunk, self.head, *tail)
+        """obs -> action (tanh-squashed mean, rescaled to the bounds) or logits (l0rl.policy's contract)."""
+        return nn.Sequential(*self.trunk, self.head, *([nn.Tanh(), self.rescale] if self.continuous else []))
 
     def get_action(self, x):
         """Box: (sampled action, log prob [B], mean action). Discrete: (sampled action,
         log probs [B, n], probs [B, n])."""
         h = self.trunk(x)
+        out = self.head(h)  # the action mean, or the logits
+        log_std = torch.tanh(self.log_std(h)) if self.continuous else torch.zeros(())
+        if not (torch.isfinite(out).all() and torch.isfinite(log_std).all()):
+            raise NonFiniteError(  # rather than torch's refusal of a NaN distribution, with a traceback
+                "training diverged: the actor outputs NaN/inf; the last good checkpoint is kept; "
+                "lower the learning rates and retrain"
+            )
         if not self.continuous:
-            logits = self.head(h)
-            dist = Categorical(logits=logits)
-            return dist.sample(), F.log_softmax(logits, dim=1), dist.probs
-        mean = self.head(h)
-        log_std = torch.tanh(self.log_std(h))
+            dist = Categorical(logits=out)
+            return dist.sample(), F.log_softmax(out, dim=1), dist.probs
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (log_std + 1)
-        normal = Normal(mean, log_std.exp())
+        normal = Normal(out, log_std.exp())
         x_t = normal.rsample()  # reparameterisation trick
         y_t = torch.tanh(x_t)
-        action = y_t * self.action_scale + self.action_bias
         # change of variables through tanh and the rescale
-        log_prob = normal.log_prob(x_t) - torch.log(self.action_scale * (1 - y_t.pow(2)) + 1e-6)
-        return action, log_prob.sum(1), torch.tanh(mean) * self.action_scale + self.action_bias
+        log_prob = normal.log_prob(x_t) - torch.log(self.rescale.scale * (1 - y_t.pow(2)) + 1e-6)
+        return self.rescale(y_t), log_prob.sum(1), self.rescale(torch.tanh(out))
 
 
 class ReplayBuffer:
@@ -332,6 +286,7 @@ class ReplayBuffer:
         return batch
 
     def state_dict(self) -> dict:
+        """Plain tensors and an int (the file loads with torch.load(weights_only=True))."""
         n = min(self.written, self.slots)
         arrays = ("obs", "next_obs", "actions", "rewards", "terminations", "step_index", "episode_end")
         state = {k: torch.from_numpy(getattr(self, k)[:n].copy()) for k in arrays}
@@ -349,7 +304,8 @@ class ReplayBuffer:
 
 @torch.no_grad()
 def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """target <- (1 - tau) * target + tau * online, from the online network's deterministic-gate weights."""
+    """target <- (1 - tau) * target + tau * online, from the online network's effective weights
+    (deterministic gates or GMP masks folded in)."""
     source = l0.dense_state_dict(online)
     for key, value in target.state_dict().items():
         value.lerp_(source[key], tau)
@@ -375,150 +331,101 @@ def make_scheduler(args: Args, lam: float) -> l0.SparsityMapScheduler:
     )
 
 
-def policy_from_checkpoint(ckpt: dict) -> nn.Module:
-    """The deployable policy (gated if trained with L0) rebuilt from a checkpoint."""
-    obs_space, action_space = ckpt["spaces"]
-    actor = Actor(obs_space, action_space, ckpt["args"]["hidden_size"])
-    state = ckpt["networks"]["actor"]
-    if ckpt["args"]["l0"]:
-        l0.sparsify_like(actor, state)
-    else:
-        actor.load_state_dict(state)
-    return actor.policy()
-
-
-def check_args(args: Args, options: dict) -> None:
+def check_args(args: Args, env_options: dict) -> None:
+    # --alpha must be > 0 even with --autotune: it is the starting point of the tuning, in log space
+    validate(args, positive=("policy_lr", "q_lr", "l0_lr", "alpha"), unit=("gamma", "tau"))
+    validate(args, at_least_one=("num_envs", "batch_size", "gradient_steps", "policy_frequency"))
+    validate(args, at_least_one=("target_network_frequency", "hidden_size", "her_k", "l0_schedule_every"))
     if args.l0_lambda_actor < 0 or args.l0_lambda_critic < 0:
-        raise ValueError("--l0-lambda-actor and --l0-lambda-critic must be >= 0 (0 switches the penalty off)")
-    if min(args.num_envs, args.batch_size, args.gradient_steps, args.policy_frequency, args.log_every) < 1:
-        raise ValueError(
-            "--num-envs, --batch-size, --gradient-steps, --policy-frequency, --log-every must be >= 1"
-        )
-    if min(args.target_network_frequency, args.checkpoint_every, args.her_k) < 1 or args.learning_starts < 0:
-        raise ValueError(
-            "--target-network-frequency, --checkpoint-every, --her-k must be >= 1, --learning-starts >= 0"
-        )
-    if not 0.0 < args.tau <= 1.0:
-        raise ValueError(f"--tau must be in (0, 1], got {args.tau}")
+        raise UsageError("--l0-lambda-actor and --l0-lambda-critic must be >= 0 (0 switches the penalty off)")
+    if not 0.0 < args.l0_drop_rate < 1.0:
+        raise UsageError(f"--l0-drop-rate must be in (0, 1), got {args.l0_drop_rate}")
+    if args.learning_starts < 0:
+        raise UsageError(f"--learning-starts must be >= 0, got {args.learning_starts}")
     if args.buffer_size < args.num_envs or args.total_timesteps < args.num_envs:
-        raise ValueError("--buffer-size and --total-timesteps must be >= --num-envs")
-    if args.her and goal_spec(args.env_id, **options) is None:
-        raise ValueError(f"--her needs a goal env such as NeedleReach-v0; {args.env_id} has no goal_spec")
+        raise UsageError("--buffer-size and --total-timesteps must be >= --num-envs")
+    if args.her and goal_spec(args.env_id, **env_options) is None:
+        raise UsageError(f"--her needs a goal env such as NeedleReach-v0; {args.env_id} has no goal_spec")
 
 
 def train(args: Args) -> str:
     """Train (or resume) a run; returns its run directory."""
-    args, ckpt, name = resume_or_new(args, ALGO)
-    options = env_options(args)
-    check_args(args, options)
-    her = goal_spec(args.env_id, **options) if args.her else None
+    run = Run(args, ALGO)
+    args = run.args
+    check_args(args, run.env_options)
+    her = goal_spec(args.env_id, **run.env_options) if args.her else None
 
     # TRY NOT TO MODIFY: seeding
     seed_everything(args.seed, args.torch_deterministic)
-    envs = make_vector_env(args.env_id, args.num_envs, args.seed, args.capture_video, name, **options)
+    envs = make_vector_env(
+        args.env_id, args.num_envs, args.seed, args.capture_video, run.name, **run.env_options
+    )
     envs.action_space.seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     obs_space, action_space = envs.single_observation_space, envs.single_action_space
     if not isinstance(action_space, gym.spaces.Box | gym.spaces.Discrete):
-        raise ValueError(
-            f"SAC needs Box or Discrete actions; {args.env_id} has {type(action_space).__name__}"
+        envs.close()
+        raise UsageError(
+            f"SAC needs Box or Discrete actions, {args.env_id} has {type(action_space).__name__}"
         )
     continuous = isinstance(action_space, gym.spaces.Box)
 
     actor = Actor(obs_space, action_space, args.hidden_size).to(device)
-    policy = actor.policy()
+    policy = actor.policy()  # the deployable path, sharing the actor's modules
     qf1, qf2 = (SoftQNetwork(obs_space, action_space, args.hidden_size).to(device) for _ in range(2))
     critics = nn.ModuleList([qf1, qf2]).eval()  # deterministic gates, as their targets (docstring)
-    schedulers, lams = {}, {}
-    if args.l0:
-        l0.sparsify(policy, args.l0_granularity, args.l0_drop_rate, output_granularity="weight")
-        for qf in critics:
-            l0.sparsify(qf, args.l0_granularity, args.l0_drop_rate, output_granularity="weight")
+    sparse = {"actor": policy, "qf1": qf1, "qf2": qf2}
+    schedulers, pruner, use_l0 = {}, None, args.sparsity == "l0"
+    if use_l0:
+        for net in sparse.values():
+            l0.sparsify(net, args.l0_granularity, args.l0_drop_rate, output_granularity="weight")
         schedulers = {"actor": make_scheduler(args, args.l0_lambda_actor)}
         schedulers["critic"] = make_scheduler(args, args.l0_lambda_critic)
+    elif args.sparsity == "gmp":
+        for net in sparse.values():
+            gmp.attach(net)
+        pruner = gmp.GradualMagnitudePruner(
+            sparse, args.gmp_target, args.total_timesteps, args.gmp_start, args.gmp_end, args.gmp_every
+        )
     qf1_target, qf2_target = (
         SoftQNetwork(obs_space, action_space, args.hidden_size).to(device) for _ in range(2)
     )
     qf1_target.load_state_dict(l0.dense_state_dict(qf1))
     qf2_target.load_state_dict(l0.dense_state_dict(qf2))
-    q_optimizer, actor_optimizer = (
-        make_optimizer(critics, args.q_lr, args),
-        make_optimizer(actor, args.policy_lr, args),
-    )
+    q_optimizer = make_optimizer(critics, args.q_lr, args)
+    actor_optimizer = make_optimizer(actor, args.policy_lr, args)
     # Automatic entropy tuning (SAC's alpha, unrelated to the gates' log_alpha)
     n_act = int(np.prod(action_space.shape)) if continuous else int(action_space.n)
     target_entropy = -float(n_act) if continuous else args.target_entropy_scale * math.log(n_act)
-    log_alpha = torch.full((1,), math.log(args.alpha), device=device, requires_grad=args.autotune)
+    log_alpha = nn.Parameter(torch.tensor([math.log(args.alpha)], device=device), requires_grad=args.autotune)
     a_optimizer = optim.Adam([log_alpha], lr=args.q_lr)
     save_buffer = args.save_buffer if args.save_buffer is not None else len(obs_space.shape) != 3
     rb = ReplayBuffer(args.buffer_size, args.num_envs, obs_space, action_space)
     # only now, with every argument accepted, does the run directory appear
-    run_dir, tracker = open_run(args, ALGO, name, ckpt)
-    nets = {"actor": actor, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target, "qf2_target": qf2_target}
-    optimizers = {"actor": actor_optimizer, "q": q_optimizer, "alpha": a_optimizer}
+    run.open(obs_space, action_space, args.total_timesteps)
 
     # TRY NOT TO MODIFY: start the game
-    global_step, updates = 0, 0
+    global_step, updates = run.start_step, 0
     obs, _ = envs.reset(seed=args.seed)
-    if ckpt:
-        for key, net in nets.items():
-            net.load_state_dict(ckpt["networks"][key])
-        with torch.no_grad():
-            log_alpha.copy_(ckpt["networks"]["log_alpha"])
-        for key, opt in optimizers.items():
-            opt.load_state_dict(ckpt["optimizers"][key])
-        for key, sched in schedulers.items():
-            sched.load_state_dict(ckpt["schedulers"][key])
-        global_step, updates = ckpt["global_step"], ckpt["loop"]["updates"]
-        buffer_path = Path(run_dir) / BUFFER_NAME
-        if save_buffer and buffer_path.exists():
-            state = torch.load(buffer_path, weights_only=True)
-            if state.pop("global_step") == global_step:  # else a crash came between buffer and checkpoint
-                rb.load_state_dict(state)
-        if ckpt["loop"]["envs"] is not None:
-            envs.close()
-            envs, obs = ckpt["loop"]["envs"], ckpt["loop"]["next_obs"]  # exact env state
+    nets = {"actor": actor, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target, "qf2_target": qf2_target}
+    states = {"networks": {**nets, "alpha": nn.ParameterDict({"log_alpha": log_alpha})}}
+    states["optimizers"] = {"actor": actor_optimizer, "q": q_optimizer, "alpha": a_optimizer}
+    states["schedulers"] = {**schedulers, **({"gmp": pruner} if pruner else {})}
+    loop = run.restore(**states)
+    if loop is not None:
+        updates = loop["updates"]
+        if save_buffer and (run.run_dir / BUFFER_NAME).exists():
+            buffer = torch.load(run.run_dir / BUFFER_NAME, weights_only=True)
+            if buffer.pop("global_step") == global_step:  # else a crash came between buffer and checkpoint
+                rb.load_state_dict(buffer)
+        if (saved_envs := run.resumed_envs(envs)) is not None:  # exact env state (classic control)
+            envs, obs = saved_envs, loop["next_obs"].numpy()
         else:  # e.g. Box2D or the emulator: episodes in flight restart, seeded by the step
             obs, _ = envs.reset(seed=args.seed + global_step)
             rb.end_running_episodes()
-        set_rng_state(ckpt["rng"])
 
-    def checkpoint() -> None:
-        if save_buffer:  # first, so a checkpoint never points at a buffer older than itself
-            atomic_torch_save(Path(run_dir) / BUFFER_NAME, {**rb.state_dict(), "global_step": global_step})
-        save_checkpoint(
-            run_dir,
-            {
-                "format_version": 1,
-                "algo": ALGO,
-                "env_id": args.env_id,
-                "env_options": options,
-                "spaces": (obs_space, action_space),
-                "args": asdict(args),
-                "global_step": global_step,
-                "finished": global_step >= args.total_timesteps,
-                "networks": {**{k: n.state_dict() for k, n in nets.items()}, "log_alpha": log_alpha.detach()},
-                "optimizers": {k: opt.state_dict() for k, opt in optimizers.items()},
-                "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
-                "loop": {"next_obs": obs, "envs": restorable_envs(envs), "updates": updates},
-                "rng": rng_state(),
-                "wandb_id": tracker.wandb_id,
-            },
-        )
-
-    def step_schedulers() -> dict[str, float]:
-        # the target schedule's controller reads the sparsity reached so far; other modes need no stats
-        gated = {"actor": policy, "critic": critics}
-        return {
-            k: s.step(global_step, l0.stats(gated[k])["l0/sparsity"] if s.mode == "target" else None)
-            for k, s in schedulers.items()
-        }
-
-    progress = Progress(args.total_timesteps, global_step, args.progress, desc=f"{ALGO} {args.env_id}")
-    recent_returns: list[float] = []
     recent_successes: list[float] = []
-    lams, losses = step_schedulers(), {}
-    start_time, start_step = time.time(), global_step
+    losses: dict[str, float] = {}
     while global_step < args.total_timesteps:
         # ALGO LOGIC: put action logic here
         if global_step < args.learning_starts:
@@ -531,16 +438,11 @@ def train(args: Args) -> str:
         # TRY NOT TO MODIFY: execute the game and log data.
         next_obs, rewards, terminations, truncations, infos = envs.step(actions)
         global_step += args.num_envs
-        if "episode" in infos:
-            final_info = infos.get("final_info", {})
-            for i in np.nonzero(infos["_episode"])[0]:
-                ep_r, ep_l = float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])
-                recent_returns = (recent_returns + [ep_r])[-20:]
-                row = {"charts/episodic_return": ep_r, "charts/episodic_length": ep_l}
-                if final_info.get("_is_success", np.zeros(args.num_envs, bool))[i]:
-                    recent_successes = (recent_successes + [float(final_info["is_success"][i])])[-20:]
-                    row["charts/success_rate"] = float(np.mean(recent_successes))  # last 20 episodes
-                tracker.log(row, global_step)
+        run.log_episodes(infos, global_step)
+        final_info = infos.get("final_info", {})
+        for i in np.nonzero(final_info.get("_is_success", []))[0]:  # goal envs: the last 20 episodes
+            recent_successes = (recent_successes + [float(final_info["is_success"][i])])[-20:]
+            run.tracker.log({"charts/success_rate": float(np.mean(recent_successes))}, global_step)
 
         # TRY NOT TO MODIFY: save data to replay buffer; SAME_STEP autoreset put the reset obs in
         # next_obs, the true last observation is in final_obs. Only termination stops bootstrapping.
@@ -550,12 +452,17 @@ def train(args: Args) -> str:
         rb.add(obs, real_next_obs, actions, rewards, terminations, np.logical_or(terminations, truncations))
         obs = next_obs
 
+        # L0 LOGIC: lambda follows the env steps on a fixed cadence, never the logging one, so neither
+        # --log-every nor a halt and resume changes it; the target schedule reads the sparsity reached
+        if use_l0 and run.due(global_step, args.num_envs, args.l0_schedule_every):
+            gated = {"actor": policy, "critic": critics}
+            for k, s in schedulers.items():
+                s.step(global_step, l0.stats(gated[k])["l0/sparsity"] if s.mode == "target" else None)
+
         # ALGO LOGIC: training (after a resume without the buffer: once it is refilled)
         for _ in range(args.gradient_steps if rb.size >= args.learning_starts else 0):
-            data = {
-                k: torch.as_tensor(v, device=device)
-                for k, v in rb.sample(args.batch_size, her, args.her_k).items()
-            }
+            batch = rb.sample(args.batch_size, her, args.her_k)
+            data = {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
             b_obs, b_next_obs = data["obs"].float(), data["next_obs"].float()
             alpha = log_alpha.exp().detach()
             with torch.no_grad():
@@ -569,15 +476,17 @@ def train(args: Args) -> str:
             qf1_a_values, qf2_a_values = qf1(b_obs, data["actions"]), qf2(b_obs, data["actions"])
             qf1_loss = F.mse_loss(qf1_a_values, next_q_value)
             qf2_loss = F.mse_loss(qf2_a_values, next_q_value)
-            # L0 LOGIC: expected share of open gated weights, weighted by the scheduled lambdas
-            critic_l0 = lams["critic"] * (l0.penalty(qf1) + l0.penalty(qf2)) if lams else torch.zeros(())
+            q_loss = qf1_loss + qf2_loss
+            if use_l0:  # L0 LOGIC: expected share of open gated weights, weighted by the scheduled lambda
+                critic_l0 = schedulers["critic"].lam * (l0.penalty(qf1) + l0.penalty(qf2))
+                q_loss, losses["critic_l0_penalty"] = q_loss + critic_l0, critic_l0.item()
             q_optimizer.zero_grad()
-            (qf1_loss + qf2_loss + critic_l0).backward()
+            q_loss.backward()
             q_optimizer.step()
-            l0.clamp_log_alpha_(critics)
+            if use_l0:
+                l0.clamp_log_alpha_(critics)
             losses.update(qf1_values=qf1_a_values.mean().item(), qf2_values=qf2_a_values.mean().item())
             losses.update(qf1_loss=qf1_loss.item(), qf2_loss=qf2_loss.item(), alpha=alpha.item())
-            losses.update(critic_l0_penalty=critic_l0.item())
 
             if updates % args.policy_frequency == 0:  # TD3-style delayed update, made up at once
                 for _ in range(args.policy_frequency):
@@ -591,75 +500,52 @@ def train(args: Args) -> str:
                             min_qf_pi = torch.min(qf1(b_obs), qf2(b_obs))
                         actor_loss = (probs * (alpha * log_pi - min_qf_pi)).sum(1).mean()
                         neg_entropy = (probs * log_pi).sum(1).detach()
-                    actor_l0 = lams["actor"] * l0.penalty(policy) if lams else torch.zeros(())
+                    losses["actor_loss"] = actor_loss.item()
+                    if use_l0:
+                        actor_l0 = schedulers["actor"].lam * l0.penalty(policy)
+                        actor_loss, losses["actor_l0_penalty"] = actor_loss + actor_l0, actor_l0.item()
                     actor_optimizer.zero_grad()
-                    (actor_loss + actor_l0).backward()
+                    actor_loss.backward()
                     actor_optimizer.step()
-                    l0.clamp_log_alpha_(actor)
-                    losses.update(actor_loss=actor_loss.item(), actor_l0_penalty=actor_l0.item())
+                    if use_l0:
+                        l0.clamp_log_alpha_(actor)
                     if args.autotune:
                         alpha_loss = (-log_alpha.exp() * (neg_entropy + target_entropy)).mean()
                         a_optimizer.zero_grad()
                         alpha_loss.backward()
                         a_optimizer.step()
                         losses["alpha_loss"] = alpha_loss.item()
+            if pruner is not None:  # one learning update = one pruner step (--gmp-every counts them)
+                pruner.step(global_step)
             if updates % args.target_network_frequency == 0:
                 polyak_update(qf1_target, qf1, args.tau)
                 polyak_update(qf2_target, qf2, args.tau)
             updates += 1
 
-        # TRY NOT TO MODIFY: record losses and L0 statistics for plotting purposes
-        if global_step // args.log_every > (global_step - args.num_envs) // args.log_every:
-            sps = int((global_step - start_step) / (time.time() - start_time))
-            metrics = {f"losses/{k}": v for k, v in losses.items()} | {"charts/SPS": sps}
-            if losses:
-                metrics["losses/l0_penalty"] = losses["critic_l0_penalty"] + losses.get(
-                    "actor_l0_penalty", 0.0
-                )
-            sparsity = None
-            if args.l0:
-                lams = step_schedulers()
-                metrics.update(l0.stats(policy, "l0/"))
+        # TRY NOT TO MODIFY: record losses and sparsity statistics for plotting purposes
+        if run.due(global_step, args.num_envs, args.log_every) or global_step >= run.total_steps:
+            metrics = {f"losses/{k}": v for k, v in losses.items()}
+            for key, sched in schedulers.items():
+                metrics.update(sched.log_dict("l0/" if key == "actor" else "l0/critic/"))
+            if use_l0:
                 metrics.update(l0.stats(critics, "l0/critic/"))
-                metrics.update(schedulers["actor"].log_dict("l0/"))
-                metrics.update(schedulers["critic"].log_dict("l0/critic/"))
-                sparsity = metrics["l0/sparsity"]
-            tracker.log(metrics, global_step)
-            ret = float(np.mean(recent_returns)) if recent_returns else None
+            if pruner is not None:
+                metrics.update({**pruner.log_dict(), **gmp.stats(critics, "gmp/critic/")})
             success = float(np.mean(recent_successes)) if recent_successes else None
-            progress.update(global_step, SPS=sps, ret=ret, success=success, sparsity=sparsity)
+            run.log(global_step, metrics, policy=policy, success=success)
 
-        halt = args.halt_after is not None and global_step - start_step >= args.halt_after
-        due = global_step // args.checkpoint_every > (global_step - args.num_envs) // args.checkpoint_every
-        if due or halt or global_step >= args.total_timesteps:
-            checkpoint()
-        if halt:
+        if run.should_checkpoint(global_step, args.num_envs):
+            if save_buffer:  # first, so a checkpoint never points at a buffer older than itself
+                atomic_torch_save(run.run_dir / BUFFER_NAME, {**rb.state_dict(), "global_step": global_step})
+            loop = {"next_obs": obs, "updates": updates}
+            # recording the policy runs it once: with deterministic gates no gate sample draws from
+            # the RNG, so writing a checkpoint (at a halt, say) leaves the training that follows unchanged
+            run.checkpoint(global_step, **states, loop=loop, envs=envs, policy=policy)
+        if run.halting(global_step):
             break
-    progress.close()
     envs.close()
-
-    finished = global_step >= args.total_timesteps
-    if finished and args.eval_episodes > 0:
-        result = evaluate(
-            policy,
-            args.env_id,
-            options,
-            args.eval_episodes,
-            args.seed + 10_000,
-            greedy=args.eval_greedy,
-            max_steps=args.eval_max_steps,
-            device=device,
-        )
-        final = eval_metrics(result)
-        if args.l0:
-            final.update(l0.stats(policy, "l0/"))
-        tracker.log(final, global_step)
-        tracker.summary(final)
-    if finished:
-        tracker.summary({"global_step": global_step, "finished": True})
-    tracker.finish()
-    return run_dir
+    return run.finish(global_step, policy, device)
 
 
 if __name__ == "__main__":
-    run_cli(lambda: train(tyro.cli(Args)), f"{ALGO}.py")
+    run_cli(lambda: train(parse_args(Args)), f"{ALGO}.py")

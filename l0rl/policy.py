@@ -62,21 +62,35 @@ def _as_affine(module: nn.Module, shape: tuple[int, ...], position: int) -> Affi
 
 @torch.no_grad()
 def as_chain(policy: nn.Module, obs_shape: tuple[int, ...]) -> nn.Sequential:
-    """The policy in canonical chain form (weight layers are shared with `policy`, not copied)."""
+    """The policy in canonical chain form (weight layers are shared with `policy`, not copied).
+
+    The policy is traced in eval mode (deterministic gates), so describing a training policy never
+    draws from the RNG that training uses, and on the device its parameters live on."""
     if not isinstance(policy, nn.Sequential):
         raise ValueError(
             f"the policy is a {type(policy).__name__}, not an nn.Sequential; "
             "the deployable policy must follow the policy contract in l0rl/policy.py"
         )
+    first = next(policy.parameters(), None)
+    was_training = policy.training
+    policy.eval()
+    try:
+        return _trace_chain(
+            policy, torch.zeros((1, *obs_shape), device=first.device if first is not None else "cpu")
+        )
+    finally:
+        policy.train(was_training)
+
+
+def _trace_chain(policy: nn.Sequential, x: torch.Tensor) -> nn.Sequential:
     out: list[nn.Module] = []
-    x = torch.zeros((1, *obs_shape))
     for i, m in enumerate(_flat_modules(policy)):
         if isinstance(m, (*WEIGHT_LAYERS, nn.Flatten, Affine)):
             new = m
         elif isinstance(m, ACTIVATIONS):
             new = type(m)()
         elif next(m.parameters(), None) is None:
-            new = _as_affine(m, tuple(x.shape[1:]), i)
+            new = _as_affine(m, tuple(x.shape[1:]), i).to(x.device)
         else:
             raise ValueError(
                 f"policy module {i} ({type(m).__name__}) has parameters but is not Linear/Conv2d; "
@@ -211,8 +225,7 @@ def policy_record(policy: nn.Module, obs_space: gym.Space, action_space: gym.Spa
     The weight tensors are the training network's own, so torch.save stores them once."""
     if sparsity not in SPARSITY_KINDS:
         raise ValueError(f"unknown sparsity kind {sparsity!r}; use one of {', '.join(SPARSITY_KINDS)}")
-    with torch.random.fork_rng(devices=[]):  # tracing a gated policy samples gates: leave the RNG as it was
-        chain = as_chain(policy, tuple(obs_space.shape))
+    chain = as_chain(policy, tuple(obs_space.shape))
     return {
         "arch": describe(chain),
         "sparsity": sparsity,

@@ -1,40 +1,53 @@
-"""SAC-L0: smoke runs (Box and discrete actions, the goal env with and without hindsight), gate-free
-target critics, hindsight relabelling, exact resume, the deployable policy, bad input."""
+"""SAC-L0: smoke runs (Box and discrete actions; L0, GMP, dense) checked against their reloaded
+checkpoint, bit-exact resume for every L0 schedule and GMP, scheduling that does not depend on
+logging, gate-free target critics, hindsight relabelling, the deployable policy, bad input and
+divergence."""
 
 import importlib
-import json
-import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from helpers import (
+    assert_one_line_error,
+    assert_same_state,
+    closed_share,
+    run_dirs,
+    summary,
+    trained_policy,
+)
 
-from l0rl import l0
+import l0rl
+from l0rl import gmp, l0
 from l0rl.envs import goal_spec
-from l0rl.runkit import load_checkpoint, read_metrics
+from l0rl.errors import NonFiniteError
+from l0rl.policy import build_space
+from l0rl.runkit import (
+    ENV_STATE_NAME,
+    eval_metrics,
+    evaluate,
+    load_checkpoint,
+    parse_args,
+    read_metrics,
+    run_cli,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 sac = importlib.import_module("l0rl.algos.sac_l0")
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # SAC makes many small updates: on busy shared cores, several intra-op threads mostly wait on each other
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+DENSE_REWARD = '{"reward_type": "dense"}'  # NeedleReach's sparse reward is -50 for every failed episode
+SPARSITY = {  # settings under which L0 and GMP close most weights within a tiny run
+    "l0": dict(sparsity="l0", l0_schedule="constant", l0_lr=0.05),
+    "gmp": dict(sparsity="gmp", gmp_target=0.8, gmp_every=10),
+    "none": dict(sparsity="none"),
+}
 
 
 def tiny_args(tmp_path: Path, **kw) -> "sac.Args":
     base = dict(
         wandb_mode="disabled",
-        runs_dir=str(tmp_path),
+        runs_dir=str(tmp_path / "runs"),
         progress=False,
         eval_episodes=2,
         num_envs=2,
@@ -46,75 +59,103 @@ def tiny_args(tmp_path: Path, **kw) -> "sac.Args":
         gradient_steps=1,
         log_every=100,
     )
-    base.update(kw)
-    return sac.Args(**base)
+    return sac.Args(**{**base, **kw})
 
 
-def check_run(run_dir: str, l0_on: bool) -> dict:
+def resume(run_dir: str) -> str:
+    return sac.train(sac.Args(resume=run_dir, wandb_mode="disabled", progress=False))
+
+
+@pytest.mark.parametrize("kind", ["l0", "gmp", "none"])
+@pytest.mark.parametrize(
+    "env_id, kw", [("NeedleReach-v0", dict(her=True, env_options=DENSE_REWARD)), ("CartPole-v1", {})]
+)
+def test_smoke_reloads_into_the_same_policy(env_id, kw, kind, tmp_path):
+    run_dir = sac.train(tiny_args(tmp_path, env_id=env_id, **kw, **SPARSITY[kind]))
     ckpt = load_checkpoint(run_dir)
-    assert ckpt["finished"] and ckpt["global_step"] == ckpt["args"]["total_timesteps"]
-    policy = sac.policy_from_checkpoint(ckpt)
-    assert any(True for _ in l0.gated_layers(policy)) == l0_on
+    assert ckpt["finished"] and ckpt["global_step"] == 300 and ckpt["policy"]["sparsity"] == kind
+    done = summary(run_dir)
+    # the checkpoint alone, without this file, rebuilds the policy that was evaluated
+    policy = l0rl.load_policy(run_dir)
+    result = evaluate(policy, env_id, ckpt["env_options"], 2, ckpt["args"]["seed"] + 10_000, greedy=True)
+    assert eval_metrics(result)["eval/episodic_return"] == done["eval/episodic_return"]
     rows = read_metrics(run_dir)
-    assert any("losses/qf1_loss" in r and "losses/actor_loss" in r for r in rows), (
-        "no learning update was logged"
+    assert any("losses/qf1_loss" in r and "losses/actor_loss" in r for r in rows), "no update was logged"
+    if kind == "none":
+        assert done["sparsity"] == 0.0 and not any("parametrizations" in k for k in ckpt["policy"]["state"])
+    else:
+        assert done["sparsity"] == closed_share(trained_policy(run_dir)) > 0.5
+        assert any(f"{kind}/critic/sparsity" in r for r in rows)
+    if kind == "gmp":  # the actor's policy path reaches the target, each network on its own
+        assert abs(closed_share(trained_policy(run_dir)) - 0.8) < 0.02
+    if env_id == "NeedleReach-v0":
+        assert 0.0 <= done["eval/success_rate"] <= 1.0
+        assert any("charts/success_rate" in r for r in rows)
+
+
+RESUMED = [
+    *[dict(sparsity="l0", l0_schedule=m) for m in ("constant", "linear", "cosine", "target")],
+    dict(sparsity="gmp", gmp_every=5),
+]
+
+
+@pytest.mark.parametrize("kw", RESUMED, ids=lambda kw: kw.get("l0_schedule", kw["sparsity"]))
+def test_halt_and_resume_is_bit_exact(kw, tmp_path):
+    # updates from step 60, the halt at 120, the L0 schedulers and the GMP masks step on both sides
+    kw = dict(
+        env_id="NeedleReach-v0",
+        her=True,
+        total_timesteps=200,
+        learning_starts=60,
+        eval_episodes=0,
+        checkpoint_every=50,
+        **({"l0_schedule_every": 20, "l0_warmup": 0.2, "l0_lr": 0.05} if kw["sparsity"] == "l0" else {}),
+        **kw,
     )
-    summary = json.loads((Path(run_dir) / "summary.json").read_text())
-    assert math.isfinite(summary["eval/episodic_return"])
-    if l0_on:
-        assert 0.0 <= summary["l0/sparsity"] <= 1.0
-        assert any("l0/lambda" in r and "l0/critic/sparsity" in r for r in rows)
-    return summary
+    straight = sac.train(tiny_args(tmp_path / "straight", **kw))
+    halted = sac.train(tiny_args(tmp_path / "halted", halt_after=120, **kw))
+    ckpt = load_checkpoint(halted)
+    assert ckpt["global_step"] == 120 and not ckpt["finished"]
+    assert (Path(halted) / sac.BUFFER_NAME).exists() and (Path(halted) / ENV_STATE_NAME).exists()
+    resume(halted)
+    a, b = load_checkpoint(straight), load_checkpoint(halted)
+    assert b["finished"] and a["global_step"] == b["global_step"] == 200
+    assert a["networks"].keys() == b["networks"].keys()
+    for key in a["networks"]:
+        assert_same_state(a["networks"][key], b["networks"][key])
+    assert a["schedulers"] == b["schedulers"] and a["loop"]["updates"] == b["loop"]["updates"]
+    if kw["sparsity"] == "l0":
+        assert a["schedulers"]["actor"]["lam"] > 0, "lambda never moved: a scheduling bug would go unseen"
 
 
-@pytest.mark.parametrize("her", [False, True])
-@pytest.mark.parametrize("l0_on", [True, False])
-def test_needle_reach_smoke(l0_on, her, tmp_path):
-    run_dir = sac.train(tiny_args(tmp_path, env_id="NeedleReach-v0", l0=l0_on, her=her))
-    summary = check_run(run_dir, l0_on)
-    assert 0.0 <= summary["eval/success_rate"] <= 1.0
-    assert any("charts/success_rate" in r for r in read_metrics(run_dir))
-
-
-@pytest.mark.parametrize("env_id", ["LunarLanderContinuous-v3", "CartPole-v1"])
-def test_smoke(env_id, tmp_path):
-    check_run(sac.train(tiny_args(tmp_path, env_id=env_id)), True)
-
-
-@pytest.mark.mario
-def test_mario_smoke(tmp_path):
-    args = tiny_args(
-        tmp_path,
-        env_id="SuperMarioBros-7-1-v0",
-        total_timesteps=160,
-        learning_starts=150,  # a Nature-CNN update of three gated networks takes about a second here
-        log_every=80,
-        batch_size=8,
-        buffer_size=256,
-        eval_episodes=1,
-        eval_max_steps=50,
+@pytest.mark.parametrize("schedule", ["linear", "target"])
+def test_scheduling_does_not_depend_on_logging(schedule, tmp_path):
+    kw = dict(
+        total_timesteps=200, learning_starts=60, eval_episodes=0, l0_schedule=schedule, l0_schedule_every=20
     )
-    run_dir = sac.train(args)
-    check_run(run_dir, True)
-    policy = sac.policy_from_checkpoint(load_checkpoint(run_dir))
-    assert isinstance(policy[1], torch.nn.Conv2d)
-    assert not (Path(run_dir) / sac.BUFFER_NAME).exists(), "image buffers are not saved by default"
+    rare = load_checkpoint(sac.train(tiny_args(tmp_path / "rare", log_every=1000, **kw)))
+    often = load_checkpoint(sac.train(tiny_args(tmp_path / "often", log_every=4, **kw)))
+    for key in rare["networks"]:
+        assert_same_state(rare["networks"][key], often["networks"][key])
+    assert rare["schedulers"] == often["schedulers"] and rare["schedulers"]["actor"]["lam"] > 0
 
 
-def test_target_critics_are_gate_free_and_track_the_deterministic_weights():
+@pytest.mark.parametrize("kind", ["l0", "gmp"])
+def test_target_critics_are_gate_free_and_track_the_effective_weights(kind):
     obs_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
     action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-    qf = l0.sparsify(
-        sac.SoftQNetwork(obs_space, action_space, 16), "weight", 0.3, output_granularity="weight"
-    )
-    with torch.no_grad():  # spread the gates so that some are exactly closed and some partly open
-        for p in l0.gate_parameters(qf):
-            p.normal_(0.0, 3.0)
+    qf = sac.SoftQNetwork(obs_space, action_space, 16)
+    if kind == "l0":
+        l0.sparsify(qf, "weight", 0.3, output_granularity="weight")
+        with torch.no_grad():  # spread the gates so that some are exactly closed and some partly open
+            for p in l0.gate_parameters(qf):
+                p.normal_(0.0, 3.0)
+    else:
+        gmp.GradualMagnitudePruner({"qf": gmp.attach(qf)}, 0.5, 1).apply(0.5)
     target = sac.SoftQNetwork(obs_space, action_space, 16)
     old = {k: v.clone() for k, v in target.state_dict().items()}
     sac.polyak_update(target, qf, 0.25)
-    assert not list(l0.gated_layers(target))
-    assert not any("log_alpha" in key for key in target.state_dict())
+    assert not any("parametrizations" in key for key in target.state_dict())
     dense = l0.dense_state_dict(qf)
     assert any(bool((v == 0).any()) for k, v in dense.items() if k.endswith("weight"))
     for key, value in target.state_dict().items():
@@ -141,14 +182,8 @@ def fill_goal_buffer(slots: int, lengths: list[list[int]], steps: int) -> "sac.R
             next_obs[e, spec["achieved"]] = (e, ep, t + 1)
             dones[e] = ep < len(lengths[e]) and t + 1 == lengths[e][ep]
             position[e] = [ep + 1, 0] if dones[e] else [ep, t + 1]
-        rb.add(
-            obs,
-            next_obs,
-            np.zeros((len(lengths), 5)),
-            np.full(len(lengths), -1.0),
-            np.zeros(len(lengths)),
-            dones,
-        )
+        n = len(lengths)
+        rb.add(obs, next_obs, np.zeros((n, 5)), np.full(n, -1.0), np.zeros(n), dones)
     return rb
 
 
@@ -174,36 +209,11 @@ def test_her_relabels_with_a_later_achieved_goal_of_the_same_episode():
     assert (g[:, 2] > a[:, 2] + 1).any() and (batch["rewards"][relabel] == 0).any()
 
 
-def test_her_needs_a_goal_env(tmp_path):
-    with pytest.raises(ValueError, match="goal"):
-        sac.train(tiny_args(tmp_path, env_id="CartPole-v1", her=True))
-    assert not any(tmp_path.iterdir())
-
-
-def test_resume_matches_uninterrupted(tmp_path):
-    kw = dict(env_id="NeedleReach-v0", her=True, total_timesteps=400, eval_episodes=0)
-    full = sac.train(tiny_args(tmp_path / "full", **kw))
-    part = sac.train(tiny_args(tmp_path / "part", halt_after=200, **kw))
-    assert not load_checkpoint(part)["finished"] and (Path(part) / sac.BUFFER_NAME).exists()
-    sac.train(tiny_args(tmp_path / "ignored", resume=part))
-    a, b = load_checkpoint(full), load_checkpoint(part)
-    assert a["global_step"] == b["global_step"] and b["finished"]
-    for net, state in a["networks"].items():
-        items = state.items() if isinstance(state, dict) else [("", state)]
-        for key, value in items:
-            other = b["networks"][net][key] if key else b["networks"][net]
-            torch.testing.assert_close(value, other, rtol=0, atol=0, msg=f"{net}.{key}")
-    rows_a = [r for r in read_metrics(full) if "losses/qf1_loss" in r]
-    rows_b = [r for r in read_metrics(part) if "losses/qf1_loss" in r]
-    assert [r["global_step"] for r in rows_a] == [r["global_step"] for r in rows_b]
-    assert rows_a[-1]["losses/qf1_loss"] == rows_b[-1]["losses/qf1_loss"]
-
-
 def test_resume_without_buffer_refills_before_learning(tmp_path):
     kw = dict(total_timesteps=400, learning_starts=120, log_every=20, eval_episodes=0, save_buffer=False)
     part = sac.train(tiny_args(tmp_path, env_id="Pendulum-v1", halt_after=200, **kw))
     assert not (Path(part) / sac.BUFFER_NAME).exists()
-    sac.train(tiny_args(tmp_path, resume=part))
+    resume(part)
     assert load_checkpoint(part)["finished"]
     learned = [r["global_step"] for r in read_metrics(part) if "losses/qf1_loss" in r]
     # 2 envs refill 120 transitions in 60 vector steps: no update between the resume and step 320
@@ -214,9 +224,8 @@ def test_resume_restarts_box2d_episodes_and_keeps_the_buffer(tmp_path):
     # Box2D envs pickle only their constructor arguments: they restart, the saved buffer stays
     kw = dict(env_id="LunarLanderContinuous-v3", total_timesteps=300, log_every=20, eval_episodes=0)
     part = sac.train(tiny_args(tmp_path, halt_after=200, **kw))
-    ckpt = load_checkpoint(part)
-    assert ckpt["loop"]["envs"] is None and (Path(part) / sac.BUFFER_NAME).exists()
-    sac.train(tiny_args(tmp_path, resume=part))
+    assert load_checkpoint(part)["env_state_step"] is None and (Path(part) / sac.BUFFER_NAME).exists()
+    resume(part)
     assert load_checkpoint(part)["finished"]
     learned = [r["global_step"] for r in read_metrics(part) if "losses/qf1_loss" in r]
     assert 220 in learned, "learning goes on right after the resume"
@@ -225,10 +234,9 @@ def test_resume_restarts_box2d_episodes_and_keeps_the_buffer(tmp_path):
 def test_policy_is_the_squashed_rescaled_mean_within_bounds(tmp_path):
     run_dir = sac.train(tiny_args(tmp_path, env_id="Pendulum-v1", total_timesteps=200, eval_episodes=1))
     ckpt = load_checkpoint(run_dir)
-    policy = sac.policy_from_checkpoint(ckpt).eval()
-    for m in policy:
-        assert isinstance(m, torch.nn.Linear) or next(m.parameters(), None) is None, type(m).__name__
-    obs_space, action_space = ckpt["spaces"]
+    policy = l0rl.load_policy(run_dir)
+    assert [type(m).__name__ for m in policy][-2:] == ["Tanh", "Affine"]
+    obs_space, action_space = (build_space(ckpt["policy"][k]) for k in ("observation_space", "action_space"))
     actor = sac.Actor(obs_space, action_space, ckpt["args"]["hidden_size"])
     l0.sparsify_like(actor, ckpt["networks"]["actor"]).eval()
     x = torch.randn(256, *obs_space.shape) * 10.0
@@ -239,20 +247,77 @@ def test_policy_is_the_squashed_rescaled_mean_within_bounds(tmp_path):
     assert (out >= -2.0).all() and (out <= 2.0).all() and (out.abs() > 1.0).any()
 
 
+@pytest.mark.mario
+def test_mario_smoke(tmp_path):
+    # one emulator process; a Nature-CNN update of three networks is slow on one core: few of them
+    kw = dict(num_envs=1, total_timesteps=60, learning_starts=56, log_every=30, batch_size=8, buffer_size=64)
+    run_dir = sac.train(
+        tiny_args(tmp_path, env_id="SuperMarioBros-7-1-v0", eval_episodes=1, eval_max_steps=20, **kw)
+    )
+    assert load_checkpoint(run_dir)["finished"]
+    assert any("losses/qf1_loss" in r for r in read_metrics(run_dir))
+    assert isinstance(trained_policy(run_dir)[1], torch.nn.Conv2d)
+    assert not (Path(run_dir) / sac.BUFFER_NAME).exists(), "image buffers are not saved by default"
+
+
+def cli(argv: list[str], tmp_path: Path, monkeypatch, capsys) -> subprocess.CompletedProcess:
+    """`algos/sac_l0.py ARGV` in tmp_path, in this process (each subprocess costs a torch import)."""
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        run_cli(
+            lambda: sac.train(parse_args(sac.Args, argv=["--wandb-mode", "disabled", *argv])), "sac_l0.py"
+        )
+    return subprocess.CompletedProcess(argv, exc.value.code, "", capsys.readouterr().err)
+
+
 @pytest.mark.parametrize(
     "argv, hint",
-    [(["--l0-lambda-actor", "-1"], ">= 0"), (["--env-id", "CartPole-v1", "--her"], "goal")],
+    [
+        (["--policy-lr", "0"], "--policy-lr must be > 0"),
+        (["--q-lr", "-1"], "--q-lr must be > 0"),
+        (["--l0-lr", "0"], "--l0-lr must be > 0"),
+        (["--alpha", "0"], "--alpha must be > 0"),
+        (["--alpha", "0", "--no-autotune"], "--alpha must be > 0"),
+        (["--gamma", "1.5"], "--gamma must be in (0, 1]"),
+        (["--tau", "0"], "--tau must be in (0, 1]"),
+        (["--hidden-size", "0"], "--hidden-size must be >= 1"),
+        (["--l0-lambda-actor", "-1"], ">= 0"),
+        (["--l0-drop-rate", "1"], "--l0-drop-rate must be in (0, 1)"),
+        (["--l0-schedule-every", "0"], "--l0-schedule-every must be >= 1"),
+        (["--no-l0", "--l0-lambda-actor", "3"], "--l0-lambda-actor applies to --sparsity l0 only"),
+        (["--sparsity", "gmp", "--l0-lr", "0.1"], "--l0-lr applies to --sparsity l0 only"),
+        (["--env-id", "CartPole-v1", "--her"], "--her needs a goal env"),
+    ],
 )
-def test_bad_input_one_line_exit_2(argv, hint, tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "algos" / "sac_l0.py"), "--wandb-mode", "disabled", *argv],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and hint in lines[0], proc.stderr
+def test_bad_input_one_line_exit_2(argv, hint, tmp_path, monkeypatch, capsys):
+    assert_one_line_error(cli(argv, tmp_path, monkeypatch, capsys), 2, hint)
+    assert not run_dirs(tmp_path) and not (tmp_path / "runs").exists()
+
+
+def test_unknown_choice_exit_2_without_a_run(tmp_path, monkeypatch, capsys):
+    proc = cli(["--wandb-mode", "bogus"], tmp_path, monkeypatch, capsys)
+    assert_one_line_error(proc, 2, "invalid choice 'bogus' for argument '--wandb-mode'")
     assert not (tmp_path / "runs").exists()
+
+
+def test_divergence_exit_3_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    argv = (
+        "--env-id CartPole-v1 --q-lr 1e30 --total-timesteps 300 --learning-starts 100 --checkpoint-every 40"
+    )
+    argv += " --num-envs 2 --batch-size 32 --hidden-size 32 --buffer-size 1000 --no-progress"
+    proc = cli(argv.split(), tmp_path, monkeypatch, capsys)
+    # one line says what happened, after the line that named the run directory
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 3 and len(lines) == 2, proc.stderr
+    assert lines[-1].startswith("sac_l0.py: error: training diverged"), proc.stderr
+    (run_dir,) = run_dirs(tmp_path)
+    ckpt = load_checkpoint(run_dir)  # the last one written before learning began
+    assert ckpt["global_step"] == 80 and not ckpt["finished"]
+    for state in ckpt["networks"].values():
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_divergence_in_process_raises_nonfinite(tmp_path):
+    with pytest.raises(NonFiniteError, match="diverged"):
+        sac.train(tiny_args(tmp_path, env_id="Pendulum-v1", policy_lr=1e30, eval_episodes=0))
