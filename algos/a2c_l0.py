@@ -2,6 +2,7 @@
 
     python algos/a2c_l0.py --env-id CartPole-v1               # sparse policy
     python algos/a2c_l0.py --env-id CartPole-v1 --no-l0       # dense baseline, same code
+    python algos/a2c_l0.py --env-id CartPole-v1 --sparsity gmp --gmp-target 0.95   # pruning baseline
     python algos/a2c_l0.py --resume runs/<run_name>           # continue from the last checkpoint
 
 A2C's defaults (as in the A3C paper's synchronous variant and Stable-Baselines3): 5-step rollouts,
@@ -10,8 +11,7 @@ L0: one gate draw is frozen per iteration (`l0.frozen_gates`): the rollout and i
 same sampled policy; evaluation uses deterministic gates.
 """
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 import gymnasium as gym
@@ -19,76 +19,21 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.optim as optim
-import tyro
 from torch.distributions.categorical import Categorical
 from torch.distributions.normal import Normal
 
-from l0rl import l0
+from l0rl import gmp, l0
 from l0rl.envs import make_vector_env
-from l0rl.runkit import (
-    Progress,
-    env_options,
-    eval_metrics,
-    evaluate,
-    open_run,
-    restorable_envs,
-    resume_or_new,
-    rng_state,
-    run_cli,
-    save_checkpoint,
-    seed_everything,
-    set_rng_state,
-)
+from l0rl.runkit import Run, RunArgs, UsageError, check_loss, parse_args, run_cli, seed_everything, validate
 
 ALGO = "a2c_l0"
 
 
 @dataclass
-class Args:
-    exp_name: str = ALGO
-    """the name of this experiment (part of the run name)"""
-    seed: int = 1
-    """seed of the experiment"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
-    cuda: bool = True
-    """if toggled, cuda is used when available"""
-    wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
-    """W&B mode: auto (online with an API key, else offline), online, offline or disabled"""
-    wandb_project: str = "l0rl"
-    """the W&B project"""
-    wandb_entity: str | None = None
-    """the W&B entity (team)"""
-    wandb_group: str | None = None
-    """the W&B group (default: env id)"""
-    runs_dir: str = "runs"
-    """where run directories are created"""
-    capture_video: bool = False
-    """whether to capture videos of the agent (first env) into videos/<run_name>"""
-    progress: bool = True
-    """show a progress bar (plain lines when not a terminal)"""
-    checkpoint_every: int = 1000
-    """write a checkpoint every N iterations (and always at the end)"""
-    log_every: int = 50
-    """log losses and l0 statistics every N iterations (A2C iterations are tiny)"""
-    resume: str | None = None
-    """continue the run in this directory from its checkpoint, with its saved arguments"""
-    halt_after: int | None = None
-    """stop this process after N iterations (checkpointed; continue later with --resume)"""
-    eval_episodes: int = 10
-    """evaluation episodes at the end (deterministic gates)"""
-    eval_greedy: bool = True
-    """evaluate with the argmax action (else sample from the policy) for discrete actions"""
-    eval_max_steps: int | None = None
-    """cap on steps per evaluation episode (a greedy Mario policy can stall until the game clock ends)"""
+class Args(RunArgs):
+    """A2C arguments (the run arguments every algorithm shares come first, from RunArgs)."""
 
     # Algorithm specific arguments
-    env_id: str = "CartPole-v1"
-    """the id of the environment"""
-    env_options: str = "{}"
-    """JSON dict of environment options, e.g. '{"reward_type": "dense"}' for NeedleReach-v0"""
-    total_timesteps: int = 500000
-    """total timesteps of the experiments"""
     learning_rate: float = 7e-4
     """the learning rate of the optimizer (weights)"""
     num_envs: int = 8
@@ -104,7 +49,7 @@ class Args:
     norm_adv: bool = False
     """toggles advantages normalization"""
     rms_alpha: float = 0.99
-    """RMSprop smoothing constant"""
+    """RMSprop smoothing constant, in [0, 1)"""
     rms_eps: float = 1e-5
     """RMSprop epsilon"""
     ent_coef: float = 0.01
@@ -114,9 +59,7 @@ class Args:
     max_grad_norm: float = 0.5
     """the maximum norm for the gradient clipping"""
 
-    # L0 arguments
-    l0: bool = True
-    """gate the networks with L0 (hard-concrete) gates; --no-l0 gives the dense baseline"""
+    # L0 arguments (--sparsity l0, the default)
     l0_granularity: Literal["weight", "unit"] = "weight"
     """'weight' (unstructured) or 'unit' (whole neurons/channels; output layers stay per weight)"""
     l0_lambda_actor: float = 2.0
@@ -244,46 +187,49 @@ def make_scheduler(args: Args, lam: float) -> l0.SparsityMapScheduler:
     )
 
 
-def policy_from_checkpoint(ckpt: dict) -> nn.Module:
-    """The deployable policy (gated if trained with L0) rebuilt from a checkpoint."""
-    obs_space, action_space = ckpt["spaces"]
-    agent = Agent(obs_space, action_space)
-    state = ckpt["networks"]["agent"]
-    if ckpt["args"]["l0"]:
-        l0.sparsify_like(agent, state)
-    else:
-        agent.load_state_dict(state)
-    return agent.actor
-
-
 def check_args(args: Args) -> None:
+    validate(
+        args, positive=("learning_rate", "l0_lr", "max_grad_norm", "rms_eps"), unit=("gamma", "gae_lambda")
+    )
+    validate(args, at_least_one=("num_envs", "num_steps"))
+    if not 0.0 <= args.rms_alpha < 1.0:  # alpha = 1 never updates RMSprop's average: steps of lr / eps
+        raise UsageError(f"--rms-alpha must be in [0, 1), got {args.rms_alpha}")
     if args.l0_lambda_actor < 0 or args.l0_lambda_critic < 0:
-        raise ValueError("--l0-lambda-actor and --l0-lambda-critic must be >= 0 (0 switches the penalty off)")
-    if args.num_envs < 1 or args.num_steps < 1:
-        raise ValueError("--num-envs and --num-steps must be >= 1")
+        raise UsageError("--l0-lambda-actor and --l0-lambda-critic must be >= 0 (0 switches the penalty off)")
+    if not 0.0 < args.l0_drop_rate < 1.0:
+        raise UsageError(f"--l0-drop-rate must be in (0, 1), got {args.l0_drop_rate}")
     if args.total_timesteps < args.num_envs * args.num_steps:
-        raise ValueError(f"--total-timesteps must be >= one rollout ({args.num_envs * args.num_steps} steps)")
+        raise UsageError(f"--total-timesteps must be >= one rollout ({args.num_envs * args.num_steps} steps)")
 
 
 def train(args: Args) -> str:
     """Train (or resume) a run; returns its run directory."""
-    args, ckpt, name = resume_or_new(args, ALGO)
-    options = env_options(args)
+    run = Run(args, ALGO)
+    args = run.args
     check_args(args)
     args.batch_size = int(args.num_envs * args.num_steps)
     args.num_iterations = args.total_timesteps // args.batch_size
 
     # TRY NOT TO MODIFY: seeding
     seed_everything(args.seed, args.torch_deterministic)
-    envs = make_vector_env(args.env_id, args.num_envs, args.seed, args.capture_video, name, **options)
+    envs = make_vector_env(
+        args.env_id, args.num_envs, args.seed, args.capture_video, run.name, **run.env_options
+    )
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     agent = Agent(envs.single_observation_space, envs.single_action_space).to(device)
-    schedulers = {}
-    if args.l0:
+    sparse = {"actor": agent.actor, "critic": agent.critic_own}
+    schedulers, pruner = {}, None
+    if args.sparsity == "l0":
         gate_agent(agent, args)
         schedulers = {"actor": make_scheduler(args, args.l0_lambda_actor)}
         schedulers["critic"] = make_scheduler(args, args.l0_lambda_critic)
+    elif args.sparsity == "gmp":
+        for net in sparse.values():
+            gmp.attach(net)
+        pruner = gmp.GradualMagnitudePruner(
+            sparse, args.gmp_target, args.total_timesteps, args.gmp_start, args.gmp_end, args.gmp_every
+        )
     optimizer = optim.RMSprop(
         [
             {"params": l0.weight_parameters(agent), "lr": args.learning_rate},
@@ -292,9 +238,8 @@ def train(args: Args) -> str:
         alpha=args.rms_alpha,
         eps=args.rms_eps,
     )
-    gated = {"actor": agent.actor, "critic": agent.critic_own}
     # only now, with every argument accepted, does the run directory appear
-    run_dir, tracker = open_run(args, ALGO, name, ckpt)
+    run.open(envs.single_observation_space, envs.single_action_space, args.num_iterations * args.batch_size)
 
     # ALGO Logic: Storage setup
     obs = torch.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape).to(device)
@@ -304,63 +249,27 @@ def train(args: Args) -> str:
     values = torch.zeros((args.num_steps, args.num_envs)).to(device)
 
     # TRY NOT TO MODIFY: start the game
-    global_step, start_iteration = 0, 1
+    global_step = run.start_step
     next_obs, _ = envs.reset(seed=args.seed)
     next_obs = torch.Tensor(next_obs).to(device)
     next_done = torch.zeros(args.num_envs).to(device)
-    if ckpt:
-        agent.load_state_dict(ckpt["networks"]["agent"])
-        optimizer.load_state_dict(ckpt["optimizers"]["agent"])
-        for key, sched in schedulers.items():
-            sched.load_state_dict(ckpt["schedulers"][key])
-        global_step, start_iteration = ckpt["global_step"], ckpt["iteration"] + 1
-        next_obs, next_done = ckpt["loop"]["next_obs"].to(device), ckpt["loop"]["next_done"].to(device)
-        if ckpt["loop"]["envs"] is not None:
-            envs.close()
-            envs = ckpt["loop"]["envs"]  # exact env state (classic control pickles)
+    states = {"networks": {"agent": agent}, "optimizers": {"agent": optimizer}}
+    states["schedulers"] = {**schedulers, **({"gmp": pruner} if pruner else {})}
+    loop = run.restore(**states)
+    if loop is not None:
+        if (saved_envs := run.resumed_envs(envs)) is not None:  # exact env state (classic control)
+            envs, next_obs, next_done = saved_envs, loop["next_obs"].to(device), loop["next_done"].to(device)
         else:  # e.g. Box2D or the emulator: episodes in flight restart, seeded by the step
-            next_obs, _ = envs.reset(seed=args.seed + global_step)
-            next_obs, next_done = torch.Tensor(next_obs).to(device), torch.zeros(args.num_envs).to(device)
-        set_rng_state(ckpt["rng"])
+            next_obs = torch.Tensor(envs.reset(seed=args.seed + global_step)[0]).to(device)
 
-    def checkpoint(iteration: int) -> None:
-        save_checkpoint(
-            run_dir,
-            {
-                "format_version": 1,
-                "algo": ALGO,
-                "env_id": args.env_id,
-                "env_options": options,
-                "spaces": (envs.single_observation_space, envs.single_action_space),
-                "args": asdict(args),
-                "global_step": global_step,
-                "iteration": iteration,
-                "finished": iteration == args.num_iterations,
-                "networks": {"agent": agent.state_dict()},
-                "optimizers": {"agent": optimizer.state_dict()},
-                "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
-                "loop": {
-                    "next_obs": next_obs.cpu(),
-                    "next_done": next_done.cpu(),
-                    "envs": restorable_envs(envs),
-                },
-                "rng": rng_state(),
-                "wandb_id": tracker.wandb_id,
-            },
-        )
-
-    progress = Progress(args.total_timesteps, global_step, args.progress, desc=f"{ALGO} {args.env_id}")
-    recent_returns: list[float] = []
-    start_time, start_step = time.time(), global_step
-    iteration = start_iteration - 1
-    for iteration in range(start_iteration, args.num_iterations + 1):
+    for iteration in range(global_step // args.batch_size + 1, args.num_iterations + 1):
         # Annealing the rate if instructed to do so (weights only: the gates keep their own rate).
         if args.anneal_lr:
             frac = 1.0 - (iteration - 1.0) / args.num_iterations
             optimizer.param_groups[0]["lr"] = frac * args.learning_rate
         # the target schedule's controller reads the sparsity reached so far; other modes need no stats
         lams = {
-            k: s.step(global_step, l0.stats(gated[k])["l0/sparsity"] if s.mode == "target" else None)
+            k: s.step(global_step, l0.stats(sparse[k])["l0/sparsity"] if s.mode == "target" else None)
             for k, s in schedulers.items()
         }
 
@@ -391,18 +300,9 @@ def train(args: Args) -> str:
                                 args.gamma * agent.get_value(final).flatten()
                             )
                     rewards[step] = reward
-                    next_obs, next_done = (
-                        torch.Tensor(next_obs_np).to(device),
-                        torch.Tensor(next_done_np).to(device),
-                    )
-                    if "episode" in infos:
-                        for i in np.nonzero(infos["_episode"])[0]:
-                            ep_r, ep_l = float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])
-                            recent_returns = (recent_returns + [ep_r])[-20:]
-                            tracker.log(
-                                {"charts/episodic_return": ep_r, "charts/episodic_length": ep_l}, global_step
-                            )
-
+                    next_obs = torch.Tensor(next_obs_np).to(device)
+                    next_done = torch.Tensor(next_done_np).to(device)
+                    run.log_episodes(infos, global_step)
             # bootstrap value if not done
             with torch.no_grad():
                 next_value = agent.get_value(next_obs).reshape(1, -1)
@@ -437,73 +337,48 @@ def train(args: Args) -> str:
             pg_loss = -(b_advantages * newlogprob).mean()
             v_loss = 0.5 * ((newvalue.view(-1) - b_returns) ** 2).mean()
             # L0 LOGIC: expected share of open gated weights, weighted by the scheduled lambdas
-            l0_loss = sum(lams[k] * l0.penalty(gated[k]) for k in lams) if lams else torch.zeros(())
+            l0_loss = sum(lams[k] * l0.penalty(sparse[k]) for k in lams) if lams else torch.zeros(())
             entropy_loss = entropy.mean()
             loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef + l0_loss
+            check_loss(loss, global_step)
 
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(l0.weight_parameters(agent), args.max_grad_norm)
             optimizer.step()
             l0.clamp_log_alpha_(agent)
+            if pruner is not None:
+                pruner.step(global_step)
 
-        # TRY NOT TO MODIFY: record rewards for plotting purposes (every log_every iterations)
-        if iteration % args.log_every == 0 or iteration == args.num_iterations:
-            y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
-            var_y = np.var(y_true)
-            explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
 
-            sps = int((global_step - start_step) / (time.time() - start_time))
+        # TRY NOT TO MODIFY: record rewards for plotting purposes
+        if run.due(global_step, args.batch_size, args.log_every) or global_step >= run.total_steps:
             metrics = {
                 "charts/learning_rate": optimizer.param_groups[0]["lr"],
                 "losses/value_loss": v_loss.item(),
                 "losses/policy_loss": pg_loss.item(),
                 "losses/entropy": entropy_loss.item(),
                 "losses/explained_variance": explained_var,
-                "losses/l0_penalty": float(l0_loss.detach()) if args.l0 else 0.0,
-                "charts/SPS": sps,
+                "losses/l0_penalty": float(l0_loss.detach()),
             }
-            sparsity = None
-            if args.l0:
-                metrics.update(l0.stats(agent.actor, "l0/"))
-                metrics.update(l0.stats(agent.critic_own, "l0/critic/"))
-                metrics.update(schedulers["actor"].log_dict("l0/"))
-                metrics.update(schedulers["critic"].log_dict("l0/critic/"))
-                sparsity = metrics["l0/sparsity"]
-            tracker.log(metrics, global_step)
-            ret = float(np.mean(recent_returns)) if recent_returns else None
-            progress.update(global_step, SPS=sps, ret=ret, sparsity=sparsity)
+            for key, sched in schedulers.items():
+                metrics.update(sched.log_dict("l0/" if key == "actor" else "l0/critic/"))
+            if pruner is not None:
+                metrics.update(pruner.log_dict())
+            run.log(global_step, metrics, policy=agent.actor)
 
-        if iteration % args.checkpoint_every == 0 or iteration == args.num_iterations:
-            checkpoint(iteration)
-        if args.halt_after is not None and iteration - start_iteration + 1 >= args.halt_after:
+        if run.should_checkpoint(global_step, args.batch_size):
+            loop = {"next_obs": next_obs.cpu(), "next_done": next_done.cpu()}
+            # the policy record traces the actor: sampled gates would draw on the RNG saved with it
+            run.checkpoint(global_step, **states, loop=loop, envs=envs, policy=agent.actor)
+        if run.halting(global_step):
             break
-    if iteration % args.checkpoint_every and iteration != args.num_iterations:
-        checkpoint(iteration)
-    progress.close()
     envs.close()
-
-    if iteration == args.num_iterations and args.eval_episodes > 0:
-        result = evaluate(
-            agent.actor,
-            args.env_id,
-            options,
-            args.eval_episodes,
-            args.seed + 10_000,
-            greedy=args.eval_greedy,
-            max_steps=args.eval_max_steps,
-            device=device,
-        )
-        final = eval_metrics(result)
-        if args.l0:
-            final.update(l0.stats(agent.actor, "l0/"))
-        tracker.log(final, global_step)
-        tracker.summary(final)
-    if iteration == args.num_iterations:
-        tracker.summary({"global_step": global_step, "finished": True})
-    tracker.finish()
-    return run_dir
+    return run.finish(global_step, agent.actor, device)
 
 
 if __name__ == "__main__":
-    run_cli(lambda: train(tyro.cli(Args)), f"{ALGO}.py")
+    run_cli(lambda: train(parse_args(Args)), f"{ALGO}.py")

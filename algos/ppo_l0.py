@@ -18,15 +18,27 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.optim as optim
-import tyro
 from torch.distributions.categorical import Categorical
 from torch.distributions.normal import Normal
 
 from l0rl import gmp, l0
 from l0rl.envs import make_vector_env
-from l0rl.runkit import Run, RunArgs, UsageError, run_cli, seed_everything, validate
+from l0rl.runkit import Run, RunArgs, UsageError, check_loss, parse_args, run_cli, seed_everything, validate
 
 ALGO = "ppo_l0"
+FAMILY_DEFAULTS = {
+    # the best Mario configuration measured so far (benchmark/results/mario/): 8 emulators, unit
+    # gates so compress removes whole channels, and a strong, early lambda
+    "mario": {
+        "num_envs": 8,
+        "total_timesteps": 1_000_000,
+        "l0_granularity": "unit",
+        "l0_lambda_actor": 10.0,
+        "l0_warmup": 0.05,
+        "l0_ramp_end": 0.3,
+    },
+}
+"""Defaults where an env family differs from CartPole's (applied by parse_args; explicit flags win)."""
 
 
 @dataclass
@@ -72,6 +84,8 @@ class Args(RunArgs):
     """L0 strength for the actor (penalty = expected share of non-zero gated weights)"""
     l0_lambda_critic: float = 0.5
     """L0 strength for the critic"""
+    l0_cost: Literal["params", "macs"] = "params"
+    """what the penalty counts: open weights (params) or the MACs they cost (macs: pushes conv channels shut)"""
     l0_drop_rate: float = 0.3
     """initial drop rate of the gates, in (0, 1)"""
     l0_lr: float = 1e-2
@@ -175,10 +189,12 @@ class Agent(nn.Module):
         return action, probs.log_prob(action), probs.entropy(), self.critic(x)
 
 
-def gate_agent(agent: Agent, args: Args) -> None:
+def gate_agent(agent: Agent, args: Args, obs_shape: tuple[int, ...]) -> None:
     """Gate the actor (incl. a shared torso) and the critic's own layers."""
+    example = torch.zeros((1, *obs_shape), device=next(agent.parameters()).device)
     for net in (agent.actor, agent.critic_own):
         l0.sparsify(net, args.l0_granularity, args.l0_drop_rate, output_granularity="weight")
+        l0.set_costs(net, args.l0_cost, example if args.l0_cost == "macs" else None)
 
 
 def make_scheduler(args: Args, lam: float) -> l0.SparsityMapScheduler:
@@ -196,7 +212,9 @@ def make_scheduler(args: Args, lam: float) -> l0.SparsityMapScheduler:
 
 
 def check_args(args: Args) -> None:
-    validate(args, positive=("learning_rate", "l0_lr", "max_grad_norm", "clip_coef"), unit=("gamma", "gae_lambda"))
+    validate(
+        args, positive=("learning_rate", "l0_lr", "max_grad_norm", "clip_coef"), unit=("gamma", "gae_lambda")
+    )
     validate(args, at_least_one=("num_envs", "num_steps", "num_minibatches", "update_epochs"))
     if args.l0_lambda_actor < 0 or args.l0_lambda_critic < 0:
         raise UsageError("--l0-lambda-actor and --l0-lambda-critic must be >= 0 (0 switches the penalty off)")
@@ -219,14 +237,16 @@ def train(args: Args) -> str:
 
     # TRY NOT TO MODIFY: seeding
     seed_everything(args.seed, args.torch_deterministic)
-    envs = make_vector_env(args.env_id, args.num_envs, args.seed, args.capture_video, run.name, **run.env_options)
+    envs = make_vector_env(
+        args.env_id, args.num_envs, args.seed, args.capture_video, run.name, **run.env_options
+    )
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     agent = Agent(envs.single_observation_space, envs.single_action_space).to(device)
     sparse = {"actor": agent.actor, "critic": agent.critic_own}
     schedulers, pruner = {}, None
     if args.sparsity == "l0":
-        gate_agent(agent, args)
+        gate_agent(agent, args, envs.single_observation_space.shape)
         schedulers = {"actor": make_scheduler(args, args.l0_lambda_actor)}
         schedulers["critic"] = make_scheduler(args, args.l0_lambda_critic)
     elif args.sparsity == "gmp":
@@ -302,7 +322,9 @@ def train(args: Args) -> str:
                     if trunc_only.any():
                         final = torch.Tensor(np.stack(infos["final_obs"][trunc_only])).to(device)
                         with torch.no_grad():
-                            reward[torch.as_tensor(trunc_only)] += args.gamma * agent.get_value(final).flatten()
+                            reward[torch.as_tensor(trunc_only)] += (
+                                args.gamma * agent.get_value(final).flatten()
+                            )
                     rewards[step] = reward
                     next_obs = torch.Tensor(next_obs_np).to(device)
                     next_done = torch.Tensor(next_done_np).to(device)
@@ -378,6 +400,7 @@ def train(args: Args) -> str:
                     l0_loss = sum(lams[k] * l0.penalty(sparse[k]) for k in lams) if lams else torch.zeros(())
                     entropy_loss = entropy.mean()
                     loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef + l0_loss
+                    check_loss(loss, global_step)
 
                     optimizer.zero_grad()
                     loss.backward()
@@ -415,6 +438,7 @@ def train(args: Args) -> str:
 
         if run.should_checkpoint(global_step, args.batch_size):
             loop = {"next_obs": next_obs.cpu(), "next_done": next_done.cpu()}
+            # the policy record traces the actor: sampled gates would draw on the RNG saved with it
             run.checkpoint(global_step, **states, loop=loop, envs=envs, policy=agent.actor)
         if run.halting(global_step):
             break
@@ -423,4 +447,4 @@ def train(args: Args) -> str:
 
 
 if __name__ == "__main__":
-    run_cli(lambda: train(tyro.cli(Args)), f"{ALGO}.py")
+    run_cli(lambda: train(parse_args(Args, FAMILY_DEFAULTS)), f"{ALGO}.py")

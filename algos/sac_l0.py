@@ -208,10 +208,8 @@ class Actor(nn.Module):
         out = self.head(h)  # the action mean, or the logits
         log_std = torch.tanh(self.log_std(h)) if self.continuous else torch.zeros(())
         if not (torch.isfinite(out).all() and torch.isfinite(log_std).all()):
-            raise NonFiniteError(  # rather than torch's refusal of a NaN distribution, with a traceback
-                "training diverged: the actor outputs NaN/inf; the last good checkpoint is kept; "
-                "lower the learning rates and retrain"
-            )
+            # rather than torch's refusal of a NaN distribution, with a traceback
+            raise NonFiniteError.at(None, "the actor outputs NaN/inf")
         if not self.continuous:
             dist = Categorical(logits=out)
             return dist.sample(), F.log_softmax(out, dim=1), dist.probs

@@ -12,3 +12,11 @@ class UsageError(ValueError):
 
 class NonFiniteError(RuntimeError):
     """A loss or parameter became NaN/inf; training stopped before writing it (exit code 3)."""
+
+    @classmethod
+    def at(cls, global_step: int | None, what: str) -> "NonFiniteError":
+        """The one message every divergence gives: where, what, and what to do."""
+        where = f" at step {global_step}" if global_step is not None else ""
+        return cls(
+            f"training diverged{where}: {what}; the last good checkpoint is kept; lower the learning rates and retrain"
+        )

@@ -25,7 +25,16 @@ from l0rl.runkit.checkpoint import (
 from l0rl.runkit.cli import run_cli
 from l0rl.runkit.evaluate import eval_metrics, evaluate
 from l0rl.runkit.progress import Progress
-from l0rl.runkit.run import Run, RunArgs, crossed, family_defaults, parse_args, sparsity_stats, validate
+from l0rl.runkit.run import (
+    Run,
+    RunArgs,
+    check_loss,
+    crossed,
+    family_defaults,
+    parse_args,
+    sparsity_stats,
+    validate,
+)
 from l0rl.runkit.tracker import WANDB_MODES, Tracker, read_metrics, resolve_wandb_mode
 
 __all__ = [
@@ -43,6 +52,7 @@ __all__ = [
     "atomic_torch_save",
     "atomic_write_bytes",
     "atomic_write_json",
+    "check_loss",
     "crossed",
     "eval_metrics",
     "family_defaults",

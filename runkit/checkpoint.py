@@ -171,10 +171,7 @@ def check_finite(networks: dict[str, dict], global_step: int) -> None:
     """Raise NonFiniteError when any network tensor is NaN/inf (before it can be written)."""
     bad = _non_finite(networks)
     if bad:
-        raise NonFiniteError(
-            f"training diverged at step {global_step}: {len(bad)} network tensors hold NaN/inf "
-            f"(first: {bad[0]}); the last good checkpoint is kept; lower the learning rates and retrain"
-        )
+        raise NonFiniteError.at(global_step, f"{len(bad)} network tensors hold NaN/inf (first: {bad[0]})")
 
 
 def save_checkpoint(run_dir: str | Path, payload: dict, envs: Any = None) -> Path:

@@ -139,6 +139,13 @@ def crossed(global_step: int, stride: int, every: int) -> int:
     return global_step // every - (global_step - stride) // every
 
 
+def check_loss(loss: torch.Tensor, global_step: int) -> None:
+    """Stop (NonFiniteError) before a NaN/inf loss reaches the weights; call it before each
+    optimizer step (losses are logged only every --log-every env steps)."""
+    if not torch.isfinite(loss).all():
+        raise NonFiniteError.at(global_step, f"the loss is {loss.detach().flatten()[0].item()}")
+
+
 def validate(
     args: Any, positive: tuple[str, ...] = (), at_least_one: tuple[str, ...] = (), unit: tuple[str, ...] = ()
 ):
@@ -226,7 +233,9 @@ def _tyro_cli(args_cls: type, argv: list[str], default: Any = None) -> Any:
         raise SystemExit(2) from None
 
 
-def parse_args(args_cls: type, algo_defaults: dict[str, dict] | None = None, argv: list[str] | None = None) -> Any:
+def parse_args(
+    args_cls: type, algo_defaults: dict[str, dict] | None = None, argv: list[str] | None = None
+) -> Any:
     """The command line parsed with the defaults of its --env-id's family, so that
     `python algos/ppo_l0.py --env-id SuperMarioBros-7-1-v0` alone runs the measured Mario
     configuration while every flag given explicitly still wins (and --help shows those defaults).
@@ -409,10 +418,7 @@ class Run:
         A non-finite loss stops training here, before any checkpoint could store it."""
         bad = [k for k, v in metrics.items() if k.endswith("_loss") and not np.isfinite(v)]
         if bad:
-            raise NonFiniteError(
-                f"training diverged at step {global_step}: {bad[0]} is {metrics[bad[0]]}; the last good "
-                "checkpoint is kept; lower the learning rates and retrain"
-            )
+            raise NonFiniteError.at(global_step, f"{bad[0]} is {metrics[bad[0]]}")
         sps = int((global_step - self.start_step) / max(time.time() - self.start_time, 1e-9))
         metrics = {**metrics, "charts/SPS": sps}
         if policy is not None and self.args.sparsity != "none":

@@ -1,8 +1,12 @@
-"""PPO-L0 and A2C-L0: smoke runs on every env family, autoreset handling, resume, reproducibility."""
+"""PPO-L0 and A2C-L0: every env family with L0, GMP and dense, the checkpoint being the policy that was
+evaluated; every transition real; bit-exact resume for every L0 schedule and for GMP; bad input and
+divergence ending in one line with their exit codes."""
 
-import importlib
-import json
+import contextlib
+import io
 import math
+import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,66 +15,131 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from helpers import (
+    ROOT,
+    assert_one_line_error,
+    assert_same_state,
+    closed_share,
+    run_dirs,
+    run_script,
+    summary,
+    trained_policy,
+)
 
-from l0rl import l0
-from l0rl.runkit import load_checkpoint, read_metrics
+import l0rl
+from l0rl import gmp, l0
+from l0rl.algos import a2c_l0, ppo_l0
+from l0rl.errors import NonFiniteError
+from l0rl.runkit import eval_metrics, evaluate, load_checkpoint, read_metrics
 
-ROOT = Path(__file__).resolve().parents[1]
-ALGOS = {
-    "ppo": importlib.import_module("l0rl.algos.ppo_l0"),
-    "a2c": importlib.import_module("l0rl.algos.a2c_l0"),
+ALGOS = {"ppo": ppo_l0, "a2c": a2c_l0}
+BATCH = {"ppo": 32, "a2c": 10}  # env steps per iteration of a tiny() run
+BUDGET = {
+    "ppo": dict(num_steps=16, num_minibatches=2, update_epochs=2, total_timesteps=128),  # 4 iterations
+    "a2c": dict(num_steps=5, total_timesteps=100),  # 10 iterations
 }
 
 
-def tiny_args(algo: str, tmp_path: Path, **kw):
-    mod = ALGOS[algo]
-    base = dict(wandb_mode="disabled", runs_dir=str(tmp_path), progress=False, eval_episodes=2, num_envs=2)
-    base.update({"num_steps": 32, "total_timesteps": 256} if algo == "ppo" else {"total_timesteps": 200})
-    base.update(kw)
-    return mod.Args(**base)
+def tiny(algo: str, root: Path, **kw):
+    """A run of a few iterations under root/runs, without W&B or a progress display."""
+    base = dict(wandb_mode="disabled", runs_dir=str(root / "runs"), progress=False, eval_episodes=2)
+    return ALGOS[algo].Args(**{**base, "num_envs": 2, **BUDGET[algo], **kw})
 
 
-def check_run(run_dir: str, l0_on: bool) -> dict:
+def resume(algo: str, run_dir: str | Path) -> str:
+    """Resume in-process with the run's own arguments (only per-process options given)."""
+    return ALGOS[algo].train(ALGOS[algo].Args(resume=str(run_dir), wandb_mode="disabled", progress=False))
+
+
+def cli(algo: str, *argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The script's own __main__ (tyro + run_cli), run in this process: what run_script does without
+    the ~3 s start of a new interpreter. Real subprocesses below cover what only they can show."""
+    script = str(ROOT / "algos" / f"{algo}_l0.py")
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    saved_argv, sys.argv = sys.argv, [script, "--wandb-mode", "disabled", *argv]
+    try:
+        with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            runpy.run_path(script, run_name="__main__")
+    except SystemExit as e:
+        code = e.code
+    finally:
+        sys.argv = saved_argv
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+def files(run_dir: Path) -> dict[str, bytes]:
+    """The run's files (the lock file holds the pid of whoever locked it last, so it is left out)."""
+    return {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and p.name != ".lock"}
+
+
+def logged_losses(run_dir) -> list[tuple]:
+    return [
+        (r["global_step"], r["losses/value_loss"], r["losses/policy_loss"], r["losses/l0_penalty"])
+        for r in read_metrics(run_dir)
+        if "losses/value_loss" in r
+    ]
+
+
+def check_run(run_dir: str, sparsity: str, mixed: bool = True) -> None:
     ckpt = load_checkpoint(run_dir)
-    assert ckpt["finished"] and ckpt["global_step"] > 0
-    policy = ALGOS[ckpt["algo"][:3]].policy_from_checkpoint(ckpt)
-    assert any(True for _ in l0.gated_layers(policy)) == l0_on
-    rows = read_metrics(run_dir)
-    assert any("losses/value_loss" in r for r in rows), "no learning update was logged"
-    summary = json.loads((Path(run_dir) / "summary.json").read_text())
-    assert math.isfinite(summary["eval/episodic_return"])
-    if l0_on:
-        assert 0.0 <= summary["l0/sparsity"] <= 1.0
-        assert any("l0/lambda" in r and "l0/expected_l0" in r for r in rows)
-    return summary
+    args, s = ckpt["args"], summary(run_dir)
+    assert ckpt["finished"] and ckpt["global_step"] == args["total_timesteps"] == s["global_step"]
+    assert ckpt["policy"]["sparsity"] == args["sparsity"] == s["sparsity_kind"] == sparsity
+    losses = logged_losses(run_dir)
+    assert losses and all(math.isfinite(v) for row in losses for v in row[1:])
+    # the checkpoint is the policy that was evaluated: rebuilt from data alone (no algorithm file),
+    # it earns exactly the summary's figures on the same episodes
+    result = evaluate(
+        l0rl.load_policy(run_dir),
+        args["env_id"],
+        ckpt["env_options"],
+        args["eval_episodes"],
+        args["seed"] + 10_000,
+        greedy=args["eval_greedy"],
+        max_steps=args["eval_max_steps"],
+    )
+    again = eval_metrics(result)
+    assert again["eval/episodic_return"] == s["eval/episodic_return"]
+    assert again == {k: s[k] for k in again}
+    policy = trained_policy(run_dir)
+    gated, masked = list(l0.gated_layers(policy)), list(gmp.masked_layers(policy))
+    assert (bool(gated), bool(masked)) == (sparsity == "l0", sparsity == "gmp")
+    if sparsity == "none":
+        assert s["sparsity"] == 0.0
+        return
+    # the summary's sparsity is the share of weights the stored policy really has at zero
+    assert s["sparsity"] == closed_share(policy)
+    assert not mixed or 0.0 < s["sparsity"] < 1.0, "the settings must close some weights, not all"
+    key = "l0/lambda" if sparsity == "l0" else "gmp/scheduled_sparsity"
+    assert any(key in r for r in read_metrics(run_dir))
+
+
+# Gate settings that close some but not all of a tiny run's weights, so that the sparsity compared
+# above counts real zeros (the share closed moves steeply with --l0-lr; these land mid-way).
+SPARSE = {
+    "l0": {"l0_schedule": "constant", "l0_lambda_actor": 0.1, "l0_drop_rate": 0.9},
+    "gmp": {"gmp_every": 1},  # tiny runs make too few updates for the default mask period of 100
+    "none": {},
+}
+L0_LR = {"ppo": 0.04, "a2c": 0.045}
 
 
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
-@pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1", "LunarLander-v3"])
-@pytest.mark.parametrize("l0_on", [True, False])
-def test_smoke(algo, env_id, l0_on, tmp_path):
-    run_dir = ALGOS[algo].train(tiny_args(algo, tmp_path, env_id=env_id, l0=l0_on))
-    check_run(run_dir, l0_on)
-
-
-@pytest.mark.parametrize("algo", ["ppo", "a2c"])
-def test_continuous_actions(algo, tmp_path):
-    run_dir = ALGOS[algo].train(tiny_args(algo, tmp_path, env_id="NeedleReach-v0"))
-    summary = check_run(run_dir, True)
-    assert 0.0 <= summary["eval/success_rate"] <= 1.0
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1", "LunarLander-v3", "NeedleReach-v0"])
+@pytest.mark.parametrize("sparsity", ["l0", "gmp", "none"])
+def test_smoke(algo, env_id, sparsity, tmp_path):
+    kw = {**SPARSE[sparsity], **({"l0_lr": L0_LR[algo]} if sparsity == "l0" else {})}
+    check_run(ALGOS[algo].train(tiny(algo, tmp_path, env_id=env_id, sparsity=sparsity, **kw)), sparsity)
 
 
 @pytest.mark.mario
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
 def test_mario_smoke(algo, tmp_path):
-    args = tiny_args(
-        algo, tmp_path, env_id="SuperMarioBros-7-1-v0", num_steps=16, total_timesteps=64, eval_episodes=1
-    )
-    args.eval_max_steps = 100
-    run_dir = ALGOS[algo].train(args)
-    check_run(run_dir, True)
-    policy = ALGOS[algo].policy_from_checkpoint(load_checkpoint(run_dir))
-    assert isinstance(policy[1], torch.nn.Conv2d)
+    budget = {"ppo": dict(num_steps=8, update_epochs=1, total_timesteps=16), "a2c": dict(total_timesteps=10)}
+    kw = dict(env_id="SuperMarioBros-7-1-v0", num_envs=1, eval_episodes=1, eval_max_steps=20, **budget[algo])
+    run_dir = ALGOS[algo].train(tiny(algo, tmp_path, **kw))
+    check_run(run_dir, "l0", mixed=False)
+    assert isinstance(trained_policy(run_dir)[1], torch.nn.Conv2d)
 
 
 class CountingEnv(gym.Env):
@@ -102,96 +171,224 @@ class CountingEnv(gym.Env):
 gym.register("l0rlCounting-v0", entry_point=CountingEnv)
 
 
-@pytest.mark.parametrize("algo", ["ppo", "a2c"])
-def test_no_autoreset_transition_reaches_the_update(algo, tmp_path):
+@pytest.mark.parametrize("algo, log_every", [("ppo", 50), ("a2c", 25)])
+def test_every_transition_is_real_and_logging_counts_env_steps(algo, log_every, tmp_path):
     CountingEnv.real_steps = CountingEnv.episodes = 0
-    run_dir = ALGOS[algo].train(tiny_args(algo, tmp_path, env_id="l0rlCounting-v0", eval_episodes=0))
+    args = tiny(algo, tmp_path, env_id="l0rlCounting-v0", eval_episodes=0, log_every=log_every)
+    run_dir = ALGOS[algo].train(args)
     ckpt = load_checkpoint(run_dir)
     # every transition the update consumed came from a real env.step(), and every finished
     # episode was logged exactly once with its true length and return
-    assert CountingEnv.real_steps == ckpt["global_step"]
+    assert CountingEnv.real_steps == ckpt["global_step"] == args.total_timesteps
     episodes = [r for r in read_metrics(run_dir) if "charts/episodic_return" in r]
     assert len(episodes) == CountingEnv.episodes > 0
     assert all(r["charts/episodic_length"] == 3 and r["charts/episodic_return"] == 3.0 for r in episodes)
+    # losses are logged at the first iteration past each multiple of --log-every env steps, and at the end
+    b, total = BATCH[algo], args.total_timesteps
+    expected = [s for s in range(b, total + 1, b) if s // log_every > (s - b) // log_every or s == total]
+    assert [row[0] for row in logged_losses(run_dir)] == expected
+
+
+RESUME_CASES = [("l0", mode) for mode in ("constant", "linear", "cosine", "target")] + [("gmp", None)]
 
 
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
-def test_resume_matches_uninterrupted(algo, tmp_path):
-    kw = dict(total_timesteps=512 if algo == "ppo" else 400, eval_episodes=0)
-    full = ALGOS[algo].train(tiny_args(algo, tmp_path / "full", **kw))
-    part = ALGOS[algo].train(tiny_args(algo, tmp_path / "part", halt_after=3, **kw))
-    assert not load_checkpoint(part)["finished"]
-    ALGOS[algo].train(tiny_args(algo, tmp_path / "ignored", resume=part))
-    a, b = load_checkpoint(full), load_checkpoint(part)
-    assert a["global_step"] == b["global_step"] and b["finished"]
-    for key, value in a["networks"]["agent"].items():
-        torch.testing.assert_close(value, b["networks"]["agent"][key], rtol=0, atol=0, msg=key)
-    steps_a = [r["global_step"] for r in read_metrics(full) if "losses/value_loss" in r]
-    steps_b = [r["global_step"] for r in read_metrics(part) if "losses/value_loss" in r]
-    assert steps_a == steps_b, "resumed record must not repeat or skip steps"
-
-
-@pytest.mark.parametrize("algo", ["ppo", "a2c"])
-def test_same_seed_same_first_losses(algo, tmp_path):
-    rows = []
-    for i in range(2):
-        run_dir = ALGOS[algo].train(tiny_args(algo, tmp_path / str(i), eval_episodes=0))
-        rows.append(next(r for r in read_metrics(run_dir) if "losses/value_loss" in r))
-    for key in ("losses/value_loss", "losses/policy_loss", "losses/entropy", "losses/l0_penalty"):
-        assert rows[0][key] == rows[1][key], key
-
-
-def run_script(algo: str, *argv: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "algos" / f"{algo}_l0.py"), "--wandb-mode", "disabled", *argv],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
+@pytest.mark.parametrize("sparsity, schedule", RESUME_CASES, ids=[m or s for s, m in RESUME_CASES])
+def test_resume_is_bit_exact(algo, sparsity, schedule, tmp_path):
+    b = BATCH[algo]
+    kw = dict(sparsity=sparsity, total_timesteps=4 * b, eval_episodes=0, log_every=b)
+    kw.update({"l0_schedule": schedule} if sparsity == "l0" else {"gmp_every": 1, "gmp_start": 0.0})
+    full = ALGOS[algo].train(tiny(algo, tmp_path / "full", **kw))
+    part = ALGOS[algo].train(tiny(algo, tmp_path / "part", halt_after=2 * b, **kw))
+    halted = load_checkpoint(part)
+    assert not halted["finished"] and halted["global_step"] == 2 * b
+    assert halted["env_state_step"] == 2 * b  # classic control: the exact envs travel with the run
+    resume(algo, part)
+    a, z = load_checkpoint(full), load_checkpoint(part)
+    assert z["finished"] and z["global_step"] == a["global_step"] == 4 * b
+    assert_same_state(a["networks"]["agent"], z["networks"]["agent"])
+    assert a["schedulers"] == z["schedulers"] and set(a["schedulers"]) == (
+        {"actor", "critic"} if sparsity == "l0" else {"gmp"}
     )
+    # the resumed record neither repeats nor skips a step, and holds the same losses
+    assert logged_losses(full) == logged_losses(part) and len(logged_losses(part)) == 4
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_the_seed_decides_the_run(algo, tmp_path):
+    states = [
+        load_checkpoint(ALGOS[algo].train(tiny(algo, tmp_path / name, seed=seed, eval_episodes=0)))
+        for name, seed in (("a", 1), ("b", 1), ("c", 2))
+    ]
+    assert_same_state(states[0]["networks"]["agent"], states[1]["networks"]["agent"])
+    other = states[2]["networks"]["agent"]
+    assert any(not torch.equal(v, other[k]) for k, v in states[0]["networks"]["agent"].items())
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_resume_restarts_box2d_episodes(algo, tmp_path):
+    """Box2D envs pickle only their constructor arguments: resume must restart their episodes
+    instead of restoring a never-reset env (regression: LunarLander resume used to crash)."""
+    args = tiny(algo, tmp_path, env_id="LunarLander-v3", eval_episodes=0, halt_after=BATCH[algo])
+    run_dir = Path(ALGOS[algo].train(args))
+    halted = load_checkpoint(run_dir)
+    assert halted["env_state_step"] is None and not (run_dir / "env_state.pkl").exists()
+    resume(algo, run_dir)
+    ckpt = load_checkpoint(run_dir)
+    assert ckpt["finished"] and ckpt["global_step"] == args.total_timesteps
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_gmp_reaches_its_target_and_pruned_weights_are_zero(algo, tmp_path):
+    run_dir = ALGOS[algo].train(
+        tiny(algo, tmp_path, sparsity="gmp", gmp_target=0.8, gmp_every=1, eval_episodes=0)
+    )
+    policy = trained_policy(run_dir)
+    assert abs(closed_share(policy) - 0.8) <= 0.02
+    plain = l0rl.load_policy(run_dir)
+    for name, layer, mask in gmp.masked_layers(policy):  # ERK may leave the narrow input layer dense
+        pruned = mask.mask == 0
+        assert (layer.parametrizations.weight.original[pruned] == 0).all()  # so a pruned weight stays pruned
+        assert (plain.get_submodule(name).weight[pruned] == 0).all()
+        assert (plain.get_submodule(name).weight[~pruned] != 0).all()
+    # the critic is pruned too, to the same target
+    state = load_checkpoint(run_dir)["networks"]["agent"]
+    masks = [v for k, v in state.items() if k.startswith("critic.") and k.endswith(".mask")]
+    assert (
+        masks and abs(1.0 - float(sum(m.sum() for m in masks)) / sum(m.numel() for m in masks) - 0.8) <= 0.02
+    )
+
+
+BAD_INPUT = [
+    (["--learning-rate", "0"], "--learning-rate must be > 0"),
+    (["--l0-lr", "-1"], "--l0-lr must be > 0"),
+    (["--gamma", "0"], "--gamma must be in (0, 1]"),
+    (["--gamma", "1.5"], "--gamma must be in (0, 1]"),
+    (["--max-grad-norm", "0"], "--max-grad-norm must be > 0"),
+    (["--l0-lambda-actor", "-1"], "must be >= 0"),
+    (["--l0-drop-rate", "1.5"], "--l0-drop-rate must be in (0, 1)"),
+    (["--eval-episodes", "-1"], "--eval-episodes must be >= 0"),
+    (["--halt-after", "0"], "--halt-after must be >= 1"),
+    (["--checkpoint-every", "0"], "--checkpoint-every must be >= 1"),
+    (["--log-every", "0"], "--log-every must be >= 1"),
+    (["--exp-name", "x/../../escape"], "--exp-name 'x/../../escape' must be"),
+    (["--no-l0", "--l0-lr", "0.1"], "--l0-lr applies to --sparsity l0 only"),
+    (["--sparsity", "gmp", "--gmp-target", "1.5"], "--gmp-target must be in (0, 1)"),
+    (["--env-id", "NoSuchEnv-v9"], "unknown env id 'NoSuchEnv-v9'"),
+    (["--env-options", "not json"], "--env-options must be a JSON object"),
+    (["--resume", "runs/missing_run"], "not a run directory"),
+]
+ALGO_BAD_INPUT = [
+    ("ppo", ["--num-minibatches", "3"], "divisible by --num-minibatches"),
+    ("a2c", ["--rms-alpha", "1"], "--rms-alpha must be in [0, 1)"),
+]
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+@pytest.mark.parametrize("argv, hint", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_bad_input_one_line_exit_2(algo, argv, hint, tmp_path):
+    assert_one_line_error(cli(algo, *argv, "--total-timesteps", "1024", cwd=tmp_path), 2, hint)
+    assert not run_dirs(tmp_path) and not any(tmp_path.iterdir())  # nothing at all, nor an escaped name
+
+
+@pytest.mark.parametrize("algo, argv, hint", ALGO_BAD_INPUT)
+def test_bad_algorithm_input_one_line_exit_2(algo, argv, hint, tmp_path):
+    assert_one_line_error(cli(algo, *argv, cwd=tmp_path), 2, hint)
+    assert not run_dirs(tmp_path)
 
 
 @pytest.mark.parametrize(
-    "argv, hint",
+    "algo, argv, hint",
     [
-        (["--env-id", "NoSuchEnv-v9"], "NoSuchEnv-v9"),
-        (["--l0-lambda-actor", "-1"], ">= 0"),
-        (["--l0-drop-rate", "1.5"], "drop_rate"),
-        (["--env-options", "not json"], "JSON"),
-        (["--resume", "runs/missing_run"], "does not exist"),
+        ("ppo", ["--env-id", "NoSuchEnv-v9"], "unknown env id 'NoSuchEnv-v9'"),
+        ("a2c", ["--gamma", "1.5"], "--gamma must be in (0, 1]"),
     ],
 )
-def test_bad_input_one_line_exit_2(argv, hint, tmp_path):
-    proc = run_script("ppo", *argv, "--total-timesteps", "1024", cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and hint in lines[0], proc.stderr
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
-
-
-def test_resume_corrupt_checkpoint_leaves_files_untouched(tmp_path):
-    run_dir = Path(ALGOS["ppo"].train(tiny_args("ppo", tmp_path, eval_episodes=0, halt_after=1)))
-    ckpt = run_dir / "checkpoint.pt"
-    ckpt.write_bytes(ckpt.read_bytes()[:100])
-    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
-    proc = run_script("a2c", "--resume", str(run_dir), cwd=tmp_path)
-    assert proc.returncode == 2 and "corrupt" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
-
-
-def test_resume_with_another_algorithm_is_refused(tmp_path):
-    run_dir = ALGOS["ppo"].train(tiny_args("ppo", tmp_path, eval_episodes=0, halt_after=1))
-    proc = run_script("a2c", "--resume", run_dir, cwd=tmp_path)
-    assert proc.returncode == 2 and "ppo_l0" in proc.stderr
+def test_bad_input_in_a_real_process(algo, argv, hint, tmp_path):
+    """What the in-process runs cannot show: nothing else reaches stderr (warnings, import noise)."""
+    assert_one_line_error(run_script(algo, *argv, cwd=tmp_path), 2, hint)
+    assert not run_dirs(tmp_path)
 
 
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
-def test_resume_box2d_restarts_episodes(algo, tmp_path):
-    """Box2D envs pickle only their constructor arguments: resume must restart their episodes
-    instead of restoring a never-reset env (regression: LunarLander resume used to crash)."""
-    run_dir = ALGOS[algo].train(
-        tiny_args(algo, tmp_path, env_id="LunarLander-v3", eval_episodes=0, halt_after=1)
-    )
-    assert load_checkpoint(run_dir)["loop"]["envs"] is None
-    ALGOS[algo].train(tiny_args(algo, tmp_path / "x", resume=run_dir))
-    assert load_checkpoint(run_dir)["finished"]
+def test_a_bad_choice_is_refused_by_the_parser(algo, tmp_path):
+    proc = cli(algo, "--wandb-mode", "bogus", cwd=tmp_path)
+    assert_one_line_error(proc, 2, "invalid choice 'bogus' for argument '--wandb-mode'")
+    assert not run_dirs(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """made(algo, finished): a tiny run of that algorithm, finished or halted after one iteration
+    (trained once per module; the tests below must leave it as it is)."""
+    cache: dict[tuple[str, bool], Path] = {}
+
+    def get(algo: str, finished: bool) -> Path:
+        if (algo, finished) not in cache:
+            root = tmp_path_factory.mktemp(f"{algo}_{'finished' if finished else 'halted'}")
+            halt = {} if finished else {"halt_after": BATCH[algo]}
+            cache[algo, finished] = Path(ALGOS[algo].train(tiny(algo, root, eval_episodes=0, **halt)))
+        return cache[algo, finished]
+
+    return get
+
+
+@pytest.mark.parametrize(
+    "algo, finished, argv, hint",
+    [
+        ("ppo", False, ["--learning-rate", "0.1"], "--resume keeps the run's own --learning-rate"),
+        ("a2c", False, ["--learning-rate", "0.1"], "--resume keeps the run's own --learning-rate"),
+        ("ppo", True, [], "has already finished its 128 steps"),
+        ("a2c", True, ["--total-timesteps", "100"], "has already finished its 100 steps"),
+    ],
+)
+def test_resume_refusals_leave_the_run_untouched(made, algo, finished, argv, hint, tmp_path):
+    run_dir = made(algo, finished)
+    before = files(run_dir)
+    assert_one_line_error(cli(algo, "--resume", str(run_dir), *argv, cwd=tmp_path), 2, hint)
+    assert files(run_dir) == before and not run_dirs(tmp_path)
+
+
+@pytest.mark.parametrize("algo, other", [("ppo", "a2c"), ("a2c", "ppo")])
+def test_resume_with_another_algorithm_is_refused(made, algo, other, tmp_path):
+    run_dir = made(algo, False)
+    before = files(run_dir)
+    proc = cli(other, "--resume", str(run_dir), cwd=tmp_path)
+    assert_one_line_error(proc, 2, f"was trained by {algo}_l0, not {other}_l0")
+    assert files(run_dir) == before
+
+
+def test_resume_corrupt_checkpoint_leaves_files_untouched(made, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(made("ppo", False), run_dir)
+    ckpt = run_dir / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    before = files(run_dir)
+    assert_one_line_error(cli("a2c", "--resume", str(run_dir), cwd=tmp_path), 2, "corrupt")
+    assert files(run_dir) == before
+
+
+def test_divergence_stops_with_exit_3_and_keeps_the_last_finite_checkpoint(tmp_path):
+    # one update per iteration: the first makes the weights ~1e30 (finite, checkpointed at step 64),
+    # with them the second iteration's value loss overflows to inf
+    argv = ["--learning-rate", "1e30", "--num-envs", "2", "--num-steps", "32", "--num-minibatches", "1"]
+    argv += ["--update-epochs", "1", "--total-timesteps", "256", "--checkpoint-every", "64", "--no-progress"]
+    proc = run_script("ppo", *argv, cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 3, proc.stderr
+    assert [x for x in lines if "error" in x] == [lines[-1]], proc.stderr
+    assert lines[-1].startswith("ppo_l0.py: error: training diverged at step 128"), proc.stderr
+    (run_dir,) = run_dirs(tmp_path)
+    ckpt = load_checkpoint(run_dir)
+    assert ckpt["global_step"] == 64 and not ckpt["finished"]
+    assert all(torch.isfinite(v).all() for v in ckpt["networks"]["agent"].values() if v.is_floating_point())
+
+
+def test_a2c_divergence_raises_before_any_non_finite_checkpoint(tmp_path):
+    args = tiny("a2c", tmp_path, learning_rate=1e30, checkpoint_every=BATCH["a2c"], eval_episodes=0)
+    with pytest.raises(NonFiniteError, match="training diverged at step 20"):
+        a2c_l0.train(args)
+    (run_dir,) = run_dirs(tmp_path)
+    ckpt = load_checkpoint(run_dir)
+    assert ckpt["global_step"] == BATCH["a2c"]
+    assert all(torch.isfinite(v).all() for v in ckpt["networks"]["agent"].values() if v.is_floating_point())
