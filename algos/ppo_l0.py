@@ -266,7 +266,11 @@ def train(args: Args) -> str:
     run.open(envs.single_observation_space, envs.single_action_space, args.num_iterations * args.batch_size)
 
     # ALGO Logic: Storage setup
-    obs = torch.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape).to(device)
+    # frames stay uint8 (4x less memory to store and to gather per minibatch); the policy's own
+    # Scale module turns them into floats, so the deployed policy takes raw frames as well
+    obs_dtype = torch.uint8 if len(envs.single_observation_space.shape) == 3 else torch.float32
+    obs = torch.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape, dtype=obs_dtype)
+    obs = obs.to(device)
     actions = torch.zeros((args.num_steps, args.num_envs) + envs.single_action_space.shape).to(device)
     logprobs = torch.zeros((args.num_steps, args.num_envs)).to(device)
     rewards = torch.zeros((args.num_steps, args.num_envs)).to(device)
@@ -276,7 +280,7 @@ def train(args: Args) -> str:
     # TRY NOT TO MODIFY: start the game
     global_step = run.start_step
     next_obs, _ = envs.reset(seed=args.seed)
-    next_obs = torch.Tensor(next_obs).to(device)
+    next_obs = torch.as_tensor(next_obs, dtype=obs_dtype, device=device)
     next_done = torch.zeros(args.num_envs).to(device)
     states = {"networks": {"agent": agent}, "optimizers": {"agent": optimizer}}
     states["schedulers"] = {**schedulers, **({"gmp": pruner} if pruner else {})}
@@ -285,7 +289,9 @@ def train(args: Args) -> str:
         if (saved_envs := run.resumed_envs(envs)) is not None:  # exact env state (classic control)
             envs, next_obs, next_done = saved_envs, loop["next_obs"].to(device), loop["next_done"].to(device)
         else:  # e.g. Box2D or the emulator: episodes in flight restart, seeded by the step
-            next_obs = torch.Tensor(envs.reset(seed=args.seed + global_step)[0]).to(device)
+            next_obs = torch.as_tensor(
+                envs.reset(seed=args.seed + global_step)[0], dtype=obs_dtype, device=device
+            )
 
     for iteration in range(global_step // args.batch_size + 1, args.num_iterations + 1):
         # Annealing the rate if instructed to do so (weights only: the gates keep their own rate).
@@ -320,13 +326,15 @@ def train(args: Args) -> str:
                     # truncated episode is bootstrapped from its true final observation instead.
                     trunc_only = np.logical_and(truncations, np.logical_not(terminations))
                     if trunc_only.any():
-                        final = torch.Tensor(np.stack(infos["final_obs"][trunc_only])).to(device)
+                        final = torch.as_tensor(
+                            np.stack(infos["final_obs"][trunc_only]), dtype=obs_dtype, device=device
+                        )
                         with torch.no_grad():
                             reward[torch.as_tensor(trunc_only)] += (
                                 args.gamma * agent.get_value(final).flatten()
                             )
                     rewards[step] = reward
-                    next_obs = torch.Tensor(next_obs_np).to(device)
+                    next_obs = torch.as_tensor(next_obs_np, dtype=obs_dtype, device=device)
                     next_done = torch.Tensor(next_done_np).to(device)
                     run.log_episodes(infos, global_step)
             # bootstrap value if not done

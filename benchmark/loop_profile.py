@@ -5,7 +5,8 @@
 
 1. env-only: the algorithm's own env pipeline (`make_vector_env`, same number of envs) stepped with
    random actions: the ceiling for any training loop on this machine.
-2. training: `algos/<algo>.py` for --steps env steps under cProfile (no evaluation, W&B disabled);
+2. training: `algos/<algo>.py` with its defaults for the env family, for --steps env steps under
+   cProfile (no evaluation, W&B disabled);
    its SPS is measured over the whole loop (rollout + update + logging), as charts/SPS reports it.
 3. the profile: cumulative seconds of the calls that make up an iteration (env stepping, the
    policy's forward passes, backward, optimizer), as shares of the loop.
@@ -14,6 +15,7 @@ Prints one JSON object (and writes it with --json) and a small table.
 
 import argparse
 import cProfile
+import dataclasses
 import importlib
 import json
 import os
@@ -25,7 +27,7 @@ from pathlib import Path
 import torch
 
 from l0rl.envs import make_vector_env
-from l0rl.runkit import atomic_write_json, read_metrics, run_cli
+from l0rl.runkit import atomic_write_json, family_defaults, read_metrics, run_cli
 
 BUCKETS = {
     "env step: wait for the workers": ("step_wait", "async_vector_env"),
