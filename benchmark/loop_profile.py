@@ -15,7 +15,6 @@ Prints one JSON object (and writes it with --json) and a small table.
 
 import argparse
 import cProfile
-import dataclasses
 import importlib
 import json
 import os
@@ -27,7 +26,7 @@ from pathlib import Path
 import torch
 
 from l0rl.envs import make_vector_env
-from l0rl.runkit import atomic_write_json, family_defaults, read_metrics, run_cli
+from l0rl.runkit import atomic_write_json, read_metrics, run_cli
 
 BUCKETS = {
     "env step: wait for the workers": ("step_wait", "async_vector_env"),

@@ -1,255 +1,479 @@
-"""The benchmark matrix: dense vs L0 vs pruning/SVD baselines, side by side, over seeds.
+"""Train and compress a benchmark suite (benchmark/suites.py) in a local pool of processes.
 
-    python -m benchmark.run_suite cartpole-ppo               # a named suite (see SUITES)
-    python -m benchmark.run_suite cartpole-ppo --seeds 1 2   # fewer seeds
-    python -m benchmark.run_suite --report-only cartpole-ppo # re-aggregate finished runs
+    python -m benchmark.run_suite quick                  # every run of the suite, then compress them
+    python -m benchmark.run_suite quick --workers 2      # processes at once (default: CPU cores)
+    python -m benchmark.run_suite quick --seeds 1 2      # fewer seeds
+    python -m benchmark.run_suite quick --dry-run        # say what would run, start nothing
+    python -m benchmark.report quick                     # then: tables, statistics and figures
 
-For every (algo, env, seed): train dense (--no-l0) and L0 with the same arguments; compress the L0
-run with the L0 method, and the dense run with one-shot magnitude pruning (global threshold, and
-per-layer threshold) at the sparsity the L0 run reached (matched sparsity) and with SVD alone. Runs land in benchmark/runs/<suite>/ (ignored by
-git); the aggregated table goes to benchmark/results/<suite>.md and .json. A run that already has
-its outputs is reused, so an interrupted suite continues where it stopped.
+Each training run is a subprocess `python algos/<algo>.py ...` with OMP_NUM_THREADS=1 (one thread per
+process is fastest for these small networks, and N processes on N cores never oversubscribe), W&B
+grouped by the suite's name. Runs land in benchmark/runs/<suite>/ (git-ignored), named
+`<env_id>__<exp_name>__<seed>__<time>`; each subprocess's output goes to <runs dir>/_logs/.
+
+Invoking the suite again skips finished runs, resumes interrupted ones from their last checkpoint
+(`--resume`), and starts the rest. Every finished run is then compressed (what
+`python -m l0rl.compress RUN --method M` does, called in this process: a second of work would
+otherwise pay two seconds of start-up): method l0 for every run (it hardens whatever the run holds:
+gates, GMP masks or nothing), and for a dense run also `magnitude` at the sparsity the matching L0
+run reached (matched sparsity) and `svd`. A GMP run whose target is the sparsity an L0 run reached
+starts once that L0 run has finished. Every failure is listed at the end with its log, and the exit
+code is 1 when any task failed.
 """
 
 import argparse
-import importlib
+import contextlib
 import json
-import math
+import os
+import platform
+import subprocess
+import sys
 import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from benchmark import suites
+from benchmark.suites import RunSpec, Suite
 from l0rl.compress import compress_run
-from l0rl.runkit import atomic_write_json, load_checkpoint, run_cli
+from l0rl.compress.pipeline import output_names
+from l0rl.compress.report import format_report
+from l0rl.errors import UsageError
+from l0rl.runkit import WANDB_MODES, RunError, atomic_write_json, load_checkpoint, run_cli
+from l0rl.runkit.run import RESUMABLE
 
-ROOT = Path(__file__).resolve().parent
-SUITES = {
-    "cartpole-ppo": {
-        "algo": "ppo_l0",
-        "env_id": "CartPole-v1",
-        "seeds": [1, 2, 3],
-        "args": {"total_timesteps": 500_000},
-    },
-    "cartpole-a2c": {
-        "algo": "a2c_l0",
-        "env_id": "CartPole-v1",
-        "seeds": [1, 2, 3],
-        "args": {"total_timesteps": 500_000},
-    },
-    "acrobot-ppo": {
-        "algo": "ppo_l0",
-        "env_id": "Acrobot-v1",
-        "seeds": [1, 2, 3],
-        "args": {"total_timesteps": 500_000},
-    },
-    "lunarlander-ppo": {
-        "algo": "ppo_l0",
-        "env_id": "LunarLander-v3",
-        "seeds": [1, 2, 3],
-        "args": {"total_timesteps": 1_000_000},
-    },
-    "cartpole-dqn": {
-        "algo": "dqn_l0",
-        "env_id": "CartPole-v1",
-        "seeds": [1, 2, 3],
-        "args": {"total_timesteps": 500_000},
-    },
-    "needlereach-sac": {
-        "algo": "sac_l0",
-        "env_id": "NeedleReach-v0",
-        "seeds": [1, 2, 3],
-        "args": {"total_timesteps": 30_000},
-    },
-    "mario-ppo-short": {
-        "algo": "ppo_l0",
-        "env_id": "SuperMarioBros-7-1-v0",
-        "seeds": [1],
-        "args": {"total_timesteps": 100_000, "num_envs": 8, "eval_episodes": 3, "eval_max_steps": 2000},
-    },
-}
+ROOT = Path(__file__).resolve().parents[1]
+PROG = "python -m benchmark.run_suite"
+BENCH_NAME = "benchmark.json"
+"""What the runner adds to a run directory: suite, variant, seed, and per process its command, wall
+time and hardware."""
+LOG_DIR = "_logs"
+POLL_S = 0.5
+SPARSITY_RANGE = (0.01, 0.99)
+"""--gmp-target and compress --sparsity must lie in (0, 1): an L0 run that reached 0 or 1 is clipped."""
 
 
-def find_run(suite_dir: Path, variant: str, seed: int) -> Path | None:
-    """The finished run of this variant and seed, if any."""
-    for d in sorted(suite_dir.glob(f"*__{variant}__{seed}__*")):
+def default_runs_dir(suite: str) -> Path:
+    return ROOT / "benchmark" / "runs" / suite
+
+
+def hardware() -> dict:
+    """This machine's CPU model and core count, as the report quotes them."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": model, "cores": os.cpu_count(), "platform": platform.platform()}
+
+
+def command_line(argv: list[str]) -> str:
+    """argv as a user would type it from the repository root."""
+    parts = ["python" if a == sys.executable else a for a in argv]
+    return " ".join(os.path.relpath(p, ROOT) if p.startswith(str(ROOT) + os.sep) else p for p in parts)
+
+
+# --- runs on disk -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Found:
+    """A run directory of a spec and how far its checkpoint got."""
+
+    run_dir: Path
+    finished: bool
+    global_step: int
+    total_timesteps: int
+
+
+def find_run(runs_dir: Path, spec: RunSpec) -> Found | None:
+    """The most advanced run directory of `spec` (finished first, then the furthest step); None when
+    none has a readable checkpoint (a run killed before its first checkpoint left nothing to resume)."""
+    best = None
+    for d in sorted(Path(runs_dir).glob(f"{spec.key}__*")):
         try:
-            if load_checkpoint(d).get("finished"):
-                return d
-        except ValueError:
+            ckpt = load_checkpoint(d)
+        except RunError:
             continue
-    return None
+        found = Found(d, bool(ckpt["finished"]), ckpt["global_step"], ckpt["args"]["total_timesteps"])
+        if best is None or (found.finished, found.global_step) > (best.finished, best.global_step):
+            best = found
+    return best
 
 
-def train(suite: dict, suite_dir: Path, variant: str, seed: int, wandb_mode: str) -> Path:
-    done = find_run(suite_dir, variant, seed)
-    if done is not None:
-        return done
-    mod = importlib.import_module(f"l0rl.algos.{suite['algo']}")
-    args = mod.Args(
-        env_id=suite["env_id"],
-        seed=seed,
-        l0=variant == "l0",
-        exp_name=variant,
-        runs_dir=str(suite_dir),
-        wandb_mode=wandb_mode,
-        wandb_group=f"bench-{suite_dir.name}",
-        progress=False,
-        **suite["args"],
-    )
-    t0 = time.time()
-    run_dir = Path(mod.train(args))
-    (run_dir / "bench_time.json").write_text(json.dumps({"train_seconds": time.time() - t0}))
-    return run_dir
+def is_done(found: Found | None, spec: RunSpec) -> bool:
+    return found is not None and found.finished and found.total_timesteps >= spec.cell.total_timesteps
 
 
-def compressed(run_dir: Path, method: str, episodes: int, wandb_mode: str, **kw) -> dict:
-    name = "compress.json" if method == "l0" else f"compress_{method}.json"
-    path = run_dir / name
-    if path.exists():
-        return json.loads(path.read_text())
-    return compress_run(run_dir, method=method, episodes=episodes, wandb_mode=wandb_mode, **kw)
+def finished_run(runs_dir: Path, spec: RunSpec) -> Path | None:
+    """The run directory of `spec` that has finished the suite's budget, if any."""
+    found = find_run(runs_dir, spec)
+    return found.run_dir if is_done(found, spec) else None
 
 
-def row_of(run_dir: Path, report: dict) -> dict:
-    """One result row: training figures, then each compress stage's figures."""
-    summary = json.loads((run_dir / "summary.json").read_text())
-    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    sps = [m["charts/SPS"] for m in metrics if "charts/SPS" in m]
-    bench = (
-        json.loads((run_dir / "bench_time.json").read_text())
-        if (run_dir / "bench_time.json").exists()
-        else {}
-    )
-    row = {
-        "run": run_dir.name,
-        "eval_return": summary.get("eval/episodic_return"),
-        "success_rate": summary.get("eval/success_rate"),
-        "sps": sps[-1] if sps else None,
-        "train_seconds": bench.get("train_seconds"),
-        "stages": {},
-    }
-    for st in report["stages"]:
-        row["stages"][st["stage"]] = {
-            k: st.get(k)
-            for k in (
-                "return_mean",
-                "success_rate",
-                "sparsity",
-                "compression_params",
-                "compression_bytes",
-                "params",
-                "bytes",
-                "macs",
-                "latency_us",
+def reached_sparsity(run_dir: Path) -> float:
+    """The policy sparsity the run ended with (summary.json), clipped into SPARSITY_RANGE and rounded
+    so the command line that carries it stays short."""
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    if summary.get("sparsity") is None:
+        raise RunError(f"{run_dir}/summary.json has no sparsity; was the run's final evaluation skipped?")
+    low, high = SPARSITY_RANGE
+    return round(min(max(float(summary["sparsity"]), low), high), 4)
+
+
+# --- tasks --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Inline:
+    """Work done in this process: `call()` returns the text for the log."""
+
+    command: str
+    """the equivalent command line, for the log"""
+    call: Callable[[], str]
+
+
+Work = list[str] | Inline | None
+"""A subprocess's argv, work done in this process, or None when it is done already."""
+
+
+@dataclass
+class Task:
+    """One unit of the suite: training a run, or compressing it with one method."""
+
+    name: str
+    deps: list[str]
+    command: Callable[[], tuple[str, Work]]
+    """-> (what happens, the work). Called once the deps are done, so it can read their results."""
+    priority: int
+    after: Callable[[float, list[str]], None] | None = None
+    """called with (wall seconds, argv) after the subprocess succeeded"""
+
+
+@dataclass
+class Outcome:
+    task: str
+    status: str  # "ran", "skipped" (done already) or "failed"
+    detail: str = ""
+    log: Path | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class Runner:
+    """The suite's tasks and the command of each (see the module docstring)."""
+
+    suite: Suite
+    specs: list[RunSpec]
+    runs_dir: Path
+    wandb_mode: str
+    episodes: int
+
+    def tasks(self) -> list[Task]:
+        sources = {s.key for spec in self.specs for s in (spec.gmp_source, spec.magnitude_source) if s}
+        out = []
+        for spec in self.specs:
+            train = train_name(spec)
+            out.append(
+                Task(
+                    train,
+                    [train_name(spec.gmp_source)] if spec.gmp_source else [],
+                    lambda spec=spec: self.train_command(spec),
+                    priority=1 if spec.key in sources else 2,  # what others wait for goes first
+                    after=lambda seconds, argv, spec=spec: self.record(spec, seconds, argv),
+                )
             )
+            methods = ["l0"] + (["magnitude", "svd"] if spec.magnitude_source else [])
+            for method in methods:
+                deps = [train] + ([train_name(spec.magnitude_source)] if method == "magnitude" else [])
+                out.append(
+                    Task(
+                        f"compress-{method} {spec.key}",
+                        deps,
+                        lambda spec=spec, method=method: self.compress_command(spec, method),
+                        priority=0,  # short, and the report can use them as soon as they exist
+                    )
+                )
+        return out
+
+    def train_command(self, spec: RunSpec) -> tuple[str, Work]:
+        found = find_run(self.runs_dir, spec)
+        if is_done(found, spec):
+            return f"finished: {found.run_dir}", None
+        script = [sys.executable, str(ROOT / "algos" / f"{spec.cell.algo}.py")]
+        process = ["--wandb-mode", self.wandb_mode, "--no-progress"]
+        if found is not None:  # interrupted, or finished with a smaller budget: continue it
+            resumable = {k: v for k, v in spec.cell.args.items() if k in RESUMABLE}
+            flags = suites.to_flags({"total_timesteps": spec.cell.total_timesteps, **resumable})
+            return (
+                f"resume at step {found.global_step:,}: {found.run_dir}",
+                [*script, "--resume", str(found.run_dir), *flags, *process],
+            )
+        gmp_target = reached_sparsity(self.finished(spec.gmp_source)) if spec.gmp_source else None
+        where = ["--runs-dir", str(self.runs_dir), "--wandb-group", self.suite.name]
+        return "new run", [*script, *spec.train_args(gmp_target), *where, *process]
+
+    def compress_command(self, spec: RunSpec, method: str) -> tuple[str, Work]:
+        run_dir = self.finished(spec)
+        sparsity = reached_sparsity(self.finished(spec.magnitude_source)) if method == "magnitude" else None
+        report = run_dir / output_names(method)["report"]
+        if report.exists():
+            old = json.loads(report.read_text())
+            same_sparsity = sparsity is None or abs(old["options"]["sparsity"] - sparsity) < 1e-9
+            if old["global_step"] == load_checkpoint(run_dir)["global_step"] and same_sparsity:
+                return f"compressed: {report.name}", None
+        options = {
+            "method": method,
+            "sparsity": sparsity,
+            "episodes": self.episodes,
+            "wandb_mode": self.wandb_mode,
         }
-    return row
+        flags = suites.to_flags({k: v for k, v in options.items() if v is not None})
+        return "compress", Inline(
+            command_line([sys.executable, "-m", "l0rl.compress", str(run_dir), *flags]),
+            lambda: format_report(compress_run(run_dir, progress=False, **options)),
+        )
+
+    def finished(self, spec: RunSpec) -> Path:
+        run_dir = finished_run(self.runs_dir, spec)
+        if run_dir is None:
+            raise RunError(f"no finished run of {spec.key} in {self.runs_dir}")
+        return run_dir
+
+    def record(self, spec: RunSpec, seconds: float, argv: list[str]) -> None:
+        """Append this process's command, wall time and hardware to the run's benchmark.json."""
+        path = self.finished(spec) / BENCH_NAME
+        data = json.loads(path.read_text()) if path.exists() else {"sessions": []}
+        data.update(suite=self.suite.name, variant=spec.variant.name, seed=spec.seed)
+        data["sessions"].append(
+            {"command": command_line(argv), "wall_seconds": round(seconds, 1), "hardware": hardware()}
+        )
+        atomic_write_json(path, data)
 
 
-def mean_std(values: list) -> str:
-    v = [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
-    if not v:
-        return "-"
-    return f"{np.mean(v):.3g} ± {np.std(v):.2g}" if len(v) > 1 else f"{v[0]:.3g}"
+def train_name(spec: RunSpec) -> str:
+    return f"train {spec.key}"
 
 
-def aggregate(name: str, suite: dict, results: dict) -> str:
-    """Markdown: one line per (variant, stage) with mean ± std over seeds (population std)."""
-    lines = [
-        f"# Benchmark suite `{name}`: {suite['algo']} on {suite['env_id']}",
-        "",
-        f"Command: `python -m benchmark.run_suite {name}`; seeds {suite['seeds']}; training args {suite['args']}.",
-        "Values are mean ± std over seeds (population std). Returns are evaluation returns with deterministic",
-        "gates and greedy actions, on the same evaluation seeds for every stage. Sparsity and compression are",
-        "defined in README.md (compress section).",
-        "",
-        "| variant | stage | eval return | success | sparsity | compression (params) | compression (bytes) | MACs | latency (us) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for variant, rows in results.items():
-        stages = list(rows[0]["stages"]) if rows else []
-        for stage in stages:
-            col = {k: [r["stages"][stage][k] for r in rows] for k in rows[0]["stages"][stage]}
-            lines.append(
-                f"| {variant} | {stage} | {mean_std(col['return_mean'])} | {mean_std(col['success_rate'])} | "
-                f"{mean_std(col['sparsity'])} | {mean_std(col['compression_params'])} | "
-                f"{mean_std(col['compression_bytes'])} | {mean_std(col['macs'])} | {mean_std(col['latency_us'])} |"
-            )
-    lines += [
-        "",
-        "| variant | training eval return | SPS (last iteration) | training seconds |",
-        "|---|---|---|---|",
-    ]
-    for variant in ("dense", "l0"):
-        rows = results.get(f"{variant}", [])
-        if rows:
-            lines.append(
-                f"| {variant} | {mean_std([r['eval_return'] for r in rows])} | {mean_std([r['sps'] for r in rows])} | "
-                f"{mean_std([r['train_seconds'] for r in rows])} |"
-            )
-    dense_sps = [r["sps"] for r in results.get("dense", []) if r["sps"]]
-    l0_sps = [r["sps"] for r in results.get("l0", []) if r["sps"]]
-    if dense_sps and l0_sps:
-        lines.append(f"\nSPS ratio L0 / dense (means): {np.mean(l0_sps) / np.mean(dense_sps):.2f}x")
-    return "\n".join(lines) + "\n"
+# --- the pool -----------------------------------------------------------------------------------
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description="Run a benchmark suite: dense vs L0 vs baselines over seeds.")
-    p.add_argument("suite", choices=sorted(SUITES))
-    p.add_argument("--seeds", type=int, nargs="*", help="override the suite's seeds")
-    p.add_argument("--episodes", type=int, default=10, help="evaluation episodes per compress stage")
-    p.add_argument("--wandb-mode", default="auto")
-    p.add_argument("--report-only", action="store_true", help="aggregate existing runs, train nothing")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for small MLPs)")
-    a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    suite = dict(SUITES[a.suite])
-    if a.seeds:
-        suite["seeds"] = a.seeds
-    suite_dir = ROOT / "runs" / a.suite
-    suite_dir.mkdir(parents=True, exist_ok=True)
-    results: dict[str, list] = {
-        "l0": [],
-        "dense": [],
-        "dense+magnitude": [],
-        "dense+magnitude-layer": [],
-        "dense+svd": [],
-    }
-    for seed in suite["seeds"]:
-        runs = {}
-        for variant in ("l0", "dense"):
-            runs[variant] = (
-                find_run(suite_dir, variant, seed)
-                if a.report_only
-                else train(suite, suite_dir, variant, seed, a.wandb_mode)
-            )
-        if runs["l0"] is None or runs["dense"] is None:
+def last_line(path: Path) -> str:
+    lines = [x for x in path.read_text(errors="replace").splitlines() if x.strip()] if path.exists() else []
+    return lines[-1][:300] if lines else "(no output)"
+
+
+class Pool:
+    """Runs tasks, at most `workers` at once, each once its dependencies succeeded. A task whose
+    dependency failed fails too, with the reason: nothing is dropped silently."""
+
+    def __init__(self, workers: int, log_dir: Path, env: dict, say: Callable[[str], None] = print):
+        self.workers, self.log_dir, self.env, self.say = workers, log_dir, env, say
+        self.running: dict[subprocess.Popen, tuple[Task, float, list[str], Path]] = {}
+        self.outcomes: dict[str, Outcome] = {}
+
+    def run(self, tasks: list[Task]) -> list[Outcome]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        pending = sorted(tasks, key=lambda t: t.priority)  # stable: suite order within a priority
+        try:
+            while pending or self.running:
+                self._fail_orphans(pending)
+                ready = [t for t in pending if all(d in self.outcomes for d in t.deps)]
+                while ready and len(self.running) < self.workers:
+                    task = ready.pop(0)
+                    pending.remove(task)
+                    self._start(task)
+                if self.running:
+                    time.sleep(POLL_S)
+                    self._reap()
+                elif pending and not any(all(d in self.outcomes for d in t.deps) for t in pending):
+                    for t in pending:  # waits for a task that is not part of this invocation
+                        self._finish(Outcome(t.name, "failed", f"not run: waits for {t.deps}"))
+                    pending.clear()
+        except KeyboardInterrupt:
+            for proc in self.running:
+                proc.terminate()
+            for proc in self.running:
+                proc.wait()
+            raise
+        return [self.outcomes[t.name] for t in tasks]
+
+    def _fail_orphans(self, pending: list[Task]) -> None:
+        for t in list(pending):
+            failed = [d for d in t.deps if d in self.outcomes and self.outcomes[d].status == "failed"]
+            if failed:
+                pending.remove(t)
+                self._finish(Outcome(t.name, "failed", f"not run: {failed[0]} failed"))
+
+    def _start(self, task: Task) -> None:
+        try:
+            what, work = task.command()
+        except (UsageError, OSError, ValueError) as e:
+            self._finish(Outcome(task.name, "failed", f"cannot start: {e}"))
+            return
+        if work is None:
+            self._finish(Outcome(task.name, "skipped", what))
+            return
+        log = self.log_dir / (task.name.replace(" ", "__") + ".log")
+        with open(log, "a") as f:
+            command = work.command if isinstance(work, Inline) else command_line(work)
+            f.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {command}\n")
+            f.flush()
+            if isinstance(work, Inline):
+                self.say(f"[start]  {task.name} ({what})")
+                self._finish(self._inline(task, work, f, log))
+                return
+            try:
+                proc = subprocess.Popen(work, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env)
+            except OSError as e:
+                self._finish(Outcome(task.name, "failed", f"cannot start: {e}", log))
+                return
+        self.running[proc] = (task, time.time(), work, log)
+        self.say(f"[start]  {task.name} ({what})")
+
+    def _inline(self, task: Task, work: Inline, log_file, log: Path) -> Outcome:
+        """Runs while the subprocesses go on; its slot is the one this process holds."""
+        start = time.time()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as the subprocesses: one thread each
+        try:
+            with contextlib.redirect_stdout(log_file), contextlib.redirect_stderr(log_file):
+                log_file.write(work.call() + "\n")
+        except Exception as e:  # any failure of one task is reported with the others, not raised
+            traceback.print_exc(file=log_file)
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            return Outcome(task.name, "failed", first, log, time.time() - start)
+        finally:
+            torch.set_num_threads(threads)
+        return Outcome(task.name, "ran", "", log, time.time() - start)
+
+    def _reap(self) -> None:
+        for proc in [p for p in self.running if p.poll() is not None]:
+            task, start, argv, log = self.running.pop(proc)
+            seconds = time.time() - start
+            outcome = Outcome(task.name, "ran", "", log, seconds)
+            if proc.returncode != 0:
+                outcome = Outcome(
+                    task.name, "failed", f"exit {proc.returncode}: {last_line(log)}", log, seconds
+                )
+            elif task.after is not None:
+                try:
+                    task.after(seconds, argv)
+                except (UsageError, OSError, ValueError) as e:
+                    outcome = Outcome(task.name, "failed", f"finished, but: {e}", log, seconds)
+            self._finish(outcome)
+
+    def _finish(self, o: Outcome) -> None:
+        self.outcomes[o.task] = o
+        if o.status == "skipped":
+            self.say(f"[skip]   {o.task} ({o.detail})")
+        elif o.status == "ran":
+            self.say(f"[done]   {o.task} ({o.seconds:.0f} s)")
+        else:
+            self.say(f"[failed] {o.task}: {o.detail}")
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Train and compress a benchmark suite (benchmark/suites.py); skips finished "
+        "runs and resumes interrupted ones.",
+    )
+    p.add_argument("suite", help=f"one of {', '.join(suites.SUITES)}")
+    p.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="tasks at once (default: CPU cores)"
+    )
+    p.add_argument("--seeds", type=int, nargs="+", help="these seeds instead of the suite's")
+    p.add_argument(
+        "--runs-dir", type=Path, help="where the run directories go (default benchmark/runs/SUITE)"
+    )
+    p.add_argument(
+        "--wandb-mode",
+        choices=WANDB_MODES,
+        default="auto",
+        help="W&B mode of every run (default auto: online with an API key, else offline)",
+    )
+    p.add_argument(
+        "--episodes", type=int, help="evaluation episodes per compress stage (default: the suite's)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="list the tasks and their commands; start nothing")
+    return p
+
+
+def dry_run(runner: Runner, tasks: list[Task], say: Callable[[str], None] = print) -> None:
+    """What each task would do now; a task that waits for another says what it waits for."""
+    done = {train_name(s) for s in runner.specs if finished_run(runner.runs_dir, s)}
+    for t in tasks:
+        waiting = [d for d in t.deps if d not in done]
+        if waiting:
+            say(f"{t.name}: after {', '.join(waiting)}")
             continue
-        l0_report = compressed(runs["l0"], "l0", a.episodes, a.wandb_mode)
-        results["l0"].append(row_of(runs["l0"], l0_report))
-        reached = next(s["sparsity"] for s in l0_report["stages"] if s["stage"] == "hardened")
-        dense_mag = compressed(
-            runs["dense"], "magnitude", a.episodes, a.wandb_mode, sparsity=min(max(reached, 0.01), 0.99)
-        )
-        results["dense+magnitude"].append(row_of(runs["dense"], dense_mag))
-        matched = min(max(reached, 0.01), 0.99)
-        layer_mag = compressed(runs["dense"], "magnitude-layer", a.episodes, a.wandb_mode, sparsity=matched)
-        results["dense+magnitude-layer"].append(row_of(runs["dense"], layer_mag))
-        results["dense+svd"].append(
-            row_of(runs["dense"], compressed(runs["dense"], "svd", a.episodes, a.wandb_mode))
-        )
-        results["dense"].append(row_of(runs["dense"], dense_mag))
-        results["dense"][-1]["stages"] = {"original": results["dense"][-1]["stages"]["original"]}
-    out = ROOT / "results"
-    out.mkdir(exist_ok=True)
-    atomic_write_json(out / f"{a.suite}.json", {"suite": a.suite, "config": suite, "results": results})
-    text = aggregate(a.suite, suite, results)
-    (out / f"{a.suite}.md").write_text(text)
-    print(text)
+        try:
+            what, work = t.command()
+        except (UsageError, OSError, ValueError) as e:
+            say(f"{t.name}: cannot start: {e}")
+            continue
+        command = work.command if isinstance(work, Inline) else command_line(work) if work else ""
+        say(f"{t.name}: {what}" + (f"\n    {command}" if command else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    suite = suites.get(a.suite)
+    if a.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {a.workers}")
+    if a.episodes is not None and a.episodes < 1:
+        raise UsageError(f"--episodes must be >= 1, got {a.episodes}")
+    runs_dir = (a.runs_dir or default_runs_dir(suite.name)).resolve()
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise UsageError(f"--runs-dir {runs_dir} is a file; pass a directory")
+    runner = Runner(
+        suite, suites.expand(suite, a.seeds), runs_dir, a.wandb_mode, a.episodes or suite.compress_episodes
+    )
+    tasks = runner.tasks()
+    print(
+        f"suite {suite.name}: {len(runner.specs)} runs, {len(tasks)} tasks, {a.workers} workers, in {runs_dir}"
+    )
+    if suite.estimate:
+        print(f"expected: {suite.estimate} (all of it; finished work is skipped)", flush=True)
+    if a.dry_run:
+        dry_run(runner, tasks)
+        return 0
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    start = time.time()
+    try:
+        outcomes = Pool(a.workers, runs_dir / LOG_DIR, env, say=lambda s: print(s, flush=True)).run(tasks)
+    except KeyboardInterrupt:
+        print(f"interrupted; run `{PROG} {a.suite}` again to resume", file=sys.stderr)
+        return 130
+    return summarize(outcomes, a, time.time() - start)
+
+
+def summarize(outcomes: list[Outcome], a: argparse.Namespace, seconds: float) -> int:
+    """The closing lines: counts, every failure with its log, the next command; the exit code."""
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("ran", "skipped", "failed")}
+    print(
+        f"suite {a.suite}: {counts['ran']} ran, {counts['skipped']} done already, "
+        f"{counts['failed']} failed, in {seconds / 60:.1f} min"
+    )
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        print(f"{len(failed)} failed:", file=sys.stderr)
+        for o in failed:
+            print(f"  {o.task}: {o.detail}" + (f" (log: {o.log})" if o.log else ""), file=sys.stderr)
+        print("fix the cause and run the same command again: finished work is kept", file=sys.stderr)
+        return 1
+    print(f"next: python -m benchmark.report {a.suite}" + (f" --runs-dir {a.runs_dir}" if a.runs_dir else ""))
+    return 0
 
 
 if __name__ == "__main__":
-    run_cli(main, "run_suite")
+    raise SystemExit(run_cli(main, PROG))

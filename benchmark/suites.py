@@ -1,0 +1,286 @@
+"""The benchmark suites, as data: which environments, algorithms, sparsity variants, seeds and budgets
+each suite trains, and how a suite expands into runs.
+
+    from benchmark.suites import SUITES, expand
+    specs = expand(SUITES["quick"])          # one RunSpec per (cell, variant, seed)
+
+A suite is a list of cells (one environment x one algorithm at one budget) times a list of seeds; every
+cell trains the same variants: dense (`--sparsity none`), L0 and GMP (gradual magnitude pruning). Two
+variants depend on another run of the same cell and seed, and say so here:
+
+- `gmp_target_from`: a GMP variant whose `--gmp-target` is the sparsity that L0 run reached, so both
+  end equally sparse (the run waits for that L0 run);
+- `matched_to`: the dense variant is also compressed with one-shot magnitude pruning at the sparsity
+  that L0 run reached (matched sparsity).
+
+`python -m benchmark.run_suite SUITE` trains and compresses a suite, `python -m benchmark.report SUITE`
+reports it. A run is found again by its name, `<env_id>__<exp_name>__<seed>__<unix time>`, where
+exp_name is `<algo>_<variant>` (ppo_l0, ppo_dense, ppo_gmp, ppo_l0-0.90, ...): stable, so a second
+invocation finds what the first one trained.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from l0rl.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of training a cell's network: dense, L0 or GMP, with its own options."""
+
+    name: str
+    """part of the run's exp_name and the row label in reports: dense, l0, gmp, l0-0.90, ..."""
+    sparsity: str
+    """--sparsity of the algorithm: none (dense), l0 or gmp"""
+    args: dict[str, Any] = field(default_factory=dict, hash=False)  # unhashable: left out of the hash
+    """options of this variant only, as algorithm argument names (l0_schedule="target")"""
+    gmp_target_from: str | None = None
+    """GMP: --gmp-target is the sparsity the run of this variant (same cell and seed) reached"""
+    matched_to: str | None = None
+    """dense: also compress with one-shot magnitude pruning at the sparsity this variant reached"""
+    level: float | None = None
+    """the sparsity this variant aims at, where the suite sweeps several (the frontier)"""
+
+    @property
+    def label(self) -> str:
+        kinds = {"none": "dense", "l0": "L0", "gmp": "GMP"}
+        return kinds[self.sparsity] + (f" {self.level:.2f}" if self.level is not None else "")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One environment x one algorithm at one budget, trained in every variant."""
+
+    env_id: str
+    algo: str
+    """the algorithm file algos/<algo>.py: ppo_l0, a2c_l0, dqn_l0, sac_l0"""
+    total_timesteps: int
+    variants: tuple[Variant, ...]
+    args: dict[str, Any] = field(default_factory=dict, hash=False)  # unhashable: left out of the hash
+    """options shared by every variant, as algorithm argument names (num_envs=8)"""
+
+    @property
+    def title(self) -> str:
+        return f"{self.env_id} / {self.algo.removesuffix('_l0').upper()}"
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe id of the cell, for figure names."""
+        return f"{self.env_id}_{self.algo}".lower().replace("-", "").replace("/", "_")
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    cells: tuple[Cell, ...]
+    seeds: tuple[int, ...]
+    compress_episodes: int = 10
+    """evaluation episodes per compress stage"""
+    estimate: str = ""
+    """expected wall time, and the measured speeds it rests on"""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of a suite: a cell, a variant, a seed."""
+
+    suite: str
+    cell: Cell
+    variant: Variant
+    seed: int
+
+    @property
+    def exp_name(self) -> str:
+        return f"{self.cell.algo.removesuffix('_l0')}_{self.variant.name}"
+
+    @property
+    def key(self) -> str:
+        """The run name without its timestamp: run directories of this spec are `<key>__<time>`."""
+        return f"{self.cell.env_id}__{self.exp_name}__{self.seed}"
+
+    def partner(self, variant_name: str | None) -> "RunSpec | None":
+        """The run of another variant of the same cell and seed (None for None)."""
+        if variant_name is None:
+            return None
+        variant = next(v for v in self.cell.variants if v.name == variant_name)
+        return RunSpec(self.suite, self.cell, variant, self.seed)
+
+    @property
+    def gmp_source(self) -> "RunSpec | None":
+        """The L0 run whose reached sparsity becomes this GMP run's --gmp-target."""
+        return self.partner(self.variant.gmp_target_from)
+
+    @property
+    def magnitude_source(self) -> "RunSpec | None":
+        """The L0 run whose reached sparsity this dense run is magnitude-pruned to."""
+        return self.partner(self.variant.matched_to)
+
+    def train_args(self, gmp_target: float | None = None) -> list[str]:
+        """The algorithm's command-line options of this run (runs dir, W&B and resume excluded).
+        gmp_target: the sparsity the `gmp_source` run reached, for a variant that needs it."""
+        options = {
+            "env_id": self.cell.env_id,
+            "seed": self.seed,
+            "total_timesteps": self.cell.total_timesteps,
+            "sparsity": self.variant.sparsity,
+            "exp_name": self.exp_name,
+            **self.cell.args,
+            **self.variant.args,
+        }
+        if self.variant.gmp_target_from is not None:
+            if gmp_target is None:
+                raise ValueError(f"{self.key}: --gmp-target comes from {self.gmp_source.key}; pass it")
+            options["gmp_target"] = gmp_target
+        return to_flags(options)
+
+
+def to_flags(options: dict[str, Any]) -> list[str]:
+    """Algorithm argument names and values as tyro flags: num_envs=8 -> --num-envs 8, her=True ->
+    --her, anneal_lr=False -> --no-anneal-lr."""
+    flags: list[str] = []
+    for name, value in options.items():
+        flag = name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            flags += [f"--{flag}", str(value)]
+    return flags
+
+
+def expand(suite: Suite, seeds: list[int] | None = None) -> list[RunSpec]:
+    """Every run of the suite, cell by cell, variant by variant, seed by seed. `seeds` overrides the
+    suite's own. Refuses a suite whose variants name a missing partner or whose runs would collide."""
+    seeds = list(suite.seeds if seeds is None else seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds must be distinct and non-empty, got {seeds}")
+    specs = [
+        RunSpec(suite.name, cell, variant, seed)
+        for cell in suite.cells
+        for variant in cell.variants
+        for seed in seeds
+    ]
+    for cell in suite.cells:
+        names = {v.name for v in cell.variants}
+        for v in cell.variants:
+            for ref in (v.gmp_target_from, v.matched_to):
+                if ref is not None and ref not in names:
+                    raise ValueError(f"suite {suite.name}: variant {v.name} of {cell.title} names {ref!r}")
+    keys = [s.key for s in specs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"suite {suite.name}: two runs share a name; give their variants distinct names")
+    return specs
+
+
+# The standard trio: GMP prunes to the sparsity L0 reached, the dense run is magnitude-pruned to it too.
+L0 = Variant("l0", "l0")
+DENSE = Variant("dense", "none", matched_to="l0")
+GMP = Variant("gmp", "gmp", gmp_target_from="l0")
+STANDARD = (DENSE, L0, GMP)
+
+FRONTIER_LEVELS = (0.80, 0.90, 0.95, 0.98, 0.99)
+
+# Wall-time estimates rest on CPU time per env step measured on this project's 2-core machine
+# (AMD EPYC, OMP_NUM_THREADS=1, one process per run, under load from other jobs, so conservative):
+# `/usr/bin/time python algos/<algo>.py --total-timesteps 20000..30000 --sparsity S`, minus 2.4 s of
+# start-up. ms per step (L0 / dense / GMP): PPO CartPole 0.64 / 0.47 / 0.45, A2C CartPole
+# 0.43 / 0.33 / 0.28, DQN CartPole after its 10k-step warm-up 1.3 / 0.62 / 0.85, PPO Acrobot
+# 0.52 / 0.40 / 0.43. Per run add ~4 s (start-up, final evaluation) and ~4 s per compress method.
+# With 2 workers on 2 cores the wall time is about half the CPU time: the pool keeps both busy, and
+# only the last GMP runs wait for their L0 runs.
+
+
+def frontier_variants(levels: tuple[float, ...], matched: float) -> tuple[Variant, ...]:
+    """L0 with the target schedule and GMP at each sparsity level, plus dense (magnitude-pruned to
+    the sparsity the L0 run at level `matched` reached)."""
+    out = [Variant("dense", "none", matched_to=f"l0-{matched:.2f}")]
+    for s in levels:
+        target = {"l0_schedule": "target", "l0_target_sparsity": s}
+        out.append(Variant(f"l0-{s:.2f}", "l0", target, level=s))
+        out.append(Variant(f"gmp-{s:.2f}", "gmp", {"gmp_target": s}, level=s))
+    return tuple(out)
+
+
+SUITES: dict[str, Suite] = {
+    s.name: s
+    for s in (
+        Suite(
+            "quick",
+            "Dense vs L0 vs GMP (at the sparsity L0 reached) on the classic-control tasks, 2-core budget.",
+            cells=(
+                Cell("CartPole-v1", "ppo_l0", 300_000, STANDARD),
+                Cell("CartPole-v1", "a2c_l0", 300_000, STANDARD),
+                Cell("CartPole-v1", "dqn_l0", 100_000, STANDARD),
+                Cell("Acrobot-v1", "ppo_l0", 200_000, STANDARD),
+            ),
+            seeds=(1, 2, 3),
+            # CPU per seed: PPO CartPole 468 s + A2C 312 s + DQN 249 s + PPO Acrobot 270 s = 1299 s;
+            # x 3 seeds + 36 x 4 s + 60 compressions x 4 s = 4280 s of CPU
+            estimate="~36 min on 2 cores with 2 workers (71 CPU-minutes: 36 runs, 60 compressions)",
+        ),
+        Suite(
+            "frontier",
+            "Return vs sparsity on CartPole-v1 with PPO: L0 (target schedule) and GMP at five "
+            "sparsity levels, plus dense.",
+            cells=(Cell("CartPole-v1", "ppo_l0", 300_000, frontier_variants(FRONTIER_LEVELS, 0.90)),),
+            seeds=(1, 2, 3, 4, 5),
+            # 25 L0 runs x 192 s + 25 GMP x 135 s + 5 dense x 141 s + 55 x 4 s + 65 compressions x 4 s
+            estimate="~78 min on 2 cores with 2 workers (156 CPU-minutes: 55 runs, 65 compressions)",
+        ),
+        Suite(
+            "mario",
+            "Dense vs L0 vs GMP with PPO on SuperMarioBros-7-1-v0 (Nature CNN) at one shared budget; "
+            "the 100k budget is a placeholder until a longer one is affordable.",
+            cells=(Cell("SuperMarioBros-7-1-v0", "ppo_l0", 100_000, STANDARD, {"num_envs": 8}),),
+            seeds=(1, 2, 3),
+            estimate="about 26 min per run at ~64 SPS (2 cores, measured with "
+            "`python -m benchmark.sps_ratio --env-id SuperMarioBros-7-1-v0`): 9 runs, ~2 h with 2 workers",
+        ),
+        Suite(
+            "paper",
+            "Every environment with the algorithms that apply to it, at long budgets: for a bigger "
+            "machine (use --workers).",
+            cells=(
+                Cell("CartPole-v1", "ppo_l0", 500_000, STANDARD),
+                Cell("CartPole-v1", "a2c_l0", 500_000, STANDARD),
+                Cell("CartPole-v1", "dqn_l0", 500_000, STANDARD),
+                Cell("Acrobot-v1", "ppo_l0", 500_000, STANDARD),
+                Cell("Acrobot-v1", "a2c_l0", 500_000, STANDARD),
+                Cell("Acrobot-v1", "dqn_l0", 500_000, STANDARD),
+                Cell("LunarLander-v3", "ppo_l0", 2_000_000, STANDARD),
+                Cell("LunarLander-v3", "a2c_l0", 2_000_000, STANDARD),
+                Cell("LunarLander-v3", "dqn_l0", 1_000_000, STANDARD),
+                # PPO only on Mario: A2C's and DQN's defaults are not tuned for it, and each run is days
+                Cell("SuperMarioBros-7-1-v0", "ppo_l0", 10_000_000, STANDARD, {"num_envs": 8}),
+                Cell("NeedleReach-v0", "sac_l0", 100_000, STANDARD, {"her": True}),
+            ),
+            seeds=(1, 2, 3, 4, 5),
+            estimate="days on 2 cores: the 15 Mario runs of 10M steps take ~43 h each at the 64 SPS "
+            "measured on 2 CPU cores (far less with a GPU); the other 150 runs ~25 CPU-hours",
+        ),
+        Suite(
+            "tiny",
+            "Test-only: PPO on CartPole-v1 for 1,024 steps, dense/L0/GMP, 2 seeds.",
+            cells=(
+                Cell(
+                    "CartPole-v1",
+                    "ppo_l0",
+                    1024,
+                    # GMP recomputes its masks every 10 optimizer steps: the run makes only 64
+                    (DENSE, L0, Variant("gmp", "gmp", {"gmp_every": 10}, gmp_target_from="l0")),
+                    {"num_steps": 64, "log_every": 256, "eval_episodes": 2, "eval_max_steps": 100},
+                ),
+            ),
+            seeds=(1, 2),
+            compress_episodes=2,
+            estimate="under a minute on 2 cores",
+        ),
+    )
+}
+
+
+def get(name: str) -> Suite:
+    if name not in SUITES:
+        raise UsageError(f"unknown suite {name!r}; use one of {', '.join(SUITES)}")
+    return SUITES[name]

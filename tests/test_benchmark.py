@@ -1,0 +1,398 @@
+"""The benchmark tooling: suites expand into the runs they promise, the runner skips finished runs and
+resumes interrupted ones, the report's numbers are the run records' numbers, the statistics give
+known answers, and the W&B report is built (not saved) without a network.
+
+One module fixture trains the `tiny` suite once (6 PPO runs of 1,024 steps, one of them first halted
+and then resumed by the runner); the tests read it."""
+
+import contextlib
+import fcntl
+import importlib
+import inspect
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tyro
+from helpers import ROOT
+from rliable import metrics
+
+if str(ROOT) not in sys.path:  # benchmark/ is a repository tool, imported from the repository root
+    sys.path.insert(0, str(ROOT))
+
+from benchmark import report, run_suite, stats, suites  # noqa: E402
+from l0rl.runkit import Run, load_checkpoint, run_cli  # noqa: E402
+
+TINY = suites.SUITES["tiny"]
+REPS = 100  # bootstrap repetitions in tests: the numbers are compared with themselves, not tabulated
+
+
+def invoke(fn, *argv) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of an entry point called as its command line would, in-process."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = run_cli(lambda: fn(list(argv)), "test")
+        except SystemExit as e:
+            code = e.code
+    return (code if isinstance(code, int) else 0), out.getvalue(), err.getvalue()
+
+
+def spec_of(variant: str, seed: int) -> suites.RunSpec:
+    return next(s for s in suites.expand(TINY) if s.variant.name == variant and s.seed == seed)
+
+
+def train_tiny(root: Path) -> dict:
+    """The tiny suite, trained and compressed by two runner invocations; the dense seed-2 run was
+    halted at 512 steps beforehand, so the first invocation has to resume it."""
+    runs = root / "runs"
+    halted = spec_of("dense", 2)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "algos" / "ppo_l0.py"), *halted.train_args()]
+        + ["--runs-dir", str(runs), "--wandb-group", "tiny", "--wandb-mode", "disabled", "--no-progress"]
+        + ["--halt-after", "512"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (halted_dir,) = runs.iterdir()
+    argv = ["tiny", "--runs-dir", str(runs), "--workers", "2", "--wandb-mode", "disabled"]
+    first = invoke(run_suite.main, *argv)
+    second = invoke(run_suite.main, *argv)
+    return {"runs": str(runs), "halted_dir": str(halted_dir), "first": first, "second": second}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """train_tiny's result, computed once per test session: under pytest-xdist the workers share
+    one session directory, and the first to take the lock trains while the others wait."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    done = shared / "benchmark-tiny.json"
+    with open(shared / "benchmark-tiny.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            (shared / "benchmark-tiny").mkdir()
+            done.write_text(json.dumps(train_tiny(shared / "benchmark-tiny")))
+    result = json.loads(done.read_text())
+    return {**result, "runs": Path(result["runs"]), "halted_dir": Path(result["halted_dir"])}
+
+
+# --- suites ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(suites.SUITES))
+def test_a_suite_expands_into_every_cell_variant_and_seed(name):
+    suite = suites.SUITES[name]
+    specs = suites.expand(suite)
+    assert len(specs) == sum(len(c.variants) for c in suite.cells) * len(suite.seeds)
+    for cell in suite.cells:
+        for v in cell.variants:
+            seeds = [s.seed for s in specs if s.cell == cell and s.variant == v]
+            assert seeds == list(suite.seeds), (cell.title, v.name)
+    # every GMP run whose target is L0's sparsity waits for the L0 run of its own cell and seed
+    for s in specs:
+        if s.variant.gmp_target_from is not None:
+            source = s.gmp_source
+            assert (source.cell, source.seed, source.variant.sparsity) == (s.cell, s.seed, "l0")
+            with pytest.raises(ValueError, match="--gmp-target comes from"):
+                s.train_args()
+            assert s.train_args(0.93)[-2:] == ["--gmp-target", "0.93"]
+
+
+def test_the_configured_suites_hold_what_the_benchmark_promises():
+    quick = suites.SUITES["quick"]
+    assert {(c.env_id, c.algo) for c in quick.cells} == {
+        ("CartPole-v1", "ppo_l0"),
+        ("CartPole-v1", "a2c_l0"),
+        ("CartPole-v1", "dqn_l0"),
+        ("Acrobot-v1", "ppo_l0"),
+    }
+    assert all({v.sparsity for v in c.variants} == {"none", "l0", "gmp"} for c in quick.cells)
+    (frontier,) = suites.SUITES["frontier"].cells
+    for level in (0.80, 0.90, 0.95, 0.98, 0.99):
+        l0 = next(v for v in frontier.variants if v.sparsity == "l0" and v.level == level)
+        gmp = next(v for v in frontier.variants if v.sparsity == "gmp" and v.level == level)
+        assert l0.args == {"l0_schedule": "target", "l0_target_sparsity": level}
+        assert gmp.args == {"gmp_target": level}
+    assert len(suites.SUITES["frontier"].seeds) == 5
+    paper_envs = {c.env_id for c in suites.SUITES["paper"].cells}
+    assert paper_envs == {
+        "CartPole-v1",
+        "Acrobot-v1",
+        "LunarLander-v3",
+        "SuperMarioBros-7-1-v0",
+        "NeedleReach-v0",
+    }
+    needle = next(c for c in suites.SUITES["paper"].cells if c.env_id == "NeedleReach-v0")
+    assert needle.algo == "sac_l0" and needle.args == {"her": True}
+    assert "--her" in suites.to_flags(needle.args)
+
+
+@pytest.mark.parametrize("name", sorted(suites.SUITES))
+def test_every_command_of_a_suite_is_accepted_by_its_algorithm(name):
+    """Parsed and validated as the algorithm would (no environment is built, nothing is written)."""
+    seen = set()
+    for spec in suites.expand(suites.SUITES[name]):
+        if (spec.cell, spec.variant) in seen:
+            continue
+        seen.add((spec.cell, spec.variant))
+        algo = importlib.import_module(f"l0rl.algos.{spec.cell.algo}")
+        run = Run(tyro.cli(algo.Args, args=spec.train_args(0.9 if spec.gmp_source else None)), algo.ALGO)
+        extra = [run.env_options] if len(inspect.signature(algo.check_args).parameters) > 1 else []
+        algo.check_args(run.args, *extra)
+        assert run.args.sparsity == spec.variant.sparsity and run.name.startswith(spec.key + "__")
+
+
+def test_an_unknown_suite_or_bad_option_is_one_line_and_exit_2(tmp_path):
+    code, _, err = invoke(run_suite.main, "nosuch", "--dry-run")
+    assert code == 2 and err.count("\n") == 1 and "unknown suite 'nosuch'" in err
+    code, _, err = invoke(run_suite.main, "tiny", "--workers", "0", "--runs-dir", str(tmp_path))
+    assert code == 2 and "--workers must be >= 1" in err
+
+
+def test_dry_run_lists_commands_and_dependencies_and_starts_nothing(tmp_path):
+    code, out, _ = invoke(run_suite.main, "tiny", "--runs-dir", str(tmp_path / "runs"), "--dry-run")
+    assert code == 0 and not (tmp_path / "runs").exists()
+    assert "train CartPole-v1__ppo_l0__1: new run" in out
+    assert "python algos/ppo_l0.py --env-id CartPole-v1 --seed 1" in out
+    assert "train CartPole-v1__ppo_gmp__1: after train CartPole-v1__ppo_l0__1" in out
+    assert (
+        "compress-magnitude CartPole-v1__ppo_dense__2: after train CartPole-v1__ppo_dense__2, train CartPole-v1__ppo_l0__2"
+        in out
+    )
+
+
+# --- the runner -----------------------------------------------------------------------------------
+
+
+def test_the_runner_trains_and_compresses_every_run(tiny):
+    code, out, err = tiny["first"]
+    assert code == 0, out + err
+    assert "0 failed" in out and "next: python -m benchmark.report tiny" in out
+    for spec in suites.expand(TINY):
+        run_dir = run_suite.finished_run(tiny["runs"], spec)
+        assert run_dir is not None, spec.key
+        ckpt = load_checkpoint(run_dir)
+        assert ckpt["args"]["wandb_group"] == "tiny" and ckpt["args"]["exp_name"] == spec.exp_name
+        expected = {"compress.json"} | (
+            {"compress_magnitude.json", "compress_svd.json"} if spec.magnitude_source else set()
+        )
+        assert expected <= {p.name for p in run_dir.glob("compress*.json")}, spec.key
+
+
+def test_gmp_prunes_to_the_sparsity_its_l0_run_reached(tiny):
+    for seed in TINY.seeds:
+        l0_dir = run_suite.finished_run(tiny["runs"], spec_of("l0", seed))
+        reached = json.loads((l0_dir / "summary.json").read_text())["sparsity"]
+        low, high = run_suite.SPARSITY_RANGE
+        matched = round(min(max(reached, low), high), 4)
+        gmp_args = load_checkpoint(run_suite.finished_run(tiny["runs"], spec_of("gmp", seed)))["args"]
+        assert gmp_args["sparsity"] == "gmp" and gmp_args["gmp_target"] == matched
+        dense_dir = run_suite.finished_run(tiny["runs"], spec_of("dense", seed))
+        magnitude = json.loads((dense_dir / "compress_magnitude.json").read_text())
+        assert magnitude["options"]["sparsity"] == matched
+
+
+def test_a_second_invocation_starts_no_training(tiny):
+    code, out, err = tiny["second"]
+    assert code == 0, out + err
+    assert "[start]" not in out
+    # every run: train + compress l0; every dense run also compress magnitude + svd
+    tasks = 2 * len(suites.expand(TINY)) + 2 * len(TINY.seeds)
+    assert f"0 ran, {tasks} done already, 0 failed" in out
+    names = [p.name for p in tiny["runs"].iterdir() if p.name != run_suite.LOG_DIR]
+    assert len(names) == len(suites.expand(TINY))  # no run was started twice
+
+
+def test_an_interrupted_run_is_resumed_in_its_own_directory(tiny):
+    spec = spec_of("dense", 2)
+    assert run_suite.finished_run(tiny["runs"], spec) == tiny["halted_dir"]
+    assert len(list(tiny["runs"].glob(f"{spec.key}__*"))) == 1
+    ckpt = load_checkpoint(tiny["halted_dir"])
+    assert ckpt["finished"] and ckpt["global_step"] == spec.cell.total_timesteps
+    (session,) = json.loads((tiny["halted_dir"] / run_suite.BENCH_NAME).read_text())["sessions"]
+    assert f"--resume {tiny['halted_dir']}" in session["command"]
+    assert f"resume at step 512: {tiny['halted_dir']}" in tiny["first"][1]
+
+
+def test_a_failed_task_and_everything_that_waits_for_it_are_reported(tmp_path):
+    fail = run_suite.Task(
+        "train a", [], lambda: ("new run", [sys.executable, "-c", "print('boom'); raise SystemExit(3)"]), 0
+    )
+    child = run_suite.Task("compress b", ["train a"], lambda: ("compress", None), 0)
+    fine = run_suite.Task("train c", [], lambda: ("done already", None), 0)
+    pool = run_suite.Pool(2, tmp_path / "logs", env=None, say=lambda s: None)
+    outcomes = {o.task: o for o in pool.run([fail, child, fine])}
+    assert outcomes["train a"].status == "failed" and outcomes["train a"].detail == "exit 3: boom"
+    assert outcomes["compress b"].status == "failed" and "train a failed" in outcomes["compress b"].detail
+    assert outcomes["train c"].status == "skipped"
+    code = run_suite.summarize(list(outcomes.values()), run_suite.parser().parse_args(["tiny"]), 1.0)
+    assert code == 1
+
+
+# --- the report -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    code, stdout, err = invoke(
+        report.main, "tiny", "--runs-dir", str(tiny["runs"]), "--out", str(out), "--reps", str(REPS)
+    )
+    assert code == 0, stdout + err
+    return out
+
+
+def test_the_report_shows_every_cell_with_the_numbers_of_the_run_records(tiny, tiny_report):
+    data = json.loads((tiny_report / "report.json").read_text())
+    text = (tiny_report / "REPORT.md").read_text()
+    assert len(data["cells"]) == len(TINY.cells) and not data["missing"]
+    for cell, got in zip(TINY.cells, data["cells"]):
+        assert f"## {cell.title}" in text
+        rows = {(r["variant"], r["method"]): r for r in got["rows"]}
+        for v in cell.variants:
+            dirs = [
+                run_suite.finished_run(tiny["runs"], suites.RunSpec("tiny", cell, v, s)) for s in TINY.seeds
+            ]
+            summaries = [json.loads((d / "summary.json").read_text()) for d in dirs]
+            returns = np.array([s["eval/episodic_return"] for s in summaries])
+            row = rows[(v.name, "l0")]
+            assert row["seeds"] == list(TINY.seeds)
+            assert row["trained_return"]["point"] == pytest.approx(metrics.aggregate_iqm(returns))
+            assert row["sparsity"] == pytest.approx(np.mean([s["sparsity"] for s in summaries]))
+            finals = [json.loads((d / "compress.json").read_text())["stages"][-1] for d in dirs]
+            assert row["params"] == pytest.approx(np.mean([f["params"] for f in finals]))
+            assert row["bytes"] == pytest.approx(np.mean([f["bytes"] for f in finals]))
+            assert (
+                f"| {v.label} | {len(TINY.seeds)} | {report._est(report.stats.Estimate(**row['trained_return']))} |"
+                in text
+            )
+            if v.matched_to:
+                for method in ("magnitude", "svd"):
+                    final = [
+                        json.loads((d / f"compress_{method}.json").read_text())["stages"][-1] for d in dirs
+                    ]
+                    assert rows[(v.name, method)]["params"] == pytest.approx(
+                        np.mean([f["params"] for f in final])
+                    )
+        comparisons = {(c["better"], c["than"]) for c in got["comparisons"]}
+        assert comparisons == {("L0", "GMP"), ("L0", "dense")}
+        assert set(got["figures"]) == {"return", "sparsity", "compress"}  # one sparsity level: no frontier
+        for name in got["figures"].values():
+            assert (tiny_report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert f"]({name})" in text
+    for needed in (
+        "Seeds: 1, 2",
+        "report built on",
+        "runs trained on",
+        "torch ",
+        "rliable ",
+        "python -m benchmark.report tiny",
+    ):
+        assert needed in text
+
+
+def test_the_frontier_figure_is_drawn_for_several_sparsity_levels(tmp_path):
+    cell = suites.SUITES["frontier"].cells[0]
+    rows = [
+        report.Row(v.label, v.name, "l0", [1], stats.Estimate(r, r - 5, r + 5), None, s, *[None] * 8)
+        for v, r, s in zip(
+            cell.variants, np.linspace(500, 300, len(cell.variants)), np.linspace(0, 0.99, len(cell.variants))
+        )
+    ]
+    assert report.plot_frontier(cell, {}, rows, tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 0
+    assert not report.plot_frontier(TINY.cells[0], {}, rows, tmp_path / "g.png")
+
+
+def test_publishing_without_an_api_key_says_so_in_one_line_and_keeps_the_local_report(
+    tiny, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    out = tmp_path / "out"
+    code, _, err = invoke(
+        report.main, "tiny", "--runs-dir", str(tiny["runs"]), "--out", str(out), "--reps", "20", "--publish"
+    )
+    assert code == 2 and err.count("\n") == 1
+    assert "no W&B API key" in err and "wandb sync" in err and "--publish" in err
+    assert (out / "REPORT.md").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Pydantic V1 style")  # wandb_workspaces' own, at import
+def test_the_wandb_report_is_built_offline_with_a_section_per_cell():
+    import wandb_workspaces.reports.v2 as wr
+
+    suite = suites.SUITES["quick"]
+    built = report.wandb_report(suite, "test-entity", "l0rl", "python -m benchmark.report quick --publish")
+    assert isinstance(built, wr.Report) and built.entity == "test-entity" and built.project == "l0rl"
+    titles = [b.text for b in built.blocks if isinstance(b, wr.H2)]
+    assert titles == [c.title for c in suite.cells]
+    grids = [b for b in built.blocks if isinstance(b, wr.PanelGrid)]
+    assert len(grids) == 2 * len(suite.cells)
+    for cell, train, compress in zip(suite.cells, grids[::2], grids[1::2]):
+        (runset,) = train.runsets
+        assert runset.groupby == [report.GROUP_BY]
+        for needed in (
+            "Metric(\"Group\") == 'quick'",
+            f"in ['{cell.env_id}']",
+            f"in ['{cell.algo}']",
+            "== 'train'",
+        ):
+            assert needed in runset.filters
+        plots = {p.title: p for p in train.panels}
+        assert plots["episodic return"].y == ["charts/episodic_return"]
+        assert plots["sparsity"].y == ["l0/sparsity", "gmp/sparsity"]
+        assert plots["L0 lambda"].y == ["l0/lambda"]
+        assert all(p.x == "global_step" and p.groupby == report.GROUP_BY for p in train.panels)
+        (table,) = compress.runsets
+        assert "== 'compress'" in table.filters and "Metric(\"Group\") == 'quick'" in table.filters
+        assert "summary:compress/low-rank/compression_params" in table.visible_columns
+
+
+# --- statistics -----------------------------------------------------------------------------------
+
+
+def test_iqm_of_one_to_eight_repeated_is_four_and_a_half():
+    est = stats.iqm(list(range(1, 9)) * 3)
+    assert est.point == pytest.approx(4.5)
+    assert est.low < 4.5 < est.high
+    assert stats.iqm(list(range(1, 9)) * 3) == est  # seeded: the same interval every time
+
+
+def test_constant_scores_give_a_zero_width_interval():
+    assert stats.iqm([7.0, 7.0, 7.0]) == stats.Estimate(7.0, 7.0, 7.0)
+    point, low, high = stats.iqm_curve(np.full((3, 5), 2.0), reps=50)
+    assert np.all(point == 2.0) and np.all(low == 2.0) and np.all(high == 2.0)
+
+
+def test_iqm_curve_is_rliables_iqm_at_every_point():
+    curves = np.random.default_rng(0).normal(size=(5, 7))
+    point, low, high = stats.iqm_curve(curves, reps=50)
+    assert point == pytest.approx([metrics.aggregate_iqm(c) for c in curves.T])
+    assert np.all(low <= point) and np.all(point <= high)
+
+
+def test_probability_of_improvement_known_answers():
+    assert stats.probability_of_improvement([10, 11, 12], [1, 2, 3], reps=200) == stats.Estimate(
+        1.0, 1.0, 1.0
+    )
+    assert stats.probability_of_improvement([1, 2, 3], [10, 11, 12], reps=200).point == 0.0
+    same = stats.probability_of_improvement([1, 2, 3], [1, 2, 3], reps=200)
+    assert same.point == pytest.approx(0.5) and same.low < 0.5 < same.high
+
+
+def test_the_bootstrap_leaves_numpys_global_generator_as_it_was():
+    np.random.seed(123)
+    expected = np.random.rand()
+    np.random.seed(123)
+    stats.iqm([1.0, 2.0, 3.0], reps=20)
+    assert np.random.rand() == expected
