@@ -12,7 +12,6 @@ same sampled policy; evaluation uses deterministic gates.
 """
 
 from dataclasses import dataclass
-from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -24,7 +23,17 @@ from torch.distributions.normal import Normal
 
 from l0rl import gmp, l0
 from l0rl.envs import make_vector_env
-from l0rl.runkit import Run, RunArgs, UsageError, check_loss, parse_args, run_cli, seed_everything, validate
+from l0rl.runkit import (
+    Run,
+    RunArgs,
+    UsageError,
+    check_loss,
+    make_scheduler,
+    parse_args,
+    run_cli,
+    seed_everything,
+    validate,
+)
 
 ALGO = "a2c_l0"
 
@@ -60,26 +69,10 @@ class Args(RunArgs):
     """the maximum norm for the gradient clipping"""
 
     # L0 arguments (--sparsity l0, the default)
-    l0_granularity: Literal["weight", "unit"] = "weight"
-    """'weight' (unstructured) or 'unit' (whole neurons/channels; output layers stay per weight)"""
     l0_lambda_actor: float = 2.0
     """L0 strength for the actor (penalty = expected share of non-zero gated weights)"""
     l0_lambda_critic: float = 0.5
     """L0 strength for the critic"""
-    l0_drop_rate: float = 0.3
-    """initial drop rate of the gates, in (0, 1)"""
-    l0_lr: float = 1e-2
-    """learning rate of the gate parameters log_alpha (not annealed, no weight decay)"""
-    l0_schedule: Literal["constant", "linear", "cosine", "target"] = "linear"
-    """sparsity-map schedule: constant, linear, cosine (warm-up then ramp) or target (dual ascent)"""
-    l0_warmup: float = 0.1
-    """fraction of training with lambda = 0"""
-    l0_ramp_end: float = 0.5
-    """fraction of training at which lambda reaches its full value (linear/cosine)"""
-    l0_target_sparsity: float = 0.9
-    """target sparsity of each network (target schedule)"""
-    l0_target_at: float = 0.6
-    """fraction of training by which the target sparsity is reached (target schedule)"""
     l0_dual_lr: float = 0.01
     """step size of the dual ascent on log(lambda) per iteration (target schedule; A2C iterates often)"""
 
@@ -173,20 +166,6 @@ def gate_agent(agent: Agent, args: Args) -> None:
         l0.sparsify(net, args.l0_granularity, args.l0_drop_rate, output_granularity="weight")
 
 
-def make_scheduler(args: Args, lam: float) -> l0.SparsityMapScheduler:
-    return l0.SparsityMapScheduler(
-        total_steps=args.total_timesteps,
-        mode=args.l0_schedule,
-        lam=lam,
-        warmup=args.l0_warmup,
-        ramp_end=args.l0_ramp_end,
-        target_sparsity=args.l0_target_sparsity,
-        target_at=args.l0_target_at,
-        dual_lr=args.l0_dual_lr,
-        lam_max=max(10.0, lam),
-    )
-
-
 def check_args(args: Args) -> None:
     validate(
         args, positive=("learning_rate", "l0_lr", "max_grad_norm", "rms_eps"), unit=("gamma", "gae_lambda")
@@ -196,8 +175,6 @@ def check_args(args: Args) -> None:
         raise UsageError(f"--rms-alpha must be in [0, 1), got {args.rms_alpha}")
     if args.l0_lambda_actor < 0 or args.l0_lambda_critic < 0:
         raise UsageError("--l0-lambda-actor and --l0-lambda-critic must be >= 0 (0 switches the penalty off)")
-    if not 0.0 < args.l0_drop_rate < 1.0:
-        raise UsageError(f"--l0-drop-rate must be in (0, 1), got {args.l0_drop_rate}")
     if args.total_timesteps < args.num_envs * args.num_steps:
         raise UsageError(f"--total-timesteps must be >= one rollout ({args.num_envs * args.num_steps} steps)")
 

@@ -37,6 +37,7 @@ from l0rl.runkit import (
     RunArgs,
     UsageError,
     atomic_torch_save,
+    make_scheduler,
     parse_args,
     run_cli,
     seed_everything,
@@ -44,6 +45,7 @@ from l0rl.runkit import (
 )
 
 ALGO = "dqn_l0"
+LAM_MAX = 100.0  # the target schedule's ceiling: room above the default lambda 20, TD losses are large
 BUFFER_NAME = "replay_buffer.pt"
 
 
@@ -86,28 +88,16 @@ class Args(RunArgs):
     refills the buffer (no updates for learning_starts steps again)"""
 
     # L0 arguments (--sparsity l0, the default)
-    l0_granularity: Literal["weight", "unit"] = "weight"
-    """'weight' (unstructured) or 'unit' (whole neurons/channels; the output layer stays per weight)"""
     l0_lambda: float = 20.0
     """L0 strength for the Q-network (penalty = expected share of non-zero gated weights, in [0, 1]);
     it must hold its own against TD losses of Q-values near 100 (CartPole: 20 -> 80-84% sparse)"""
     l0_drop_rate: float = 0.05
     """initial drop rate of the gates, in (0, 1); nearly open (log_alpha 2.9) keeps the gap
     between test-time and mean sampled gates, hence the target's overestimate, small"""
-    l0_lr: float = 1e-2
-    """learning rate of the gate parameters log_alpha (no weight decay)"""
     l0_schedule: Literal["constant", "linear", "cosine", "target"] = "constant"
     """sparsity-map schedule: constant, linear, cosine (warm-up then ramp) or target (dual ascent).
     constant by default: while lambda is ~0, thousands of TD updates drive log_alpha to 6-10, where
     the penalty's gradient vanishes, and those gates never close again"""
-    l0_warmup: float = 0.1
-    """fraction of training with lambda = 0"""
-    l0_ramp_end: float = 0.5
-    """fraction of training at which lambda reaches its full value (linear/cosine)"""
-    l0_target_sparsity: float = 0.9
-    """target sparsity of the Q-network (target schedule)"""
-    l0_target_at: float = 0.6
-    """fraction of training by which the target sparsity is reached (target schedule)"""
     l0_dual_lr: float = 0.01
     """step size of the dual ascent on log(lambda) per gradient step (target schedule)"""
 
@@ -219,20 +209,6 @@ class ReplayBuffer:
         self.pos, self.full = int(state["pos"]), bool(state["full"])
 
 
-def make_scheduler(args: Args) -> l0.SparsityMapScheduler:
-    return l0.SparsityMapScheduler(
-        total_steps=args.total_timesteps,
-        mode=args.l0_schedule,
-        lam=args.l0_lambda,
-        warmup=args.l0_warmup,
-        ramp_end=args.l0_ramp_end,
-        target_sparsity=args.l0_target_sparsity,
-        target_at=args.l0_target_at,
-        dual_lr=args.l0_dual_lr,
-        lam_max=max(100.0, args.l0_lambda),  # room above the default 20: TD losses are large (--l0-lambda)
-    )
-
-
 @torch.no_grad()
 def update_target(target_network: QNetwork, q_network: QNetwork, tau: float) -> None:
     """target <- tau * effective online weights + (1 - tau) * target (tau = 1: an exact copy)."""
@@ -256,13 +232,8 @@ def check_args(args: Args) -> None:
         raise UsageError(f"--total-timesteps must be >= --num-envs ({args.num_envs})")
     if args.l0_lambda < 0:
         raise UsageError(f"--l0-lambda must be >= 0 (0 switches the penalty off), got {args.l0_lambda}")
-    if not 0.0 < args.l0_drop_rate < 1.0:
-        raise UsageError(f"--l0-drop-rate must be in (0, 1), got {args.l0_drop_rate}")
     if args.sparsity == "l0":
-        try:  # the schedule's fractions and target, as the scheduler itself checks them
-            make_scheduler(args)
-        except ValueError as e:
-            raise UsageError(f"--l0-schedule {args.l0_schedule}: {e}") from None
+        make_scheduler(args, args.l0_lambda, LAM_MAX)  # refuses impossible schedule settings now
 
 
 def train(args: Args) -> str:
@@ -287,7 +258,7 @@ def train(args: Args) -> str:
     schedulers, scheduler, pruner = {}, None, None
     if args.sparsity == "l0":  # every layer; the output layer per weight: a unit gate would delete an action
         l0.sparsify(q_network, args.l0_granularity, args.l0_drop_rate, output_granularity="weight")
-        scheduler = schedulers["q_network"] = make_scheduler(args)
+        scheduler = schedulers["q_network"] = make_scheduler(args, args.l0_lambda, LAM_MAX)
     elif args.sparsity == "gmp":
         sparse = {"q_network": gmp.attach(q_network)}
         pruner = schedulers["gmp"] = gmp.GradualMagnitudePruner(

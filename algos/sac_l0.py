@@ -24,7 +24,6 @@ never with logging, so neither --log-every nor a halt and resume changes the res
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -44,6 +43,7 @@ from l0rl.runkit import (
     RunArgs,
     UsageError,
     atomic_torch_save,
+    make_scheduler,
     parse_args,
     run_cli,
     seed_everything,
@@ -106,30 +106,14 @@ class Args(RunArgs):
     """save the replay buffer with each checkpoint for exact resume (None: yes unless image obs)"""
 
     # L0 arguments (--sparsity l0, the default)
-    l0_granularity: Literal["weight", "unit"] = "weight"
-    """'weight' (unstructured) or 'unit' (whole neurons/channels; output layers stay per weight)"""
     l0_lambda_actor: float = 4.0
     """L0 strength for the actor's policy path (penalty = expected share of non-zero gated weights)"""
     l0_lambda_critic: float = 0.1
     """L0 strength for each critic"""
-    l0_drop_rate: float = 0.3
-    """initial drop rate of the gates, in (0, 1)"""
     l0_lr: float = 1e-3
     """learning rate of the gate parameters log_alpha (no weight decay)"""
-    l0_schedule: Literal["constant", "linear", "cosine", "target"] = "linear"
-    """sparsity-map schedule: constant, linear, cosine (warm-up then ramp) or target (dual ascent)"""
     l0_schedule_every: int = 1_000
     """env steps between sparsity-map scheduler steps (for the target schedule: one dual-ascent step each)"""
-    l0_warmup: float = 0.1
-    """fraction of training with lambda = 0"""
-    l0_ramp_end: float = 0.5
-    """fraction of training at which lambda reaches its full value (linear/cosine)"""
-    l0_target_sparsity: float = 0.9
-    """target sparsity of each network (target schedule)"""
-    l0_target_at: float = 0.6
-    """fraction of training by which the target sparsity is reached (target schedule)"""
-    l0_dual_lr: float = 0.2
-    """step size of the dual ascent on log(lambda) per scheduler step (target schedule)"""
 
 
 def affine(scale, shift) -> Affine:
@@ -315,20 +299,6 @@ def make_optimizer(net: nn.Module, lr: float, args: Args) -> optim.Adam:
     return optim.Adam([{"params": l0.weight_parameters(net), "lr": lr}, gates])
 
 
-def make_scheduler(args: Args, lam: float) -> l0.SparsityMapScheduler:
-    return l0.SparsityMapScheduler(
-        total_steps=args.total_timesteps,
-        mode=args.l0_schedule,
-        lam=lam,
-        warmup=args.l0_warmup,
-        ramp_end=args.l0_ramp_end,
-        target_sparsity=args.l0_target_sparsity,
-        target_at=args.l0_target_at,
-        dual_lr=args.l0_dual_lr,
-        lam_max=max(10.0, lam),
-    )
-
-
 def check_args(args: Args, env_options: dict) -> None:
     # --alpha must be > 0 even with --autotune: it is the starting point of the tuning, in log space
     validate(args, positive=("policy_lr", "q_lr", "l0_lr", "alpha"), unit=("gamma", "tau"))
@@ -336,8 +306,6 @@ def check_args(args: Args, env_options: dict) -> None:
     validate(args, at_least_one=("target_network_frequency", "hidden_size", "her_k", "l0_schedule_every"))
     if args.l0_lambda_actor < 0 or args.l0_lambda_critic < 0:
         raise UsageError("--l0-lambda-actor and --l0-lambda-critic must be >= 0 (0 switches the penalty off)")
-    if not 0.0 < args.l0_drop_rate < 1.0:
-        raise UsageError(f"--l0-drop-rate must be in (0, 1), got {args.l0_drop_rate}")
     if args.learning_starts < 0:
         raise UsageError(f"--learning-starts must be >= 0, got {args.learning_starts}")
     if args.buffer_size < args.num_envs or args.total_timesteps < args.num_envs:

@@ -103,6 +103,25 @@ class RunArgs:
     """how the networks become sparse: l0 (learned gates), gmp (gradual magnitude pruning), none (dense)"""
     l0: bool = True
     """--no-l0 is shorthand for --sparsity none (the dense baseline)"""
+    # the L0 options every algorithm shares (its lambdas are its own)
+    l0_granularity: Literal["weight", "unit"] = "weight"
+    """L0: 'weight' (unstructured) or 'unit' (whole neurons/channels; output layers stay per weight)"""
+    l0_drop_rate: float = 0.3
+    """L0: initial drop rate of the gates, in (0, 1)"""
+    l0_lr: float = 1e-2
+    """L0: learning rate of the gate parameters log_alpha (own optimizer group: no anneal, no weight decay)"""
+    l0_schedule: Literal["constant", "linear", "cosine", "target"] = "linear"
+    """L0: sparsity-map schedule: constant, linear, cosine (warm-up then ramp) or target (dual ascent)"""
+    l0_warmup: float = 0.1
+    """L0: fraction of training with lambda = 0"""
+    l0_ramp_end: float = 0.5
+    """L0: fraction of training at which lambda reaches its full value (linear/cosine)"""
+    l0_target_sparsity: float = 0.9
+    """L0: target sparsity of each gated network (target schedule)"""
+    l0_target_at: float = 0.6
+    """L0: fraction of training by which the target sparsity is reached (target schedule)"""
+    l0_dual_lr: float = 0.2
+    """L0: step size of the dual ascent on log(lambda) per scheduler step (target schedule)"""
     gmp_target: float = 0.9
     """GMP: final sparsity of each pruned network, in (0, 1)"""
     gmp_start: float = 0.2
@@ -137,6 +156,25 @@ def crossed(global_step: int, stride: int, every: int) -> int:
     """How many multiples of `every` going from global_step - stride to global_step passed (0 when
     none, so it reads as a bool too)."""
     return global_step // every - (global_step - stride) // every
+
+
+def make_scheduler(args: Any, lam: float, lam_max: float = 10.0) -> l0.SparsityMapScheduler:
+    """The sparsity-map scheduler of one gated network from the shared L0 options; impossible
+    settings (e.g. --l0-ramp-end before --l0-warmup) are a UsageError."""
+    try:
+        return l0.SparsityMapScheduler(
+            total_steps=args.total_timesteps,
+            mode=args.l0_schedule,
+            lam=lam,
+            warmup=args.l0_warmup,
+            ramp_end=args.l0_ramp_end,
+            target_sparsity=args.l0_target_sparsity,
+            target_at=args.l0_target_at,
+            dual_lr=args.l0_dual_lr,
+            lam_max=max(lam_max, lam),
+        )
+    except ValueError as e:
+        raise UsageError(f"--l0-schedule {args.l0_schedule}: {e}") from None
 
 
 def check_loss(loss: torch.Tensor, global_step: int) -> None:
@@ -255,6 +293,10 @@ def _check_common(args: Any) -> None:
         raise UsageError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
     if args.eval_max_steps is not None and args.eval_max_steps < 1:
         raise UsageError(f"--eval-max-steps must be >= 1, got {args.eval_max_steps}")
+    if args.sparsity == "l0":
+        validate(args, positive=("l0_lr",))
+        if not 0.0 < args.l0_drop_rate < 1.0:
+            raise UsageError(f"--l0-drop-rate must be in (0, 1), got {args.l0_drop_rate}")
     if args.sparsity == "gmp":
         if not 0.0 < args.gmp_target < 1.0:
             raise UsageError(f"--gmp-target must be in (0, 1), got {args.gmp_target}")
