@@ -504,8 +504,6 @@ def train(args: Args) -> str:
             if save_buffer:  # first, so a checkpoint never points at a buffer older than itself
                 atomic_torch_save(run.run_dir / BUFFER_NAME, {**rb.state_dict(), "global_step": global_step})
             loop = {"next_obs": obs, "updates": updates}
-            # recording the policy runs it once: with deterministic gates no gate sample draws from
-            # the RNG, so writing a checkpoint (at a halt, say) leaves the training that follows unchanged
             run.checkpoint(global_step, **states, loop=loop, envs=envs, policy=policy)
         if run.halting(global_step):
             break

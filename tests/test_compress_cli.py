@@ -63,7 +63,7 @@ def check_table(report: dict, stages: list[str]) -> None:
         assert s["nonzeros"] <= s["params"] and s["latency_us"] > 0
         assert math.isfinite(s["return_mean"]) and math.isfinite(s["return_std"])
     hardened = report["stages"][1]
-    assert hardened["compression_params"] == 0.0 and hardened["compression_bytes"] <= 1.0
+    assert hardened["compression_params"] == 0.0 and hardened["params"] == report["dense"]["params"]
     assert report["stages"][0]["return_mean"] == hardened["return_mean"]  # same outputs, same seeds
 
 

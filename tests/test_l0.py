@@ -749,16 +749,7 @@ def test_model_without_gateable_layers():
 # end to end
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models train fastest single-threaded (and do not fight pytest-xdist workers)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def test_end_to_end_sparse_regression_stays_close_to_dense(one_thread):
+def test_end_to_end_sparse_regression_stays_close_to_dense():
     """y depends on 3 of 20 inputs. A 20-64-64-1 tanh MLP with per-weight gates, trained with
     Adam on MSE + 0.2 * penalty (mean-normalised, constant lambda, log_alpha lr 0.1) for 2000
     steps, must end >= 80 % sparse under test-time gates, with a test MSE of at most

@@ -193,16 +193,7 @@ def test_bad_arguments(kwargs, match):
         SparsityMapScheduler(**args)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models train fastest single-threaded (and do not fight pytest-xdist workers)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def test_end_to_end_target_mode_reaches_target(one_thread):
+def test_end_to_end_target_mode_reaches_target():
     """An 8-64-64-1 tanh MLP with per-weight gates, Adam (weights lr 3e-3, log_alpha lr 0.1),
     loss = MSE + scheduler.step(step, stats sparsity) * penalty, 3000 steps, target 0.8 reached
     by 70 % of training (dual_lr 0.02): the final sparsity under test-time gates is 0.8 +- 0.05."""
