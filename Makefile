@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.l0rl-setup
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup demo test test-fast lint format bench clean
+.PHONY: setup demo test test-fast lint format bench bench-quick bench-frontier clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,13 @@ format: setup
 
 bench: setup
 	$(PY) benchmark/l0_overhead.py
+
+# the committed comparison reports (benchmark/results/<suite>/REPORT.md); quick takes about 40 min on 2 cores
+bench-quick: setup
+	$(PY) -m benchmark.run_suite quick --workers 2 && $(PY) -m benchmark.report quick
+
+bench-frontier: setup
+	$(PY) -m benchmark.run_suite frontier --workers 2 && $(PY) -m benchmark.report frontier
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
