@@ -1,0 +1,66 @@
+"""Evaluation as every algorithm and compress run it: Mario's family defaults (sampled actions, a
+step cap), different episodes for different seeds, and compress evaluating as its run did."""
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from l0rl.algos import ppo_l0
+from l0rl.compress import compress_run
+from l0rl.runkit import evaluate, parse_args
+
+MARIO = "SuperMarioBros-7-1-v0"
+
+
+def test_mario_family_defaults_and_explicit_flags_win():
+    args = parse_args(ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, ["--env-id", MARIO])
+    assert (args.eval_greedy, args.eval_max_steps, args.num_envs, args.l0_granularity) == (
+        False,
+        3000,
+        8,
+        "unit",
+    )
+    args = parse_args(
+        ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, ["--env-id", MARIO, "--eval-greedy", "--num-envs", "4"]
+    )
+    assert (args.eval_greedy, args.num_envs) == (True, 4)
+    plain = parse_args(ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, [])
+    assert (plain.eval_greedy, plain.eval_max_steps, plain.num_envs) == (True, None, 4)
+
+
+@pytest.mark.mario
+def test_mario_sampled_evaluation_varies_with_the_seed_and_honours_the_cap():
+    torch.manual_seed(0)
+    obs_space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    policy = ppo_l0.Agent(obs_space, gym.spaces.Discrete(7)).actor
+    runs = {s: evaluate(policy, MARIO, {}, episodes=1, seed=s, greedy=False, max_steps=40) for s in (1, 2)}
+    assert all(r["lengths"] == [40] for r in runs.values())
+    first = evaluate(policy, MARIO, {}, episodes=1, seed=1, greedy=False, max_steps=40)
+    assert first["returns"] == runs[1]["returns"]  # the same seed replays the same episode
+    again = evaluate(policy, MARIO, {}, episodes=1, seed=2, greedy=False, max_steps=40)
+    assert again["returns"] == runs[2]["returns"]
+    assert runs[1]["returns"] != runs[2]["returns"], "sampled actions must vary with the seed"
+
+
+def test_compress_evaluates_as_its_run_did(tmp_path):
+    run_dir = ppo_l0.train(
+        ppo_l0.Args(
+            total_timesteps=512,
+            num_envs=2,
+            num_steps=64,
+            eval_episodes=2,
+            eval_max_steps=15,
+            wandb_mode="disabled",
+            runs_dir=str(tmp_path),
+            progress=False,
+        )
+    )
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    assert summary["eval/episodic_length"] <= 15
+    report = compress_run(run_dir, episodes=2, wandb_mode="disabled")
+    assert report["stages"][0]["return_mean"] == summary["eval/episodic_return"]  # same seeds, same cap
+    assert all(stage["return_mean"] <= 15 for stage in report["stages"])
