@@ -121,7 +121,7 @@ class _StageRunner:
         self.hardened = harden(policy, self.obs_shape)
         self.dense = dense_reference(self.hardened)
 
-    def play(self, module: nn.Module) -> dict:
+    def play(self, module: nn.Module, stage: str = "") -> dict:
         """Return mean / std (and success rate) over the evaluation episodes, evaluated as the run's
         own final evaluation was (greedy or sampled actions, step cap)."""
         args = self.ckpt["args"]
@@ -134,6 +134,7 @@ class _StageRunner:
             greedy=args.get("eval_greedy", True),
             max_steps=args.get("eval_max_steps"),
             progress=self.progress,
+            label=f"compress {stage}".rstrip(),
         )
         m = eval_metrics(result, "")
         return {
@@ -149,7 +150,7 @@ class _StageRunner:
             "stage": name,
             **stage_figures(chain, self.obs_shape, self.dense),
             "latency_us": torch_latency_us(runnable, torch.as_tensor(self.observations[:1])),
-            **self.play(runnable),
+            **self.play(runnable, name),
             "layers": _layers(chain),
         }
 

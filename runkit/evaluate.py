@@ -26,6 +26,7 @@ def evaluate(
     max_steps: int | None = None,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    label: str = "eval",
 ) -> dict:
     """Run `episodes` episodes; returns lists of returns, lengths and (where reported) successes.
     With greedy=False a discrete policy samples its actions (seeded): the only source of variety in
@@ -36,7 +37,7 @@ def evaluate(
     was_training = policy.training
     policy.eval()
     returns, lengths, successes = [], [], []
-    shown = Progress(episodes, enabled=progress, every_s=10.0, desc=f"eval {env_id}", unit="episode")
+    shown = Progress(episodes, enabled=progress, every_s=10.0, desc=f"{label} {env_id}", unit="episode")
     try:
         for i in range(episodes):
             obs, _ = env.reset(seed=seed + i)

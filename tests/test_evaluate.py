@@ -64,3 +64,22 @@ def test_compress_evaluates_as_its_run_did(tmp_path):
     report = compress_run(run_dir, episodes=2, wandb_mode="disabled")
     assert report["stages"][0]["return_mean"] == summary["eval/episodic_return"]  # same seeds, same cap
     assert all(stage["return_mean"] <= 15 for stage in report["stages"])
+
+
+def test_capture_video_works_after_setup(tmp_path, monkeypatch):
+    """make setup installs moviepy: --capture-video writes real MP4 files of the first env."""
+    monkeypatch.chdir(tmp_path)
+    run_dir = ppo_l0.train(
+        ppo_l0.Args(
+            total_timesteps=256,
+            num_envs=2,
+            num_steps=64,
+            eval_episodes=0,
+            capture_video=True,
+            wandb_mode="disabled",
+            runs_dir="runs",
+            progress=False,
+        )
+    )
+    videos = sorted((tmp_path / "videos" / Path(run_dir).name).glob("*.mp4"))
+    assert videos and all(v.read_bytes()[4:8] == b"ftyp" for v in videos)  # the MP4 container header
