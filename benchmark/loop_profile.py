@@ -31,7 +31,7 @@ from l0rl.runkit import atomic_write_json, read_metrics, run_cli
 BUCKETS = {
     "env step: wait for the workers": ("step_wait", "async_vector_env"),
     "env step: send actions": ("step_async", "async_vector_env"),
-    "env step (in process)": ("step", "sync_vector_env"),
+    "env step (in process)": ("step", "/sync_vector_env"),
     "policy forward (rollout + update)": ("get_action_and_value", ""),
     "value forward (bootstrap)": ("get_value", ""),
     "backward": ("backward", "_tensor.py"),
