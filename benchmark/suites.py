@@ -223,10 +223,11 @@ SUITES: dict[str, Suite] = {
             "frontier",
             "Return vs sparsity on CartPole-v1 with PPO: L0 (target schedule) and GMP at five "
             "sparsity levels, plus dense.",
-            cells=(Cell("CartPole-v1", "ppo_l0", 300_000, frontier_variants(FRONTIER_LEVELS, 0.90)),),
+            cells=(Cell("CartPole-v1", "ppo_l0", 200_000, frontier_variants(FRONTIER_LEVELS, 0.90)),),
             seeds=(1, 2, 3, 4, 5),
-            # 25 L0 runs x 192 s + 25 GMP x 135 s + 5 dense x 141 s + 55 x 4 s + 65 compressions x 4 s
-            estimate="~78 min on 2 cores with 2 workers (156 CPU-minutes: 55 runs, 65 compressions)",
+            # 25 L0 runs x 128 s + 25 GMP x 90 s + 5 dense x 94 s + 55 x 4 s + 65 compressions x 4 s
+            estimate="~52 min on 2 cores with 2 workers (104 CPU-minutes: 55 runs, 65 compressions); "
+            "~32 min for --seeds 1 2 3",
         ),
         Suite(
             "mario",
