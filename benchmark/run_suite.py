@@ -4,6 +4,8 @@
     python -m benchmark.run_suite quick --workers 2      # processes at once (default: CPU cores)
     python -m benchmark.run_suite quick --seeds 1 2      # fewer seeds
     python -m benchmark.run_suite quick --dry-run        # say what would run, start nothing
+    python -m benchmark.run_suite paper --backend ray --address HEAD:6379 --runs-dir /shared/runs
+                                                         # on a Ray cluster: benchmark/ray_backend.py
     python -m benchmark.report quick                     # then: tables, statistics and figures
 
 Each training run is a subprocess `python algos/<algo>.py ...` with OMP_NUM_THREADS=1 (one thread per
@@ -388,7 +390,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("suite", help=f"one of {', '.join(suites.SUITES)}")
     p.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="tasks at once (default: CPU cores)"
+        "--workers",
+        type=int,
+        help="tasks at once (default: CPU cores; with --backend ray, what the cluster's resources allow)",
     )
     p.add_argument("--seeds", type=int, nargs="+", help="these seeds instead of the suite's")
     p.add_argument(
@@ -404,6 +408,18 @@ def parser() -> argparse.ArgumentParser:
         "--episodes", type=int, help="evaluation episodes per compress stage (default: the suite's)"
     )
     p.add_argument("--dry-run", action="store_true", help="list the tasks and their commands; start nothing")
+    p.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local: a pool of processes here (default); ray: a Ray cluster (benchmark/ray_backend.py)",
+    )
+    p.add_argument(
+        "--address", help="--backend ray: the Ray head, HEAD:6379 (default: a Ray on this machine only)"
+    )
+    p.add_argument(
+        "--retries", type=int, help="--backend ray: attempts after a failed or killed one (default 2)"
+    )
     return p
 
 
@@ -427,10 +443,12 @@ def dry_run(runner: Runner, tasks: list[Task], say: Callable[[str], None] = prin
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     suite = suites.get(a.suite)
-    if a.workers < 1:
+    if a.workers is not None and a.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {a.workers}")
     if a.episodes is not None and a.episodes < 1:
         raise UsageError(f"--episodes must be >= 1, got {a.episodes}")
+    if a.backend != "ray" and (a.address is not None or a.retries is not None):
+        raise UsageError("--address and --retries go with --backend ray")
     runs_dir = (a.runs_dir or default_runs_dir(suite.name)).resolve()
     if runs_dir.exists() and not runs_dir.is_dir():
         raise UsageError(f"--runs-dir {runs_dir} is a file; pass a directory")
@@ -438,9 +456,9 @@ def main(argv: list[str] | None = None) -> int:
         suite, suites.expand(suite, a.seeds), runs_dir, a.wandb_mode, a.episodes or suite.compress_episodes
     )
     tasks = runner.tasks()
-    print(
-        f"suite {suite.name}: {len(runner.specs)} runs, {len(tasks)} tasks, {a.workers} workers, in {runs_dir}"
-    )
+    workers = a.workers or os.cpu_count() or 1
+    on = f"{workers} workers" if a.backend == "local" else f"on Ray at {a.address or 'this machine'}"
+    print(f"suite {suite.name}: {len(runner.specs)} runs, {len(tasks)} tasks, {on}, in {runs_dir}")
     if suite.estimate:
         print(f"expected: {suite.estimate} (all of it; finished work is skipped)", flush=True)
     if a.dry_run:
@@ -448,9 +466,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     runs_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    if a.backend == "ray":
+        from benchmark.ray_backend import RayPool
+
+        pool = RayPool.for_runner(runner, a, env, say)
+    else:
+        pool = Pool(workers, runs_dir / LOG_DIR, env, say=say)
     start = time.time()
     try:
-        outcomes = Pool(a.workers, runs_dir / LOG_DIR, env, say=lambda s: print(s, flush=True)).run(tasks)
+        outcomes = pool.run(tasks)
     except KeyboardInterrupt:
         print(f"interrupted; run `{PROG} {a.suite}` again to resume", file=sys.stderr)
         return 130
@@ -476,4 +504,7 @@ def summarize(outcomes: list[Outcome], a: argparse.Namespace, seconds: float) ->
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, PROG))
+    # as benchmark.run_suite, not __main__: --backend ray ships tasks to workers that import it by name
+    from benchmark import run_suite
+
+    raise SystemExit(run_cli(run_suite.main, PROG))

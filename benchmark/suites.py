@@ -59,6 +59,8 @@ class Cell:
     variants: tuple[Variant, ...]
     args: dict[str, Any] = field(default_factory=dict, hash=False)  # unhashable: left out of the hash
     """options shared by every variant, as algorithm argument names (num_envs=8)"""
+    gpus: float = 0.0
+    """GPUs each training run of this cell asks the Ray backend for (0: CPU only, schedulable anywhere)"""
 
     @property
     def title(self) -> str:
