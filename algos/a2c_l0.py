@@ -349,7 +349,6 @@ def train(args: Args) -> str:
 
         if run.should_checkpoint(global_step, args.batch_size):
             loop = {"next_obs": next_obs.cpu(), "next_done": next_done.cpu()}
-            # the policy record traces the actor: sampled gates would draw on the RNG saved with it
             run.checkpoint(global_step, **states, loop=loop, envs=envs, policy=agent.actor)
         if run.halting(global_step):
             break

@@ -36,18 +36,10 @@ from l0rl.runkit import (
 )
 
 ALGO = "ppo_l0"
-FAMILY_DEFAULTS = {
-    # the best Mario configuration measured so far (benchmark/results/mario/): 8 emulators, unit
-    # gates so compress removes whole channels, and a strong, early lambda
-    "mario": {
-        "num_envs": 8,
-        "total_timesteps": 1_000_000,
-        "l0_granularity": "unit",
-        "l0_lambda_actor": 10.0,
-        "l0_warmup": 0.05,
-        "l0_ramp_end": 0.3,
-    },
-}
+# Mario: the best configuration measured so far (benchmark/results/mario-ppo-short.md): 8 emulators,
+# unit gates so compress removes whole channels, and a strong, early lambda
+MARIO = dict(num_envs=8, total_timesteps=1_000_000, l0_granularity="unit", l0_lambda_actor=10.0)
+FAMILY_DEFAULTS = {"mario": {**MARIO, "l0_warmup": 0.05, "l0_ramp_end": 0.3}}
 """Defaults where an env family differs from CartPole's (applied by parse_args; explicit flags win)."""
 
 
@@ -242,8 +234,7 @@ def train(args: Args) -> str:
     run.open(envs.single_observation_space, envs.single_action_space, args.num_iterations * args.batch_size)
 
     # ALGO Logic: Storage setup
-    # frames stay uint8 (4x less memory to store and to gather per minibatch); the policy's own
-    # Scale module turns them into floats, so the deployed policy takes raw frames as well
+    # frames stay uint8 (4x less memory per minibatch gather): the policy's own Scale makes them floats
     obs_dtype = torch.uint8 if len(envs.single_observation_space.shape) == 3 else torch.float32
     obs = torch.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape, dtype=obs_dtype)
     obs = obs.to(device)
@@ -422,7 +413,6 @@ def train(args: Args) -> str:
 
         if run.should_checkpoint(global_step, args.batch_size):
             loop = {"next_obs": next_obs.cpu(), "next_done": next_done.cpu()}
-            # the policy record traces the actor: sampled gates would draw on the RNG saved with it
             run.checkpoint(global_step, **states, loop=loop, envs=envs, policy=agent.actor)
         if run.halting(global_step):
             break
