@@ -298,6 +298,11 @@ def plot_curves(cell: Cell, by_variant: dict[str, list[Record]], kind: str, path
     ax.set(xlabel="env steps", ylabel=what, title=f"{cell.title}: {what} ({band})")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: Path) -> bool:
+    """Write a finished figure as PNG and free it; True, for the plot_* functions to return."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -338,10 +343,7 @@ def plot_frontier(cell: Cell, by_variant: dict[str, list[Record]], rows: list[Ro
     )
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
 
 
 def plot_compress(cell: Cell, by_variant: dict[str, list[Record]], rows: list[Row], path: Path) -> bool:
