@@ -51,6 +51,8 @@ class Args(RunArgs):
     """the number of steps to run in each environment per policy rollout"""
     anneal_lr: bool = True
     """toggle learning rate annealing for policy and value networks"""
+    l0_anneal_lr: bool = True
+    """anneal the gates' learning rate (--l0-lr) together with the weights' (with --anneal-lr)"""
     gamma: float = 0.99
     """the discount factor gamma"""
     gae_lambda: float = 1.0
@@ -72,7 +74,7 @@ class Args(RunArgs):
     l0_lambda_actor: float = 2.0
     """L0 strength for the actor (penalty = expected share of non-zero gated weights)"""
     l0_lambda_critic: float = 0.5
-    """L0 strength for the critic"""
+    """L0 strength for the critic (0 leaves the critic dense: no gates, no gate noise in its values)"""
     l0_dual_lr: float = 0.01
     """step size of the dual ascent on log(lambda) per iteration (target schedule; A2C iterates often)"""
 
@@ -160,10 +162,13 @@ class Agent(nn.Module):
         return action, probs.log_prob(action), probs.entropy(), self.critic(x)
 
 
-def gate_agent(agent: Agent, args: Args) -> None:
-    """Gate the actor (incl. a shared torso) and the critic's own layers."""
-    for net in (agent.actor, agent.critic_own):
+def gate_agent(agent: Agent, args: Args) -> list[str]:
+    """Gate the actor (incl. a shared torso) and, unless its lambda is 0, the critic's own layers;
+    returns the names of the gated networks."""
+    gated = ["actor"] + (["critic"] if args.l0_lambda_critic > 0 else [])
+    for net in (agent.actor, agent.critic_own)[: len(gated)]:
         l0.sparsify(net, args.l0_granularity, args.l0_drop_rate, output_granularity="weight")
+    return gated
 
 
 def check_args(args: Args) -> None:
@@ -198,9 +203,9 @@ def train(args: Args) -> str:
     sparse = {"actor": agent.actor, "critic": agent.critic_own}
     schedulers, pruner = {}, None
     if args.sparsity == "l0":
-        gate_agent(agent, args)
-        schedulers = {"actor": make_scheduler(args, args.l0_lambda_actor)}
-        schedulers["critic"] = make_scheduler(args, args.l0_lambda_critic)
+        gated = gate_agent(agent, args)
+        strength = {"actor": args.l0_lambda_actor, "critic": args.l0_lambda_critic}
+        schedulers = {k: make_scheduler(args, strength[k]) for k in gated}
     elif args.sparsity == "gmp":
         for net in sparse.values():
             gmp.attach(net)
@@ -240,10 +245,11 @@ def train(args: Args) -> str:
             next_obs = torch.Tensor(envs.reset(seed=args.seed + global_step)[0]).to(device)
 
     for iteration in range(global_step // args.batch_size + 1, args.num_iterations + 1):
-        # Annealing the rate if instructed to do so (weights only: the gates keep their own rate).
+        # Annealing the rate if instructed to do so (the gates' rate too, unless --no-l0-anneal-lr)
         if args.anneal_lr:
             frac = 1.0 - (iteration - 1.0) / args.num_iterations
             optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+            optimizer.param_groups[1]["lr"] = frac * args.l0_lr if args.l0_anneal_lr else args.l0_lr
         # the target schedule's controller reads the sparsity reached so far; other modes need no stats
         lams = {
             k: s.step(global_step, l0.stats(sparse[k])["l0/sparsity"] if s.mode == "target" else None)

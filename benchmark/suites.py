@@ -41,9 +41,13 @@ class Variant:
     """dense: also compress with one-shot magnitude pruning at the sparsity this variant reached"""
     level: float | None = None
     """the sparsity this variant aims at, where the suite sweeps several (the frontier)"""
+    title: str = ""
+    """the row label in reports, where the kind and level do not tell variants apart (sweeps)"""
 
     @property
     def label(self) -> str:
+        if self.title:
+            return self.title
         kinds = {"none": "dense", "l0": "L0", "gmp": "GMP"}
         return kinds[self.sparsity] + (f" {self.level:.2f}" if self.level is not None else "")
 
@@ -204,6 +208,24 @@ def frontier_variants(levels: tuple[float, ...], matched: float) -> tuple[Varian
     return tuple(out)
 
 
+def l0_sweep(base: dict[str, Any], *points: dict[str, Any]) -> tuple[Variant, ...]:
+    """One L0 variant per point of a hyper-parameter sweep (algorithm argument names -> values) on
+    top of `base`, named and labelled by the point's own values: l0_lambda_actor=10, l0_lr=0.0025
+    -> `l0-lam10-lr0.0025`."""
+    short = {"l0_lambda_actor": "lam", "l0_lambda_critic": "crit", "l0_lr": "lr", "l0_schedule": "",
+             "l0_warmup": "warm", "l0_anneal_lr": "anneal", "l0_granularity": "", "l0_dual_lr": "dual",
+             "l0_target_sparsity": "target", "learning_rate": "wlr"}  # fmt: skip
+    out = []
+    for p in points:
+        parts = [f"{short.get(k, k)}{str(v).lower()}" for k, v in p.items()]
+        out.append(Variant("l0-" + "-".join(parts), "l0", {**base, **p}, title="L0 " + " ".join(parts)))
+    return tuple(out)
+
+
+# The prototype configuration the PPO sweep is centred on: constant lambda from step 0 on the actor
+# alone, gates learning at 2.5e-3 annealed with the weights.
+PPO_CENTRE = {"l0_schedule": "constant", "l0_lambda_critic": 0.0, "l0_anneal_lr": True}
+
 SUITES: dict[str, Suite] = {
     s.name: s
     for s in (
@@ -261,6 +283,51 @@ SUITES: dict[str, Suite] = {
             seeds=(1, 2, 3, 4, 5),
             estimate="days on 2 cores: the 15 Mario runs of 10M steps take ~43 h each at the 64 SPS "
             "measured on 2 CPU cores (far less with a GPU); the other 150 runs ~25 CPU-hours",
+        ),
+        Suite(
+            "sweep-ppo",
+            "PPO-L0 on CartPole-v1 at 500k steps: actor lambda x gate learning rate around the "
+            "prototype's point (constant lambda, actor-only gates, annealed gate rate).",
+            cells=(
+                Cell(
+                    "CartPole-v1",
+                    "ppo_l0",
+                    500_000,
+                    l0_sweep(
+                        PPO_CENTRE,
+                        *(
+                            {"l0_lambda_actor": lam, "l0_lr": lr}
+                            for lam, lr in ((5, 2.5e-3), (10, 2.5e-3), (20, 2.5e-3), (10, 1e-3), (10, 5e-3))
+                        ),
+                        {"l0_lambda_actor": 10, "l0_lr": 2.5e-3, "l0_lambda_critic": 0.5},
+                    ),  # fmt: skip
+                    {"eval_episodes": 20},
+                ),
+            ),
+            seeds=(1, 2),
+            estimate="~25 min on 2 cores with 2 workers (12 runs of ~4 CPU-minutes)",
+        ),
+        Suite(
+            "sweep-a2c",
+            "A2C-L0 on CartPole-v1 at 500k steps: actor lambda x gate learning rate (constant lambda, "
+            "actor-only gates, annealed gate rate).",
+            cells=(
+                Cell(
+                    "CartPole-v1",
+                    "a2c_l0",
+                    500_000,
+                    l0_sweep(
+                        PPO_CENTRE,
+                        *(
+                            {"l0_lambda_actor": lam, "l0_lr": lr}
+                            for lam, lr in ((2, 2.5e-3), (5, 2.5e-3), (10, 2.5e-3), (5, 1e-3), (5, 1e-2))
+                        ),
+                    ),  # fmt: skip
+                    {"eval_episodes": 20},
+                ),
+            ),
+            seeds=(1, 2),
+            estimate="~20 min on 2 cores with 2 workers (10 runs of ~4 CPU-minutes)",
         ),
         Suite(
             "tiny",

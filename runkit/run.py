@@ -109,7 +109,7 @@ class RunArgs:
     l0_drop_rate: float = 0.3
     """L0: initial drop rate of the gates, in (0, 1)"""
     l0_lr: float = 1e-2
-    """L0: learning rate of the gate parameters log_alpha (own optimizer group: no anneal, no weight decay)"""
+    """L0: learning rate of the gate parameters log_alpha (own optimizer group, no weight decay)"""
     l0_schedule: Literal["constant", "linear", "cosine", "target"] = "linear"
     """L0: sparsity-map schedule: constant, linear, cosine (warm-up then ramp) or target (dual ascent)"""
     l0_warmup: float = 0.1
