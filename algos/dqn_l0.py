@@ -45,7 +45,6 @@ from l0rl.runkit import (
 )
 
 ALGO = "dqn_l0"
-LAM_MAX = 100.0  # the target schedule's ceiling: room above the default lambda 20, TD losses are large
 BUFFER_NAME = "replay_buffer.pt"
 
 
@@ -233,7 +232,7 @@ def check_args(args: Args) -> None:
     if args.l0_lambda < 0:
         raise UsageError(f"--l0-lambda must be >= 0 (0 switches the penalty off), got {args.l0_lambda}")
     if args.sparsity == "l0":
-        make_scheduler(args, args.l0_lambda, LAM_MAX)  # refuses impossible schedule settings now
+        make_scheduler(args, args.l0_lambda)  # refuses impossible schedule settings now
 
 
 def train(args: Args) -> str:
@@ -258,7 +257,7 @@ def train(args: Args) -> str:
     schedulers, scheduler, pruner = {}, None, None
     if args.sparsity == "l0":  # every layer; the output layer per weight: a unit gate would delete an action
         l0.sparsify(q_network, args.l0_granularity, args.l0_drop_rate, output_granularity="weight")
-        scheduler = schedulers["q_network"] = make_scheduler(args, args.l0_lambda, LAM_MAX)
+        scheduler = schedulers["q_network"] = make_scheduler(args, args.l0_lambda)
     elif args.sparsity == "gmp":
         sparse = {"q_network": gmp.attach(q_network)}
         pruner = schedulers["gmp"] = gmp.GradualMagnitudePruner(

@@ -492,7 +492,8 @@ def header(
         suite.description,
         "",
         f"- Runs: `{commands['runs']}`; this report, every table and figure: `{commands['report']}`.",
-        f"- Seeds: {', '.join(map(str, seeds))}; {len(records)} finished runs"
+        f"- Seeds: {', '.join(map(str, sorted({s.seed for s in suites.expand(suite, seeds)})))}; "
+        f"{len(records)} finished runs"
         + (f", {len(missing)} missing (listed at the end)." if missing else "."),
         f"- Statistics (rliable): returns are interquartile means over seeds with stratified-bootstrap 95 % "
         f"confidence intervals ({reps} repetitions, seed {stats.BOOTSTRAP_SEED}); other columns are means "
@@ -538,7 +539,8 @@ def cell_section(c: CellReport, specs: list[RunSpec], report_command: str) -> li
 def markdown(suite: Suite, cells: list[CellReport], records, missing, commands: dict, seeds, reps) -> str:
     lines = header(suite, records, missing, commands, seeds, reps)
     for c in cells:
-        specs = [s for s in suites.expand(suite, seeds) if s.cell == c.cell and s.seed == seeds[0]]
+        of_cell = [s for s in suites.expand(suite, seeds) if s.cell == c.cell]
+        specs = [s for s in of_cell if s.seed == of_cell[0].seed]  # one run per variant, for its command
         lines += cell_section(c, specs, commands["report"])
     if missing:
         lines += ["", "## Missing runs", "", f"Not finished yet (run `{commands['runs']}`):", ""]
@@ -696,7 +698,7 @@ def main(argv: list[str] | None = None) -> Path:
     if not runs_dir.is_dir():
         raise UsageError(f"{runs_dir} holds no runs; run `python -m benchmark.run_suite {suite.name}` first")
     out = (a.out or default_out(suite.name)).resolve()
-    seeds = a.seeds or list(suite.seeds)
+    seeds = a.seeds  # None: each cell's own (the suite's unless the cell names others)
     runs_flag = f" --runs-dir {a.runs_dir}" if a.runs_dir else ""
     extra = (
         runs_flag

@@ -6,14 +6,20 @@ Modes (progress p = global_step / total_steps):
   to lam at p = ramp_end, and holds. Lets the policy learn something before gates start closing.
 - "target": dual ascent towards a requested sparsity. The target ramps from 0 at p = warmup to
   target_sparsity at p = target_at and then holds; after every call with a measured sparsity,
-  log(lambda) += dual_lr * (target_now - sparsity) / target_sparsity, clipped to [lam_min, lam_max].
-  Working in log space makes the step size independent of lambda's scale.
+  log(lambda) += dual_lr * log(density / target_density) (density = 1 - sparsity), clipped to
+  [lam_min, lam_max] (by default lam / 100 and lam * 100). Working in log space makes the step
+  independent of lambda's scale; measuring the error as a density ratio keeps it strong near the
+  top (95 % against 99 % is five times too dense, not 4 % short), and the floor relative to lam
+  stops an early overshoot from parking lambda where it takes the rest of training to climb back
+  (closed gates barely reopen when lambda drops, so overshoots do not correct themselves).
 An optional temperature anneal moves the gates' beta linearly from beta_start to beta_end.
 """
 
 import math
 
 MODES = ("constant", "linear", "cosine", "target")
+DENSITY_FLOOR = 1e-4
+"""The target mode's error treats a fully closed network as this dense (log of 0 is no step)."""
 
 
 class SparsityMapScheduler:
@@ -29,8 +35,8 @@ class SparsityMapScheduler:
         target_sparsity: float | None = None,
         target_at: float = 0.5,
         dual_lr: float = 0.1,
-        lam_min: float = 1e-5,
-        lam_max: float = 10.0,
+        lam_min: float | None = None,
+        lam_max: float | None = None,
         beta_start: float | None = None,
         beta_end: float | None = None,
     ):
@@ -44,6 +50,8 @@ class SparsityMapScheduler:
             raise ValueError(f"warmup is a fraction of training and must be in [0, 1), got {warmup}")
         if mode in ("linear", "cosine") and not warmup < ramp_end <= 1.0:
             raise ValueError(f"ramp_end must be in (warmup, 1], got ramp_end={ramp_end}, warmup={warmup}")
+        lam_min = lam / 100 if lam_min is None else lam_min
+        lam_max = lam * 100 if lam_max is None else lam_max
         if mode == "target":
             if target_sparsity is None or not 0.0 < target_sparsity < 1.0:
                 raise ValueError(f"target mode needs target_sparsity in (0, 1), got {target_sparsity}")
@@ -100,7 +108,7 @@ class SparsityMapScheduler:
             if p < self.warmup:
                 self.lam = 0.0
             else:
-                error = (self.current_target - sparsity) / self.target_sparsity
+                error = math.log(max(1.0 - sparsity, DENSITY_FLOOR) / (1.0 - self.current_target))
                 self.log_lam = min(
                     max(self.log_lam + self.dual_lr * error, math.log(self.lam_min)), math.log(self.lam_max)
                 )

@@ -158,7 +158,7 @@ def crossed(global_step: int, stride: int, every: int) -> int:
     return global_step // every - (global_step - stride) // every
 
 
-def make_scheduler(args: Any, lam: float, lam_max: float = 10.0) -> l0.SparsityMapScheduler:
+def make_scheduler(args: Any, lam: float) -> l0.SparsityMapScheduler:
     """The sparsity-map scheduler of one gated network from the shared L0 options; impossible
     settings (e.g. --l0-ramp-end before --l0-warmup) are a UsageError."""
     try:
@@ -171,7 +171,6 @@ def make_scheduler(args: Any, lam: float, lam_max: float = 10.0) -> l0.SparsityM
             target_sparsity=args.l0_target_sparsity,
             target_at=args.l0_target_at,
             dual_lr=args.l0_dual_lr,
-            lam_max=max(lam_max, lam),
         )
     except ValueError as e:
         raise UsageError(f"--l0-schedule {args.l0_schedule}: {e}") from None

@@ -92,11 +92,11 @@ def tiny(tmp_path_factory):
 def test_a_suite_expands_into_every_cell_variant_and_seed(name):
     suite = suites.SUITES[name]
     specs = suites.expand(suite)
-    assert len(specs) == sum(len(c.variants) for c in suite.cells) * len(suite.seeds)
+    assert len(specs) == sum(len(c.variants) * len(c.seeds or suite.seeds) for c in suite.cells)
     for cell in suite.cells:
         for v in cell.variants:
             seeds = [s.seed for s in specs if s.cell == cell and s.variant == v]
-            assert seeds == list(suite.seeds), (cell.title, v.name)
+            assert seeds == list(cell.seeds or suite.seeds), (cell.title, v.name)
     # every GMP run whose target is L0's sparsity waits for the L0 run of its own cell and seed
     for s in specs:
         if s.variant.gmp_target_from is not None:
@@ -105,6 +105,36 @@ def test_a_suite_expands_into_every_cell_variant_and_seed(name):
             with pytest.raises(ValueError, match="--gmp-target comes from"):
                 s.train_args()
             assert s.train_args(0.93)[-2:] == ["--gmp-target", "0.93"]
+
+
+def test_a_cell_can_name_its_own_seeds_and_seeds_overrides_them():
+    own = suites.Cell("CartPole-v1", "ppo_l0", 1024, (suites.L0,), seeds=(1, 2, 3, 4, 5))
+    other = suites.Cell("Acrobot-v1", "ppo_l0", 1024, (suites.L0,))
+    suite = suites.Suite("t", "", (own, other), seeds=(1, 2))
+    assert [(s.cell.env_id, s.seed) for s in suites.expand(suite)] == [
+        *(("CartPole-v1", seed) for seed in (1, 2, 3, 4, 5)),
+        ("Acrobot-v1", 1),
+        ("Acrobot-v1", 2),
+    ]
+    assert {s.seed for s in suites.expand(suite, [7])} == {7}
+
+
+def test_sweep_variants_are_named_by_what_they_set():
+    a, b = suites.l0_sweep(
+        {"l0_schedule": "constant"}, {"l0_lambda_actor": 2, "l0_lr": 1e-3}, {"l0_lambda_actor": 5}
+    )
+    assert (a.name, a.label) == ("l0-lam2-lr0.001", "L0 lam2 lr0.001")
+    assert a.args == {"l0_schedule": "constant", "l0_lambda_actor": 2, "l0_lr": 1e-3}
+    assert (b.name, b.sparsity) == ("l0-lam5", "l0")
+    spec = suites.RunSpec("t", suites.Cell("CartPole-v1", "ppo_l0", 1024, (a, b)), a, 1)
+    assert spec.train_args()[-6:] == [
+        "--l0-schedule",
+        "constant",
+        "--l0-lambda-actor",
+        "2",
+        "--l0-lr",
+        "0.001",
+    ]
 
 
 def test_the_configured_suites_hold_what_the_benchmark_promises():

@@ -99,22 +99,33 @@ def test_target_mode_dual_ascent():
     # warm-up: penalty off whatever the measured sparsity
     assert sch.step(0, 0.0) == 0.0 and sch.step(5, 0.0) == 0.0
     assert sch.log_dict()["l0/lambda"] == 0.0
-    # below target: lambda rises every step, by exactly exp(dual_lr * error / target) in log space
+    # too dense: lambda rises every step, by dual_lr * log(density / target density) in log space
     prev = 0.01
     for step in range(50, 60):
         lam = sch.step(step, 0.4)
         assert lam > prev
-        assert math.log(lam) - math.log(prev) == pytest.approx(0.1 * (0.8 - 0.4) / 0.8)
+        assert math.log(lam) - math.log(prev) == pytest.approx(0.1 * math.log(0.6 / 0.2))
         prev = lam
     assert sch.log_dict() == {"l0/lambda": lam, "l0/target_sparsity": pytest.approx(0.8)}
-    # above target: lambda falls every step
+    # too sparse: lambda falls every step
     for step in range(60, 70):
         lam = sch.step(step, 0.95)
         assert lam < prev
-        assert math.log(lam) - math.log(prev) == pytest.approx(0.1 * (0.8 - 0.95) / 0.8)
+        assert math.log(lam) - math.log(prev) == pytest.approx(0.1 * math.log(0.05 / 0.2))
         prev = lam
     # on target: lambda holds
     assert sch.step(70, 0.8) == pytest.approx(prev)
+
+
+def test_target_mode_error_is_a_density_ratio():
+    """Near the top, a few points short is many times too dense: 95 % against a 99 % target pushes
+    as hard as 50 % against 90 %."""
+    steps = []
+    for sparsity, target in ((0.95, 0.99), (0.5, 0.9)):
+        sch = target_scheduler(target_sparsity=target, warmup=0.0, target_at=0.01, lam=1.0, dual_lr=0.1)
+        sch.step(1, sparsity)  # the target has finished its ramp at step 1
+        steps.append(math.log(sch.lam))
+    assert steps[0] == pytest.approx(steps[1]) == pytest.approx(0.1 * math.log(5))
 
 
 def test_target_mode_clips_lambda():
@@ -127,6 +138,18 @@ def test_target_mode_clips_lambda():
     assert sch.lam == pytest.approx(1e-3)
     # and recovers from the floor straight away (no wind-up below lam_min)
     assert sch.step(200, 0.0) > 1e-3
+
+
+def test_target_mode_bounds_default_to_a_hundredfold_around_lam():
+    """An early overshoot cannot park lambda far below where it started: it stays within
+    [lam / 100, lam * 100] unless told otherwise."""
+    sch = target_scheduler(lam=2.0, dual_lr=1.0)
+    for step in range(10, 60):
+        sch.step(step, 0.99)  # far sparser than the ramping target
+    assert sch.lam == pytest.approx(0.02)
+    for step in range(60, 200):
+        sch.step(step, 0.0)
+    assert sch.lam == pytest.approx(200.0)
 
 
 def test_target_mode_needs_sparsity():
