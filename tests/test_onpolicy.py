@@ -208,7 +208,7 @@ def test_resume_is_bit_exact(algo, sparsity, schedule, tmp_path):
     assert z["finished"] and z["global_step"] == a["global_step"] == 4 * b
     assert_same_state(a["networks"]["agent"], z["networks"]["agent"])
     assert a["schedulers"] == z["schedulers"] and set(a["schedulers"]) == (
-        {"actor", "critic"} if sparsity == "l0" else {"gmp"}
+        {"actor"} if sparsity == "l0" else {"gmp"}  # the default critic lambda 0: no critic gates
     )
     # the resumed record neither repeats nor skips a step, and holds the same losses
     assert logged_losses(full) == logged_losses(part) and len(logged_losses(part)) == 4
@@ -236,6 +236,32 @@ def test_resume_restarts_box2d_episodes(algo, tmp_path):
     resume(algo, run_dir)
     ckpt = load_checkpoint(run_dir)
     assert ckpt["finished"] and ckpt["global_step"] == args.total_timesteps
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+@pytest.mark.parametrize("critic_lambda", [0.0, 0.5])
+def test_the_critic_is_gated_only_with_a_positive_lambda(algo, critic_lambda, tmp_path):
+    run_dir = ALGOS[algo].train(tiny(algo, tmp_path, l0_lambda_critic=critic_lambda, eval_episodes=0))
+    ckpt = load_checkpoint(run_dir)
+    critic_gates = [k for k in ckpt["networks"]["agent"] if k.startswith("critic.") and "log_alpha" in k]
+    actor_gates = [k for k in ckpt["networks"]["agent"] if k.startswith("actor.") and "log_alpha" in k]
+    assert len(actor_gates) == 3 and len(critic_gates) == (3 if critic_lambda else 0)
+    assert set(ckpt["schedulers"]) == ({"actor", "critic"} if critic_lambda else {"actor"})
+    logged = set().union(*read_metrics(run_dir))
+    assert ("l0/critic/lambda" in logged) == bool(critic_lambda)
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_the_gates_learning_rate_is_annealed_with_the_weights_unless_told_not_to(algo, tmp_path):
+    def last_rates(**kw):
+        args = tiny(algo, tmp_path / str(len(kw)), eval_episodes=0, l0_lr=0.01, **kw)
+        ckpt = load_checkpoint(ALGOS[algo].train(args))
+        return [g["lr"] for g in ckpt["optimizers"]["agent"]["param_groups"]]
+
+    weights, gates = last_rates()
+    frac = weights / ALGOS[algo].Args.learning_rate  # the weights' anneal factor of the last iteration
+    assert 0 < frac < 1 and gates == pytest.approx(0.01 * frac)
+    assert last_rates(l0_anneal_lr=False)[1] == 0.01
 
 
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
