@@ -510,7 +510,9 @@ def header(
     return lines
 
 
-def cell_section(c: CellReport, specs: list[RunSpec], report_command: str) -> list[str]:
+def cell_section(
+    c: CellReport, specs: list[RunSpec], report_command: str, compress_flags: str = ""
+) -> list[str]:
     """A cell's commands, table, comparisons and figures; `specs`: one run of each variant."""
     lines = [
         "",
@@ -521,7 +523,7 @@ def cell_section(c: CellReport, specs: list[RunSpec], report_command: str) -> li
     ]
     lines += [f"- {s.variant.label}: `{command_text(s)}`" for s in specs]
     lines += [
-        "- compress: `python -m l0rl.compress RUN --method l0` for every run; the dense runs also "
+        f"- compress: `python -m l0rl.compress RUN --method l0{compress_flags}` for every run; the dense runs also "
         "`--method magnitude --sparsity <sparsity the matching L0 run reached>` and `--method svd`.",
         "",
     ]
@@ -541,7 +543,8 @@ def markdown(suite: Suite, cells: list[CellReport], records, missing, commands: 
     for c in cells:
         of_cell = [s for s in suites.expand(suite, seeds) if s.cell == c.cell]
         specs = [s for s in of_cell if s.seed == of_cell[0].seed]  # one run per variant, for its command
-        lines += cell_section(c, specs, commands["report"])
+        flags = " ".join(suites.to_flags(suite.compress_options))
+        lines += cell_section(c, specs, commands["report"], f" {flags}" if flags else "")
     if missing:
         lines += ["", "## Missing runs", "", f"Not finished yet (run `{commands['runs']}`):", ""]
         lines += [f"- {s.key}" for s in missing]

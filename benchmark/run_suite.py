@@ -233,6 +233,7 @@ class Runner:
             "sparsity": sparsity,
             "episodes": self.episodes,
             "wandb_mode": self.wandb_mode,
+            **(self.suite.compress_options if method == "l0" else {}),
         }
         flags = suites.to_flags({k: v for k, v in options.items() if v is not None})
         return "compress", Inline(

@@ -216,6 +216,10 @@ def test_the_runner_trains_and_compresses_every_run(tiny):
             {"compress_magnitude.json", "compress_svd.json"} if spec.magnitude_source else set()
         )
         assert expected <= {p.name for p in run_dir.glob("compress*.json")}, spec.key
+        # the suite's compress options reach `--method l0` only
+        assert json.loads((run_dir / "compress.json").read_text())["options"]["rank_search"] is True
+        if spec.magnitude_source:
+            assert json.loads((run_dir / "compress_svd.json").read_text())["options"]["rank_search"] is False
 
 
 def test_gmp_prunes_to_the_sparsity_its_l0_run_reached(tiny):
