@@ -36,9 +36,10 @@ from l0rl.runkit import (
 )
 
 ALGO = "ppo_l0"
-# Mario: the best configuration measured so far (benchmark/results/mario-ppo-short.md): 8 emulators,
-# unit gates so compress removes whole channels, and a strong, early lambda
+# Mario: the configuration measured there (benchmark/results/mario-ppo-short.md): 8 emulators, unit
+# gates so compress removes whole channels, a strong lambda ramped in early, gates at a constant rate
 MARIO = dict(num_envs=8, total_timesteps=1_000_000, l0_granularity="unit", l0_lambda_actor=10.0)
+MARIO |= dict(l0_lambda_critic=0.5, l0_lr=1e-2, l0_anneal_lr=False, l0_schedule="linear")
 FAMILY_DEFAULTS = {"mario": {**MARIO, "l0_warmup": 0.05, "l0_ramp_end": 0.3}}
 """Defaults where an env family differs from CartPole's (applied by parse_args; explicit flags win)."""
 
@@ -81,11 +82,15 @@ class Args(RunArgs):
     target_kl: float | None = None
     """the target KL divergence threshold"""
 
-    # L0 arguments (--sparsity l0, the default)
-    l0_lambda_actor: float = 2.0
+    # L0 arguments (--sparsity l0, the default): the best point of benchmark/results/sweep-ppo
+    l0_lambda_actor: float = 3.0
     """L0 strength for the actor (penalty = expected share of non-zero gated weights)"""
-    l0_lambda_critic: float = 0.5
+    l0_lambda_critic: float = 0.0
     """L0 strength for the critic (0 leaves the critic dense: no gates, no gate noise in its values)"""
+    l0_lr: float = 2.5e-3
+    """L0: learning rate of the gates' log_alpha (sparsity grows with lambda x this rate)"""
+    l0_schedule: Literal["constant", "linear", "cosine", "target"] = "constant"
+    """L0: sparsity-map schedule (PPO: constant, the full lambda from the first step)"""
     l0_cost: Literal["params", "macs"] = "params"
     """what the penalty counts: open weights (params) or the MACs they cost (macs: pushes conv channels shut)"""
 

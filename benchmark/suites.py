@@ -322,7 +322,12 @@ SUITES: dict[str, Suite] = {
                         *({"l0_lambda_actor": lam, "l0_lr": lr} for lam, lr in PPO_GRID),
                         {"l0_lambda_actor": 3.5, "l0_lr": 2.5e-3},
                         # dual ascent to hold 98.5 % instead of drifting past the collapse point
-                        {"l0_lambda_actor": 3, "l0_schedule": "target", "l0_target_sparsity": 0.985},
+                        {
+                            "l0_lambda_actor": 3,
+                            "l0_lr": 2.5e-3,
+                            "l0_schedule": "target",
+                            "l0_target_sparsity": 0.985,
+                        },
                     ),
                     {"eval_episodes": 20},
                 ),
