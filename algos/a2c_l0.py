@@ -12,6 +12,7 @@ same sampled policy; evaluation uses deterministic gates.
 """
 
 from dataclasses import dataclass
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -70,11 +71,13 @@ class Args(RunArgs):
     max_grad_norm: float = 0.5
     """the maximum norm for the gradient clipping"""
 
-    # L0 arguments (--sparsity l0, the default)
+    # L0 arguments (--sparsity l0, the default): the best point of benchmark/results/sweep-a2c
     l0_lambda_actor: float = 2.0
     """L0 strength for the actor (penalty = expected share of non-zero gated weights)"""
-    l0_lambda_critic: float = 0.5
+    l0_lambda_critic: float = 0.0
     """L0 strength for the critic (0 leaves the critic dense: no gates, no gate noise in its values)"""
+    l0_schedule: Literal["constant", "linear", "cosine", "target"] = "constant"
+    """L0: sparsity-map schedule (A2C: constant, the full lambda from the first step)"""
     l0_dual_lr: float = 0.01
     """step size of the dual ascent on log(lambda) per iteration (target schedule; A2C iterates often)"""
 

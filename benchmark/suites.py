@@ -234,7 +234,7 @@ PPO_CENTRE = {"l0_schedule": "constant", "l0_lambda_critic": 0.0, "l0_anneal_lr"
 # were never run) and added lambda 4, then 3.5 and a target schedule between 3 (98.0-98.3 %, eval
 # 500) and 4 (98.7-98.8 %, one of two seeds collapsed)
 PPO_GRID = ((1, 2.5e-3), (2, 2.5e-3), (3, 2.5e-3), (4, 2.5e-3), (5, 2.5e-3), (2, 1e-3), (5, 1e-3))
-A2C_GRID = ((1, 2.5e-3), (2, 2.5e-3), (5, 2.5e-3), (10, 2.5e-3), (2, 1e-3), (2, 1e-2), (5, 5e-3), (10, 5e-3))
+A2C_GRID = ((1, 2.5e-3), (2, 2.5e-3), (5, 2.5e-3), (10, 2.5e-3), (2, 1e-3), (2, 1e-2), (3, 1e-2), (5, 5e-3))
 
 SUITES: dict[str, Suite] = {
     s.name: s
