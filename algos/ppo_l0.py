@@ -83,7 +83,7 @@ class Args(RunArgs):
     """the target KL divergence threshold"""
 
     # L0 arguments (--sparsity l0, the default): the best point of benchmark/results/sweep-ppo
-    l0_lambda_actor: float = 3.0
+    l0_lambda_actor: float = 3.5
     """L0 strength for the actor (penalty = expected share of non-zero gated weights)"""
     l0_lambda_critic: float = 0.0
     """L0 strength for the critic (0 leaves the critic dense: no gates, no gate noise in its values)"""
