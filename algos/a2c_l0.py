@@ -78,8 +78,9 @@ class Args(RunArgs):
     """L0 strength for the critic (0 leaves the critic dense: no gates, no gate noise in its values)"""
     l0_schedule: Literal["constant", "linear", "cosine", "target"] = "constant"
     """L0: sparsity-map schedule (A2C: constant, the full lambda from the first step)"""
-    l0_dual_lr: float = 0.01
-    """step size of the dual ascent on log(lambda) per iteration (target schedule; A2C iterates often)"""
+    l0_dual_lr: float = 0.004
+    """step size of the dual ascent on log(lambda) per iteration (target schedule): PPO's 0.05 per
+    512 env steps, per A2C's 40"""
 
     # to be filled in runtime
     batch_size: int = 0

@@ -206,7 +206,8 @@ def frontier_variants(levels: tuple[float, ...], matched: float) -> tuple[Varian
     the sparsity the L0 run at level `matched` reached)."""
     out = [Variant("dense", "none", matched_to=f"l0-{matched:.2f}")]
     for s in levels:
-        target = {"l0_schedule": "target", "l0_target_sparsity": s}
+        # the gates keep their rate: annealed, they stop answering the controller's lambda
+        target = {"l0_schedule": "target", "l0_target_sparsity": s, "l0_anneal_lr": False}
         out.append(Variant(f"l0-{s:.2f}", "l0", target, level=s))
         out.append(Variant(f"gmp-{s:.2f}", "gmp", {"gmp_target": s}, level=s))
     return tuple(out)

@@ -6,12 +6,13 @@ Modes (progress p = global_step / total_steps):
   to lam at p = ramp_end, and holds. Lets the policy learn something before gates start closing.
 - "target": dual ascent towards a requested sparsity. The target ramps from 0 at p = warmup to
   target_sparsity at p = target_at and then holds; after every call with a measured sparsity,
-  log(lambda) += dual_lr * log(density / target_density) (density = 1 - sparsity), clipped to
-  [lam_min, lam_max] (by default lam / 100 and lam * 100). Working in log space makes the step
-  independent of lambda's scale; measuring the error as a density ratio keeps it strong near the
-  top (95 % against 99 % is five times too dense, not 4 % short), and the floor relative to lam
-  stops an early overshoot from parking lambda where it takes the rest of training to climb back
-  (closed gates barely reopen when lambda drops, so overshoots do not correct themselves).
+  log(lambda) += dual_lr * clip(log(density / target_density), -1, 1) (density = 1 - sparsity),
+  clipped to [lam_min, lam_max] (by default lam / 10 and lam * 10). Working in log space makes the
+  step independent of lambda's scale; measuring the error as a density ratio keeps it strong near
+  the top (98 % against 99 % is twice too dense, not 1 % short). The clip and the bounds are there
+  because the gates lag lambda: an unbounded controller drove lambda to 100x its start while the
+  sparsity caught up, overshot the target and collapsed the policy, and an early overshoot parked
+  lambda at a floor it took the rest of training to leave (closed gates barely reopen).
 An optional temperature anneal moves the gates' beta linearly from beta_start to beta_end.
 """
 
@@ -50,8 +51,8 @@ class SparsityMapScheduler:
             raise ValueError(f"warmup is a fraction of training and must be in [0, 1), got {warmup}")
         if mode in ("linear", "cosine") and not warmup < ramp_end <= 1.0:
             raise ValueError(f"ramp_end must be in (warmup, 1], got ramp_end={ramp_end}, warmup={warmup}")
-        lam_min = lam / 100 if lam_min is None else lam_min
-        lam_max = lam * 100 if lam_max is None else lam_max
+        lam_min = lam / 10 if lam_min is None else lam_min
+        lam_max = lam * 10 if lam_max is None else lam_max
         if mode == "target":
             if target_sparsity is None or not 0.0 < target_sparsity < 1.0:
                 raise ValueError(f"target mode needs target_sparsity in (0, 1), got {target_sparsity}")
@@ -109,6 +110,7 @@ class SparsityMapScheduler:
                 self.lam = 0.0
             else:
                 error = math.log(max(1.0 - sparsity, DENSITY_FLOOR) / (1.0 - self.current_target))
+                error = min(max(error, -1.0), 1.0)  # the gates lag lambda: big steps overshoot
                 self.log_lam = min(
                     max(self.log_lam + self.dual_lr * error, math.log(self.lam_min)), math.log(self.lam_max)
                 )

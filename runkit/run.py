@@ -120,7 +120,7 @@ class RunArgs:
     """L0: target sparsity of each gated network (target schedule)"""
     l0_target_at: float = 0.6
     """L0: fraction of training by which the target sparsity is reached (target schedule)"""
-    l0_dual_lr: float = 0.2
+    l0_dual_lr: float = 0.05
     """L0: step size of the dual ascent on log(lambda) per scheduler step (target schedule)"""
     gmp_target: float = 0.9
     """GMP: final sparsity of each pruned network, in (0, 1)"""

@@ -150,7 +150,7 @@ def test_the_configured_suites_hold_what_the_benchmark_promises():
     for level in (0.80, 0.90, 0.95, 0.98, 0.99):
         l0 = next(v for v in frontier.variants if v.sparsity == "l0" and v.level == level)
         gmp = next(v for v in frontier.variants if v.sparsity == "gmp" and v.level == level)
-        assert l0.args == {"l0_schedule": "target", "l0_target_sparsity": level}
+        assert l0.args == {"l0_schedule": "target", "l0_target_sparsity": level, "l0_anneal_lr": False}
         assert gmp.args == {"gmp_target": level}
     assert len(suites.SUITES["frontier"].seeds) == 5
     paper_envs = {c.env_id for c in suites.SUITES["paper"].cells}
