@@ -72,7 +72,7 @@ class Args(RunArgs):
     """the maximum norm for the gradient clipping"""
 
     # L0 arguments (--sparsity l0, the default): the best point of benchmark/results/sweep-a2c
-    l0_lambda_actor: float = 2.0
+    l0_lambda_actor: float = 3.0
     """L0 strength for the actor (penalty = expected share of non-zero gated weights)"""
     l0_lambda_critic: float = 0.0
     """L0 strength for the critic (0 leaves the critic dense: no gates, no gate noise in its values)"""
