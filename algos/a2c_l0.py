@@ -72,10 +72,12 @@ class Args(RunArgs):
     """the maximum norm for the gradient clipping"""
 
     # L0 arguments (--sparsity l0, the default): the best point of benchmark/results/sweep-a2c
-    l0_lambda_actor: float = 3.0
+    l0_lambda_actor: float = 5.0
     """L0 strength for the actor (penalty = expected share of non-zero gated weights)"""
     l0_lambda_critic: float = 0.0
     """L0 strength for the critic (0 leaves the critic dense: no gates, no gate noise in its values)"""
+    l0_lr: float = 5e-3
+    """L0: learning rate of the gates' log_alpha (sparsity grows with lambda x this rate)"""
     l0_schedule: Literal["constant", "linear", "cosine", "target"] = "constant"
     """L0: sparsity-map schedule (A2C: constant, the full lambda from the first step)"""
     l0_dual_lr: float = 0.004
