@@ -53,7 +53,7 @@ class Args(RunArgs):
     anneal_lr: bool = True
     """toggle learning rate annealing for policy and value networks"""
     l0_anneal_lr: bool = True
-    """anneal the gates' learning rate (--l0-lr) together with the weights' (with --anneal-lr)"""
+    """anneal the gates' rate (--l0-lr) with the weights' (with --anneal-lr; turn off for --l0-schedule target)"""
     gamma: float = 0.99
     """the discount factor gamma"""
     gae_lambda: float = 1.0
