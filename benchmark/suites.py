@@ -235,6 +235,7 @@ PPO_CENTRE = {"l0_schedule": "constant", "l0_lambda_critic": 0.0, "l0_anneal_lr"
 # were never run) and added lambda 4, then 3.5 and a target schedule between 3 (98.0-98.3 %, eval
 # 500) and 4 (98.7-98.8 %, one of two seeds collapsed)
 PPO_GRID = ((1, 2.5e-3), (2, 2.5e-3), (3, 2.5e-3), (4, 2.5e-3), (5, 2.5e-3), (2, 1e-3), (5, 1e-3))
+WARMUP_POINTS = ({"l0_lambda_actor": 3.5}, {"l0_lambda_actor": 1.0})
 A2C_GRID = ((1, 2.5e-3), (2, 2.5e-3), (5, 2.5e-3), (10, 2.5e-3), (2, 1e-3), (2, 1e-2), (3, 1e-2), (5, 5e-3))
 
 SUITES: dict[str, Suite] = {
@@ -335,6 +336,18 @@ SUITES: dict[str, Suite] = {
             ),
             seeds=(1, 2),
             estimate="~25 min on 2 cores with 2 workers (12 runs of ~4 CPU-minutes)",
+        ),
+        Suite(
+            "sweep-warmup",
+            "PPO-L0 at 500k steps: does a warm-up (lambda 0 for the first 10 %, then a linear ramp to "
+            "50 %) keep Acrobot-v1 from closing every gate at once under the constant-lambda default, "
+            "and what does it cost on CartPole-v1?",
+            cells=(
+                Cell("Acrobot-v1", "ppo_l0", 500_000, l0_sweep({"l0_schedule": "linear"}, *WARMUP_POINTS)),
+                Cell("CartPole-v1", "ppo_l0", 500_000, l0_sweep({"l0_schedule": "linear"}, WARMUP_POINTS[0])),
+            ),
+            seeds=(1, 2),
+            estimate="~15 min on 2 cores with 2 workers (6 runs of ~4 CPU-minutes)",
         ),
         Suite(
             "sweep-a2c",
