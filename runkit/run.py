@@ -239,9 +239,12 @@ def parse_env_options(text: str) -> dict:
 
 def family_defaults(args_cls: type, env_id: str, algo_defaults: dict[str, dict] | None = None) -> Any:
     """An Args instance holding the defaults for `env_id`'s family: the evaluation defaults above,
-    then the algorithm's own (e.g. {"mario": {"num_envs": 8}}) where a family differs from CartPole's."""
-    fam = family(resolve_env_id(env_id))
-    values = {**EVAL_DEFAULTS.get(fam, {}), **(algo_defaults or {}).get(fam, {})}
+    then the algorithm's own where a family differs from CartPole's (e.g. {"mario": {"num_envs": 8}}),
+    then those of the environment itself (keyed by its canonical id, e.g. "Acrobot-v1")."""
+    canonical = resolve_env_id(env_id)
+    fam = family(canonical)
+    own = algo_defaults or {}
+    values = {**EVAL_DEFAULTS.get(fam, {}), **own.get(fam, {}), **own.get(canonical, {})}
     return dataclasses.replace(args_cls(), env_id=env_id, **values)
 
 
