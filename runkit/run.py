@@ -199,8 +199,9 @@ def validate(
 
 
 def _given(args: Any) -> dict[str, Any]:
-    """Fields whose value differs from the dataclass default: what the command line set."""
-    defaults = type(args)()
+    """Fields whose value differs from the defaults the command line was parsed against (those of
+    its env family and env, see parse_args; else the dataclass's): what the command line set."""
+    defaults = getattr(args, "_baseline", None) or type(args)()
     return {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(args)
@@ -284,7 +285,11 @@ def parse_args(
     first = _tyro_cli(args_cls, [a for a in argv if a not in ("-h", "--help")])
     if first.resume:
         return first
-    return _tyro_cli(args_cls, argv, default=family_defaults(args_cls, first.env_id, algo_defaults))
+    baseline = family_defaults(args_cls, first.env_id, algo_defaults)
+    args = _tyro_cli(args_cls, argv, default=baseline)
+    # a family default is no flag: `--env-id SuperMarioBros-7-1-v0 --no-l0` sets no L0 option
+    object.__setattr__(args, "_baseline", baseline)
+    return args
 
 
 def _check_common(args: Any) -> None:
