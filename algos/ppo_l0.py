@@ -41,7 +41,7 @@ ALGO = "ppo_l0"
 MARIO = dict(num_envs=8, total_timesteps=1_000_000, l0_granularity="unit", l0_lambda_actor=10.0)
 MARIO |= dict(l0_lambda_critic=0.5, l0_lr=1e-2, l0_anneal_lr=False, l0_schedule="linear")
 # Acrobot: under a constant lambda from step 0 every gate closed at once (~40k steps, before any
-# episode succeeded); lambda 0 for 10 % of training, then a ramp, keeps it (results/sweep-warmup)
+# episode succeeded); lambda 0 for 10 % of training, then a ramp, keeps it (benchmark/results/sweep-warmup)
 FAMILY_DEFAULTS = {
     "mario": {**MARIO, "l0_warmup": 0.05, "l0_ramp_end": 0.3},
     "Acrobot-v1": {"l0_schedule": "linear"},
