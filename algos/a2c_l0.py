@@ -168,13 +168,10 @@ class Agent(nn.Module):
         return action, probs.log_prob(action), probs.entropy(), self.critic(x)
 
 
-def gate_agent(agent: Agent, args: Args) -> list[str]:
-    """Gate the actor (incl. a shared torso) and, unless its lambda is 0, the critic's own layers;
-    returns the names of the gated networks."""
-    gated = ["actor"] + (["critic"] if args.l0_lambda_critic > 0 else [])
-    for net in (agent.actor, agent.critic_own)[: len(gated)]:
+def gate(nets: dict[str, nn.Module], args: Args) -> None:
+    """Gate these networks (the actor includes a shared torso)."""
+    for net in nets.values():
         l0.sparsify(net, args.l0_granularity, args.l0_drop_rate, output_granularity="weight")
-    return gated
 
 
 def check_args(args: Args) -> None:
@@ -209,9 +206,10 @@ def train(args: Args) -> str:
     sparse = {"actor": agent.actor, "critic": agent.critic_own}
     schedulers, pruner = {}, None
     if args.sparsity == "l0":
-        gated = gate_agent(agent, args)
+        # a critic at lambda 0 stays dense: no gates, no gate noise in its values
         strength = {"actor": args.l0_lambda_actor, "critic": args.l0_lambda_critic}
-        schedulers = {k: make_scheduler(args, strength[k]) for k in gated}
+        schedulers = {k: make_scheduler(args, lam) for k, lam in strength.items() if k == "actor" or lam > 0}
+        gate({k: sparse[k] for k in schedulers}, args)
     elif args.sparsity == "gmp":
         for net in sparse.values():
             gmp.attach(net)

@@ -38,14 +38,13 @@ from l0rl.runkit import (
 ALGO = "ppo_l0"
 # Mario: the configuration measured there (benchmark/results/mario-ppo-short.md): 8 emulators, unit
 # gates so compress removes whole channels, a strong lambda ramped in early, gates at a constant rate
-MARIO = dict(num_envs=8, total_timesteps=1_000_000, l0_granularity="unit", l0_lambda_actor=10.0)
-MARIO |= dict(l0_lambda_critic=0.5, l0_lr=1e-2, l0_anneal_lr=False, l0_schedule="linear")
+MARIO = dict(
+    num_envs=8, total_timesteps=1_000_000, l0_granularity="unit", l0_lambda_actor=10.0, l0_lambda_critic=0.5
+)
+MARIO |= dict(l0_lr=1e-2, l0_anneal_lr=False, l0_schedule="linear", l0_warmup=0.05, l0_ramp_end=0.3)
 # Acrobot: under a constant lambda from step 0 every gate closed at once (~40k steps, before any
 # episode succeeded); lambda 0 for 10 % of training, then a ramp, keeps it (benchmark/results/sweep-warmup)
-FAMILY_DEFAULTS = {
-    "mario": {**MARIO, "l0_warmup": 0.05, "l0_ramp_end": 0.3},
-    "Acrobot-v1": {"l0_schedule": "linear"},
-}
+FAMILY_DEFAULTS = {"mario": MARIO, "Acrobot-v1": {"l0_schedule": "linear"}}
 """Defaults where an env family or env differs from CartPole's (applied by parse_args; explicit flags win)."""
 
 
@@ -185,15 +184,12 @@ class Agent(nn.Module):
         return action, probs.log_prob(action), probs.entropy(), self.critic(x)
 
 
-def gate_agent(agent: Agent, args: Args, obs_shape: tuple[int, ...]) -> list[str]:
-    """Gate the actor (incl. a shared torso) and, unless its lambda is 0, the critic's own layers;
-    returns the names of the gated networks."""
-    example = torch.zeros((1, *obs_shape), device=next(agent.parameters()).device)
-    gated = ["actor"] + (["critic"] if args.l0_lambda_critic > 0 else [])
-    for net in (agent.actor, agent.critic_own)[: len(gated)]:
+def gate(nets: dict[str, nn.Module], args: Args, obs_shape: tuple[int, ...]) -> None:
+    """Gate these networks (the actor includes a shared torso), each priced by args.l0_cost."""
+    example = torch.zeros((1, *obs_shape), device=next(nets["actor"].parameters()).device)
+    for net in nets.values():
         l0.sparsify(net, args.l0_granularity, args.l0_drop_rate, output_granularity="weight")
         l0.set_costs(net, args.l0_cost, example if args.l0_cost == "macs" else None)
-    return gated
 
 
 def check_args(args: Args) -> None:
@@ -229,9 +225,10 @@ def train(args: Args) -> str:
     sparse = {"actor": agent.actor, "critic": agent.critic_own}
     schedulers, pruner = {}, None
     if args.sparsity == "l0":
-        gated = gate_agent(agent, args, envs.single_observation_space.shape)
+        # a critic at lambda 0 stays dense: no gates, no gate noise in its values
         strength = {"actor": args.l0_lambda_actor, "critic": args.l0_lambda_critic}
-        schedulers = {k: make_scheduler(args, strength[k]) for k in gated}
+        schedulers = {k: make_scheduler(args, lam) for k, lam in strength.items() if k == "actor" or lam > 0}
+        gate({k: sparse[k] for k in schedulers}, args, envs.single_observation_space.shape)
     elif args.sparsity == "gmp":
         for net in sparse.values():
             gmp.attach(net)
