@@ -99,6 +99,9 @@ class Args(RunArgs):
     the penalty's gradient vanishes, and those gates never close again"""
     l0_dual_lr: float = 0.01
     """step size of the dual ascent on log(lambda) per gradient step (target schedule)"""
+    l0_anneal_lr: bool = False
+    """anneal the gates' rate (--l0-lr) linearly to 0 over the run, so the sparsity map settles and
+    the Q-network's last updates fit the map it ends with (the weights' rate stays constant)"""
 
     # to be filled in runtime
     num_iterations: int = 0
@@ -331,6 +334,9 @@ def train(args: Args) -> str:
                 if scheduler is not None:  # only the target mode's controller reads the sparsity
                     sparsity = l0.stats(q_network)["l0/sparsity"] if scheduler.mode == "target" else None
                     lam = scheduler.step(global_step, sparsity)
+                if args.l0_anneal_lr:  # from the step alone, so a resumed run continues the same ramp
+                    frac = 1.0 - (global_step - 1.0) / args.total_timesteps
+                    optimizer.param_groups[1]["lr"] = frac * args.l0_lr
                 data = [torch.as_tensor(x, device=device) for x in rb.sample(args.batch_size)]
                 b_obs, b_actions, b_next_obs, b_rewards, b_dones = data
                 with torch.no_grad():

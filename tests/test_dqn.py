@@ -239,9 +239,18 @@ def optimizer_steps(ckpt: dict) -> int:
     return int(ckpt["optimizers"]["q_network"]["state"][0]["step"])
 
 
-@pytest.mark.parametrize("mode", ["constant", "linear", "cosine", "target", "gmp"])
+@pytest.mark.parametrize("anneal", [True, False])
+def test_the_gates_learning_rate_is_annealed_to_zero_only_when_asked(anneal, tmp_path):
+    run_dir = dqn.train(tiny_args(tmp_path, eval_episodes=0, l0_lr=0.01, l0_anneal_lr=anneal))
+    weights, gates = [g["lr"] for g in load_checkpoint(run_dir)["optimizers"]["q_network"]["param_groups"]]
+    # the last gradient step is taken at env step 400 of 400: 1 - 399/400 of the rate is left
+    assert weights == dqn.Args.learning_rate and gates == pytest.approx(0.01 / 400 if anneal else 0.01)
+
+
+@pytest.mark.parametrize("mode", ["constant", "linear", "cosine", "target", "gmp", "anneal"])
 def test_resume_is_bit_exact(mode, tmp_path):
     kw = dict(sparsity="gmp", gmp_every=5) if mode == "gmp" else dict(l0_schedule=mode)
+    kw = dict(l0_anneal_lr=True) if mode == "anneal" else kw
     kw |= dict(eval_episodes=0, target_network_frequency=50)
     full = dqn.train(tiny_args(tmp_path / "full", **kw))
     part = dqn.train(tiny_args(tmp_path / "part", halt_after=200, **kw))
