@@ -44,7 +44,12 @@ MARIO = dict(
 MARIO |= dict(l0_lr=1e-2, l0_anneal_lr=False, l0_schedule="linear", l0_warmup=0.05, l0_ramp_end=0.3)
 # Acrobot: under a constant lambda from step 0 every gate closed at once (~40k steps, before any
 # episode succeeded); lambda 0 for 10 % of training, then a ramp, keeps it (benchmark/results/sweep-warmup)
-FAMILY_DEFAULTS = {"mario": MARIO, "Acrobot-v1": {"l0_schedule": "linear"}}
+# LunarLander: the 64-64 tanh PPO settings known to land (>= 200) in 1M steps: 16 envs x 1024 steps,
+# minibatches of 64, gamma 0.999, GAE 0.98. That is 4x CartPole's gate updates per env step, so the
+# gates' rate is 4x lower to move them as far (benchmark/results/sweep-lunar)
+LUNAR = dict(num_envs=16, num_steps=1024, num_minibatches=256, gamma=0.999, gae_lambda=0.98, l0_lr=6e-4)
+LUNAR |= dict(total_timesteps=1_000_000)
+FAMILY_DEFAULTS = {"mario": MARIO, "Acrobot-v1": {"l0_schedule": "linear"}, "LunarLander-v3": LUNAR}
 """Defaults where an env family or env differs from CartPole's (applied by parse_args; explicit flags win)."""
 
 

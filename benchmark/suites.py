@@ -391,6 +391,29 @@ SUITES: dict[str, Suite] = {
             estimate="~40 min on 2 cores with 2 workers (7 runs, ~82 CPU-minutes)",
         ),
         Suite(
+            "sweep-lunar",
+            "PPO on LunarLander-v3 at its per-env defaults (16 envs x 1024 steps, 1M steps): dense, L0 "
+            "with a constant lambda and L0 with a warm-up.",
+            cells=(
+                Cell(
+                    "LunarLander-v3",
+                    "ppo_l0",
+                    1_000_000,
+                    (
+                        Variant("dense", "none"),
+                        *l0_sweep(
+                            {}, {"l0_lambda_actor": 3.5}, {"l0_lambda_actor": 3.5, "l0_schedule": "linear"}
+                        ),
+                    ),
+                    {"eval_episodes": 20},
+                ),
+            ),
+            seeds=(1, 2),
+            compress_options={"rank_search": True},
+            # CPU per run: ~8.5 min with L0 (16.6 s per 32k steps measured under load), less dense
+            estimate="~25 min on 2 cores with 2 workers (6 runs, ~48 CPU-minutes)",
+        ),
+        Suite(
             "sweep-warmup",
             "PPO-L0 at 500k steps: does a warm-up (lambda 0 for the first 10 %, then a linear ramp to "
             "50 %) keep Acrobot-v1 from closing every gate at once under the constant-lambda default, "

@@ -42,8 +42,13 @@ def test_mario_family_defaults_and_explicit_flags_win():
     assert (acrobot.l0_schedule, acrobot.l0_lambda_actor) == ("linear", plain.l0_lambda_actor)
     flagged = ["--env-id", "Acrobot-v1", "--l0-schedule", "cosine"]
     assert parse_args(ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, flagged).l0_schedule == "cosine"
-    lunar = parse_args(ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, ["--env-id", "LunarLander-v3"])
-    assert lunar.l0_schedule == "constant"
+    # LunarLander's own rollout shape, reached through the old id too; a flag still wins
+    for old_or_new in ("LunarLander-v3", "LunarLander-v2"):
+        lunar = parse_args(ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, ["--env-id", old_or_new])
+        assert (lunar.num_envs, lunar.num_steps, lunar.gamma, lunar.l0_lr) == (16, 1024, 0.999, 6e-4)
+        assert lunar.l0_schedule == "constant"
+    flagged = ["--env-id", "LunarLander-v2", "--num-steps", "128"]
+    assert parse_args(ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, flagged).num_steps == 128
 
 
 @pytest.mark.parametrize("env_id", [MARIO, "Acrobot-v1"])
