@@ -39,7 +39,7 @@ def test_mario_family_defaults_and_explicit_flags_win():
     assert (plain.l0_schedule, plain.l0_lr, plain.l0_anneal_lr) == ("constant", 2.5e-3, True)
     # an environment's own defaults (by canonical id) apply to it alone, and flags still win
     acrobot = parse_args(ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, ["--env-id", "Acrobot-v1"])
-    assert (acrobot.l0_schedule, acrobot.l0_lambda_actor) == ("linear", plain.l0_lambda_actor)
+    assert (acrobot.l0_schedule, acrobot.l0_lambda_actor, plain.l0_lambda_actor) == ("linear", 3.5, 3.75)
     flagged = ["--env-id", "Acrobot-v1", "--l0-schedule", "cosine"]
     assert parse_args(ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, flagged).l0_schedule == "cosine"
     # LunarLander's own rollout shape, reached through the old id too; a flag still wins
