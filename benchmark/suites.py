@@ -437,6 +437,31 @@ SUITES: dict[str, Suite] = {
             estimate="~25 min on 2 cores with 2 workers (6 runs, ~48 CPU-minutes)",
         ),
         Suite(
+            "sweep-dqn-long",
+            "DQN-L0 on CartPole-v1 at 1M steps: the target schedule to 95 % with the 3x gate rate, which "
+            "reached only 79 % in 500k (sweep-offpolicy).",
+            cells=(
+                Cell(
+                    "CartPole-v1",
+                    "dqn_l0",
+                    1_000_000,
+                    l0_sweep(
+                        {},
+                        {
+                            "l0_schedule": "target",
+                            "l0_target_sparsity": 0.95,
+                            "l0_dual_lr": 0.001,
+                            "l0_lambda": 50,
+                            "l0_lr": 0.03,
+                        },
+                    ),
+                    {"eval_episodes": 20},
+                ),
+            ),
+            seeds=(1,),
+            estimate="~18 min on 2 cores (one run of ~17 CPU-minutes)",
+        ),
+        Suite(
             "sweep-warmup",
             "PPO-L0 at 500k steps: does a warm-up (lambda 0 for the first 10 %, then a linear ramp to "
             "50 %) keep Acrobot-v1 from closing every gate at once under the constant-lambda default, "
