@@ -46,9 +46,9 @@ MARIO |= dict(l0_lr=1e-2, l0_anneal_lr=False, l0_schedule="linear", l0_warmup=0.
 # episode succeeded); lambda 0 for 10 % of training, then a ramp, keeps it (benchmark/results/sweep-warmup),
 # at the lambda it was measured with
 ACROBOT = {"l0_schedule": "linear", "l0_lambda_actor": 3.5}
-# LunarLander: the 64-64 tanh PPO rollout shape commonly used for it (dense here: 132 / 193 in 1M steps,
-# where CartPole's shape stays far lower): 16 envs x 1024 steps,
-# minibatches of 64, gamma 0.999, GAE 0.98. That is 4x CartPole's gate updates per env step, so the
+# LunarLander: the 64-64 tanh PPO rollout shape commonly used for it (dense here: 132 / 193 in 1M
+# steps): 16 envs x 1024 steps, minibatches of 64, gamma 0.999, GAE 0.98. That is 4x CartPole's gate
+# updates per env step, so the
 # gates' rate is 4x lower to move them as far; a constant lambda closed 95-99 % of the actor before
 # the first landing, as on Acrobot, so lambda is ramped in. L0 does not reach dense's return on it
 # yet (benchmark/results/sweep-lunar/NOTES.md)
