@@ -238,6 +238,11 @@ PPO_GRID = ((1, 2.5e-3), (2, 2.5e-3), (3, 2.5e-3), (4, 2.5e-3), (5, 2.5e-3), (2,
 WARMUP_POINTS = ({"l0_lambda_actor": 3.5}, {"l0_lambda_actor": 1.0})
 A2C_GRID = ((1, 2.5e-3), (2, 2.5e-3), (5, 2.5e-3), (10, 2.5e-3), (2, 1e-3), (2, 1e-2), (3, 1e-2), (5, 5e-3))
 
+# DQN's dual ascent to 95 % (one step per gradient step), and its fastest-closing variant: lambda
+# from 50 (ceiling 500) with a 3x gate rate
+DQN_TARGET = {"l0_schedule": "target", "l0_target_sparsity": 0.95, "l0_dual_lr": 0.001}
+DQN_FAST_TARGET = {**DQN_TARGET, "l0_lambda": 50, "l0_lr": 0.03}
+
 SUITES: dict[str, Suite] = {
     s.name: s
     for s in (
@@ -375,20 +380,9 @@ SUITES: dict[str, Suite] = {
                         # dual ascent to 95 %: lambda starts at 20 (the default) or 50 and may rise x10;
                         # both sat at that ceiling from ~250k steps on and closed gates at the same pace,
                         # so the last point closes them with a 3x faster gate rate instead
-                        {"l0_schedule": "target", "l0_target_sparsity": 0.95, "l0_dual_lr": 0.001},
-                        {
-                            "l0_schedule": "target",
-                            "l0_target_sparsity": 0.95,
-                            "l0_dual_lr": 0.001,
-                            "l0_lambda": 50,
-                        },
-                        {
-                            "l0_schedule": "target",
-                            "l0_target_sparsity": 0.95,
-                            "l0_dual_lr": 0.001,
-                            "l0_lambda": 50,
-                            "l0_lr": 0.03,
-                        },
+                        DQN_TARGET,
+                        {**DQN_TARGET, "l0_lambda": 50},
+                        DQN_FAST_TARGET,
                     ),
                     {"eval_episodes": 20},
                 ),
@@ -445,16 +439,7 @@ SUITES: dict[str, Suite] = {
                     "CartPole-v1",
                     "dqn_l0",
                     1_000_000,
-                    l0_sweep(
-                        {},
-                        {
-                            "l0_schedule": "target",
-                            "l0_target_sparsity": 0.95,
-                            "l0_dual_lr": 0.001,
-                            "l0_lambda": 50,
-                            "l0_lr": 0.03,
-                        },
-                    ),
+                    l0_sweep({}, DQN_FAST_TARGET),
                     {"eval_episodes": 20},
                 ),
             ),
