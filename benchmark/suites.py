@@ -219,7 +219,8 @@ def l0_sweep(base: dict[str, Any], *points: dict[str, Any]) -> tuple[Variant, ..
     -> `l0-lam10-lr0.0025`."""
     short = {"l0_lambda": "lam", "l0_lambda_actor": "lam", "l0_lambda_critic": "crit", "l0_lr": "lr", "l0_schedule": "",
              "l0_warmup": "warm", "l0_anneal_lr": "anneal", "l0_granularity": "", "l0_dual_lr": "dual",
-             "l0_target_sparsity": "to", "l0_target_at": "at", "learning_rate": "wlr"}  # fmt: skip
+             "l0_target_sparsity": "to", "l0_target_at": "at", "l0_drop_rate": "drop",
+             "learning_rate": "wlr"}  # fmt: skip
     out = []
     for p in points:
         parts = [f"{short.get(k, k)}{str(v).lower()}" for k, v in p.items()]
@@ -420,6 +421,8 @@ SUITES: dict[str, Suite] = {
                             {},
                             {"l0_lambda_actor": 3.5, "l0_schedule": "linear"},
                             {"l0_lambda_actor": 1.0, "l0_schedule": "linear"},
+                            # does less gate noise early (initial drop rate 0.05, not 0.3) close the gap?
+                            {"l0_lambda_actor": 3.5, "l0_schedule": "linear", "l0_drop_rate": 0.05},
                         ),
                     ),
                     {"eval_episodes": 20},
