@@ -28,7 +28,9 @@ from l0rl.runkit import (
     Run,
     RunArgs,
     UsageError,
+    bootstrap_truncations,
     check_loss,
+    gae,
     make_scheduler,
     parse_args,
     run_cli,
@@ -277,15 +279,10 @@ def train(args: Args) -> str:
                     next_obs_np, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
                     next_done_np = np.logical_or(terminations, truncations)
                     reward = torch.tensor(reward, dtype=torch.float32, device=device)
-                    # SAME_STEP autoreset: next_obs is already the reset obs of a finished env, so a
-                    # truncated episode is bootstrapped from its true final observation instead.
-                    trunc_only = np.logical_and(truncations, np.logical_not(terminations))
-                    if trunc_only.any():
-                        final = torch.Tensor(np.stack(infos["final_obs"][trunc_only])).to(device)
-                        with torch.no_grad():
-                            reward[torch.as_tensor(trunc_only)] += (
-                                args.gamma * agent.get_value(final).flatten()
-                            )
+                    # SAME_STEP autoreset: a truncated episode bootstraps from its true final obs
+                    bootstrap_truncations(
+                        reward, terminations, truncations, infos, agent.get_value, args.gamma
+                    )
                     rewards[step] = reward
                     next_obs = torch.Tensor(next_obs_np).to(device)
                     next_done = torch.Tensor(next_done_np).to(device)
@@ -293,20 +290,9 @@ def train(args: Args) -> str:
             # bootstrap value if not done
             with torch.no_grad():
                 next_value = agent.get_value(next_obs).reshape(1, -1)
-                advantages = torch.zeros_like(rewards).to(device)
-                lastgaelam = 0
-                for t in reversed(range(args.num_steps)):
-                    if t == args.num_steps - 1:
-                        nextnonterminal = 1.0 - next_done
-                        nextvalues = next_value
-                    else:
-                        nextnonterminal = 1.0 - dones[t + 1]
-                        nextvalues = values[t + 1]
-                    delta = rewards[t] + args.gamma * nextvalues * nextnonterminal - values[t]
-                    advantages[t] = lastgaelam = (
-                        delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
-                    )
-                returns = advantages + values
+            advantages, returns = gae(
+                rewards, values, dones, next_value, next_done, args.gamma, args.gae_lambda
+            )
 
             # flatten the batch
             b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)

@@ -27,7 +27,9 @@ from l0rl.runkit import (
     Run,
     RunArgs,
     UsageError,
+    bootstrap_truncations,
     check_loss,
+    gae,
     make_scheduler,
     parse_args,
     run_cli,
@@ -141,37 +143,27 @@ class Agent(nn.Module):
         self.continuous = isinstance(action_space, gym.spaces.Box)
         n_out = int(np.prod(action_space.shape)) if self.continuous else int(action_space.n)
         if len(obs_space.shape) == 3:  # stacked frames: Nature CNN torso shared by actor and critic
-            torso = [
-                Scale(1.0 / 255.0),
-                layer_init(nn.Conv2d(obs_space.shape[0], 32, 8, stride=4)),
-                nn.ReLU(),
-                layer_init(nn.Conv2d(32, 64, 4, stride=2)),
-                nn.ReLU(),
-                layer_init(nn.Conv2d(64, 64, 3, stride=1)),
-                nn.ReLU(),
-                nn.Flatten(),
-                layer_init(nn.Linear(64 * 7 * 7, 512)),
-                nn.ReLU(),
-            ]
+            frames = obs_space.shape[0]
+            torso = [Scale(1.0 / 255.0), layer_init(nn.Conv2d(frames, 32, 8, stride=4)), nn.ReLU()]
+            torso += [layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU()]
+            torso += [layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(), nn.Flatten()]
+            torso += [layer_init(nn.Linear(64 * 7 * 7, 512)), nn.ReLU()]
             self.actor = nn.Sequential(*torso, layer_init(nn.Linear(512, n_out), std=0.01))
             self.critic = nn.Sequential(*torso, layer_init(nn.Linear(512, 1), std=1))
             self.critic_own = self.critic[-1]  # the critic's gates beyond the shared torso
-        else:
-            n_in = int(np.prod(obs_space.shape))
-            self.actor = nn.Sequential(
-                layer_init(nn.Linear(n_in, 64)),
-                nn.Tanh(),
-                layer_init(nn.Linear(64, 64)),
-                nn.Tanh(),
-                layer_init(nn.Linear(64, n_out), std=0.01),
-            )
-            self.critic = nn.Sequential(
-                layer_init(nn.Linear(n_in, 64)),
-                nn.Tanh(),
-                layer_init(nn.Linear(64, 64)),
-                nn.Tanh(),
-                layer_init(nn.Linear(64, 1), std=1.0),
-            )
+        else:  # two tanh layers of 64 each, as CleanRL's
+
+            def mlp(n_out: int, std: float) -> nn.Sequential:
+                n_in = int(np.prod(obs_space.shape))
+                hidden = [
+                    layer_init(nn.Linear(n_in, 64)),
+                    nn.Tanh(),
+                    layer_init(nn.Linear(64, 64)),
+                    nn.Tanh(),
+                ]
+                return nn.Sequential(*hidden, layer_init(nn.Linear(64, n_out), std=std))
+
+            self.actor, self.critic = mlp(n_out, 0.01), mlp(1, 1.0)
             self.critic_own = self.critic
         if self.continuous:
             self.actor_logstd = nn.Parameter(torch.zeros(1, n_out))
@@ -310,17 +302,10 @@ def train(args: Args) -> str:
                     next_obs_np, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
                     next_done_np = np.logical_or(terminations, truncations)
                     reward = torch.tensor(reward, dtype=torch.float32, device=device)
-                    # SAME_STEP autoreset: next_obs is already the reset obs of a finished env, so a
-                    # truncated episode is bootstrapped from its true final observation instead.
-                    trunc_only = np.logical_and(truncations, np.logical_not(terminations))
-                    if trunc_only.any():
-                        final = torch.as_tensor(
-                            np.stack(infos["final_obs"][trunc_only]), dtype=obs_dtype, device=device
-                        )
-                        with torch.no_grad():
-                            reward[torch.as_tensor(trunc_only)] += (
-                                args.gamma * agent.get_value(final).flatten()
-                            )
+                    # SAME_STEP autoreset: a truncated episode bootstraps from its true final obs
+                    bootstrap_truncations(
+                        reward, terminations, truncations, infos, agent.get_value, args.gamma, obs_dtype
+                    )
                     rewards[step] = reward
                     next_obs = torch.as_tensor(next_obs_np, dtype=obs_dtype, device=device)
                     next_done = torch.Tensor(next_done_np).to(device)
@@ -328,20 +313,9 @@ def train(args: Args) -> str:
             # bootstrap value if not done
             with torch.no_grad():
                 next_value = agent.get_value(next_obs).reshape(1, -1)
-                advantages = torch.zeros_like(rewards).to(device)
-                lastgaelam = 0
-                for t in reversed(range(args.num_steps)):
-                    if t == args.num_steps - 1:
-                        nextnonterminal = 1.0 - next_done
-                        nextvalues = next_value
-                    else:
-                        nextnonterminal = 1.0 - dones[t + 1]
-                        nextvalues = values[t + 1]
-                    delta = rewards[t] + args.gamma * nextvalues * nextnonterminal - values[t]
-                    advantages[t] = lastgaelam = (
-                        delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
-                    )
-                returns = advantages + values
+            advantages, returns = gae(
+                rewards, values, dones, next_value, next_done, args.gamma, args.gae_lambda
+            )
 
             # flatten the batch
             b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)

@@ -25,6 +25,7 @@ from l0rl.runkit.checkpoint import (
 from l0rl.runkit.cli import run_cli
 from l0rl.runkit.evaluate import eval_metrics, evaluate
 from l0rl.runkit.progress import Progress
+from l0rl.runkit.returns import bootstrap_truncations, gae
 from l0rl.runkit.run import (
     Run,
     RunArgs,
@@ -51,12 +52,14 @@ __all__ = [
     "Tracker",
     "UsageError",
     "atomic_torch_save",
+    "bootstrap_truncations",
     "atomic_write_bytes",
     "atomic_write_json",
     "check_loss",
     "crossed",
     "eval_metrics",
     "family_defaults",
+    "gae",
     "evaluate",
     "load_checkpoint",
     "make_scheduler",

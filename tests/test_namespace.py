@@ -33,7 +33,6 @@ WIDER = {
     "nn.Linear(n_in, 64)": "nn.Linear(n_in, 128)",
     "nn.Linear(64, 64)": "nn.Linear(128, 128)",
     "nn.Linear(64, n_out)": "nn.Linear(128, n_out)",
-    "nn.Linear(64, 1)": "nn.Linear(128, 1)",
 }
 
 
