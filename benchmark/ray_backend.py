@@ -316,7 +316,7 @@ class RayPool(Pool):
         ref = self.remote.options(**resources).remote(
             replace(task, deps=[]),
             str(self.log_dir),
-            self.env_overlay,
+            {**self.env_overlay, **task.env},
             bool(resources["num_gpus"]),
             str(attempts),
             self.retries,

@@ -33,7 +33,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -154,6 +154,8 @@ class Task:
     priority: int
     after: Callable[[float, list[str]], None] | None = None
     """called with (wall seconds, argv) after the subprocess succeeded"""
+    env: dict[str, str] = field(default_factory=dict)
+    """environment variables of this task's subprocess, over the pool's (OMP_NUM_THREADS of its cell)"""
 
 
 @dataclass
@@ -187,6 +189,7 @@ class Runner:
                     lambda spec=spec: self.train_command(spec),
                     priority=1 if spec.key in sources else 2,  # what others wait for goes first
                     after=lambda seconds, argv, spec=spec: self.record(spec, seconds, argv),
+                    env=threads_env(spec.cell.threads),
                 )
             )
             methods = ["l0"] + (["magnitude", "svd"] if spec.magnitude_source else [])
@@ -270,6 +273,11 @@ def last_line(path: Path) -> str:
     return lines[-1][:300] if lines else "(no output)"
 
 
+def threads_env(threads: int) -> dict[str, str]:
+    """The variables that set a training process's torch (OpenMP / MKL) thread count."""
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
 class Pool:
     """Runs tasks, at most `workers` at once, each once its dependencies succeeded. A task whose
     dependency failed fails too, with the reason: nothing is dropped silently."""
@@ -331,7 +339,8 @@ class Pool:
                 self._finish(self._inline(task, work, f, log))
                 return
             try:
-                proc = subprocess.Popen(work, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env)
+                env = {**(os.environ if self.env is None else self.env), **task.env}
+                proc = subprocess.Popen(work, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
             except OSError as e:
                 self._finish(Outcome(task.name, "failed", f"cannot start: {e}", log))
                 return
@@ -466,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         dry_run(runner, tasks)
         return 0
     runs_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {**os.environ, **threads_env(1)}  # a cell may ask for more (Cell.threads)
 
     def say(line: str) -> None:
         print(line, flush=True)

@@ -272,6 +272,24 @@ def test_a_failed_task_and_everything_that_waits_for_it_are_reported(tmp_path):
     assert code == 1
 
 
+def test_a_cells_thread_count_reaches_its_training_processes(tmp_path):
+    mario = suites.get("mario")
+    runner = run_suite.Runner(mario, suites.expand(mario, (1,)), tmp_path / "runs", "disabled", 1)
+    tasks = runner.tasks()
+    assert {t.env.get("OMP_NUM_THREADS") for t in tasks if t.name.startswith("train")} == {"2"}
+    assert all(not t.env for t in tasks if not t.name.startswith("train"))
+    # the pool's own setting (one thread, as run_suite sets it) yields to the task's
+    probe = [sys.executable, "-c", "import torch; print('threads', torch.get_num_threads())"]
+    two = run_suite.Task("train two", [], lambda: ("new run", probe), 0, env=run_suite.threads_env(2))
+    one = run_suite.Task("train one", [], lambda: ("new run", probe), 0)
+    pool = run_suite.Pool(
+        2, tmp_path / "logs", {**os.environ, **run_suite.threads_env(1)}, say=lambda s: None
+    )
+    assert {o.status for o in pool.run([two, one])} == {"ran"}
+    for name, threads in (("two", 2), ("one", 1)):
+        assert f"threads {threads}" in (tmp_path / "logs" / f"train__{name}.log").read_text()
+
+
 # --- the report -----------------------------------------------------------------------------------
 
 
