@@ -9,7 +9,8 @@
         --batch-size 32 --learning-rate 1e-4 --exploration-fraction 0.1 --end-e 0.01   # Nature-DQN settings
 
 Defaults: CleanRL's CartPole DQN (MLP 120-84); the Mario line above is the one source of its settings
-(its 100k buffer: 2,824,100,000 bytes = 2.63 GiB, + 28,224 bytes per episode end held; see ReplayBuffer).
+(its 100k buffer: 2,824,100,000 bytes = 2.63 GiB, + 28,224 bytes per episode end held; see
+l0rl.runkit.ReplayBuffer).
 L0: learning updates sample fresh gates on every forward (train mode); acting, the Double-DQN argmax
 and evaluation use deterministic gates. The target network is gate- and mask-free and copies the
 effective weights (`l0.dense_state_dict`): log_alpha is never copied or averaged. For a gate that is
@@ -33,6 +34,8 @@ import torch.optim as optim
 from l0rl import gmp, l0
 from l0rl.envs import make_vector_env
 from l0rl.runkit import (
+    BUFFER_NAME,
+    ReplayBuffer,
     Run,
     RunArgs,
     UsageError,
@@ -45,7 +48,6 @@ from l0rl.runkit import (
 )
 
 ALGO = "dqn_l0"
-BUFFER_NAME = "replay_buffer.pt"
 
 
 @dataclass
@@ -133,82 +135,6 @@ class QNetwork(nn.Sequential):
             layers = [nn.Linear(int(np.prod(obs_space.shape)), 120), nn.ReLU()]
             layers += [nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, n_actions)]
         super().__init__(*layers)
-
-
-class ReplayBuffer:
-    """Transitions of `num_envs` envs in a ring of rows, one row per vector step; each observation is
-    stored once, in the observation space's dtype (uint8 frames stay uint8).
-
-    The next obs of (row, env) is the obs of (row + 1, env), except where the transition ended an
-    episode: SAME_STEP autoreset put the reset obs there, so the true final obs is kept in the side
-    store `final_obs` (one entry per episode end in the ring). The newest row waits for its successor."""
-
-    RINGS = ("obs", "actions", "rewards", "dones", "ended")
-
-    def __init__(self, buffer_size: int, num_envs: int, obs_space: gym.Space):
-        self.rows, self.num_envs = buffer_size // num_envs, num_envs
-        shape = (self.rows, num_envs)
-        self.obs = np.zeros(shape + obs_space.shape, dtype=obs_space.dtype)
-        self.actions = np.zeros(shape, dtype=np.int64)
-        self.rewards = np.zeros(shape, dtype=np.float32)
-        self.dones = np.zeros(shape, dtype=np.float32)  # terminated only: truncations still bootstrap
-        self.ended = np.zeros(shape, dtype=bool)  # terminated or truncated: next obs is in final_obs
-        self.final_obs: dict[int, np.ndarray] = {}  # row * num_envs + env -> true final observation
-        self.pos, self.full = 0, False
-
-    @property
-    def nbytes(self) -> int:
-        rings = sum(getattr(self, k).nbytes for k in self.RINGS)
-        return rings + len(self.final_obs) * self.obs[0, 0].nbytes
-
-    def __len__(self) -> int:
-        """Number of transitions that can be sampled."""
-        return max((self.rows if self.full else self.pos) - 1, 0) * self.num_envs
-
-    def add(self, obs, actions, rewards, terminations, final_obs: dict[int, np.ndarray]) -> None:
-        slot = self.pos * self.num_envs
-        for env in np.nonzero(self.ended[self.pos])[0]:
-            del self.final_obs[slot + env]
-        self.obs[self.pos], self.actions[self.pos], self.rewards[self.pos] = obs, actions, rewards
-        self.dones[self.pos], self.ended[self.pos] = terminations, False
-        for env, final in final_obs.items():
-            self.ended[self.pos, env] = True
-            self.final_obs[slot + env] = np.array(final, dtype=self.obs.dtype)
-        self.pos = (self.pos + 1) % self.rows
-        self.full = self.full or self.pos == 0
-
-    def cut(self, next_obs: np.ndarray) -> None:
-        """The episodes in flight restart (resume without the env state): the newest row's next obs
-        is `next_obs`, not the reset obs the next row will hold, so it goes to the side store."""
-        if self.pos == 0 and not self.full:
-            return
-        row = (self.pos - 1) % self.rows
-        for env in np.nonzero(~self.ended[row])[0]:
-            self.ended[row, env] = True
-            self.final_obs[row * self.num_envs + int(env)] = np.array(next_obs[env], dtype=self.obs.dtype)
-
-    def sample(self, batch_size: int) -> tuple[np.ndarray, ...]:
-        """(obs, actions, next_obs, rewards, dones), uniformly over the sampleable transitions."""
-        start = self.pos if self.full else 0
-        rows = (start + np.random.randint(0, len(self) // self.num_envs, batch_size)) % self.rows
-        envs = np.random.randint(0, self.num_envs, batch_size)
-        next_obs = self.obs[(rows + 1) % self.rows, envs]
-        for i in np.nonzero(self.ended[rows, envs])[0]:
-            next_obs[i] = self.final_obs[rows[i] * self.num_envs + envs[i]]
-        obs, act, rew, done = (a[rows, envs] for a in (self.obs, self.actions, self.rewards, self.dones))
-        return obs, act, next_obs, rew, done
-
-    def state_dict(self) -> dict:
-        """Tensors sharing the arrays' memory (torch.save writes them without a pickled copy)."""
-        state = {k: torch.from_numpy(getattr(self, k)) for k in self.RINGS}
-        final_obs = {k: torch.from_numpy(v) for k, v in self.final_obs.items()}
-        return {**state, "final_obs": final_obs, "pos": self.pos, "full": int(self.full)}
-
-    def load_state_dict(self, state: dict) -> None:
-        for k in self.RINGS:
-            getattr(self, k)[...] = state[k].numpy()
-        self.final_obs = {k: v.numpy() for k, v in state["final_obs"].items()}
-        self.pos, self.full = int(state["pos"]), bool(state["full"])
 
 
 @torch.no_grad()

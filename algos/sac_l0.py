@@ -39,6 +39,8 @@ from l0rl.envs import goal_spec, make_vector_env
 from l0rl.errors import NonFiniteError
 from l0rl.policy import Affine
 from l0rl.runkit import (
+    BUFFER_NAME,
+    EpisodeReplayBuffer,
     Run,
     RunArgs,
     UsageError,
@@ -51,7 +53,6 @@ from l0rl.runkit import (
 )
 
 ALGO = "sac_l0"
-BUFFER_NAME = "replay_buffer.pt"
 LOG_STD_MAX, LOG_STD_MIN = 2, -5
 
 
@@ -208,84 +209,6 @@ class Actor(nn.Module):
         return self.rescale(y_t), log_prob.sum(1), self.rescale(torch.tanh(out))
 
 
-class ReplayBuffer:
-    """Transitions stored as [slot, env], so each env's episode lies contiguous in time and hindsight
-    relabelling can pick an achieved goal from later in the same episode. Image observations stay uint8."""
-
-    def __init__(self, capacity: int, num_envs: int, obs_space: gym.Space, action_space: gym.Space):
-        self.slots, self.num_envs = max(capacity // num_envs, 1), num_envs
-        shape = (self.slots, num_envs)
-        self.obs = np.zeros(shape + obs_space.shape, obs_space.dtype)
-        self.next_obs = np.zeros_like(self.obs)
-        self.actions = np.zeros(shape + action_space.shape, action_space.dtype)
-        self.rewards = np.zeros(shape, np.float32)
-        self.terminations = np.zeros(shape, np.float32)
-        self.step_index = np.zeros(shape, np.int64)  # vector step at which a transition was written
-        self.episode_end = np.full(shape, -1, np.int64)  # vector step of its episode's last one; -1: running
-        self.episode_start = np.zeros(num_envs, np.int64)
-        self.written = 0  # vector steps written so far
-
-    @property
-    def size(self) -> int:
-        return min(self.written, self.slots) * self.num_envs
-
-    def add(self, obs, next_obs, actions, rewards, terminations, dones) -> None:
-        slot = self.written % self.slots
-        self.obs[slot], self.next_obs[slot], self.actions[slot] = obs, next_obs, actions
-        self.rewards[slot], self.terminations[slot] = rewards, terminations
-        self.step_index[slot], self.episode_end[slot] = self.written, -1
-        for env in np.nonzero(dones)[0]:
-            self.end_episode(env, self.written)
-        self.written += 1
-
-    def end_episode(self, env: int, last: int) -> None:
-        steps = np.arange(max(self.episode_start[env], last - self.slots + 1), last + 1)
-        self.episode_end[steps % self.slots, env] = last
-        self.episode_start[env] = last + 1
-
-    def end_running_episodes(self) -> None:
-        """After a resume that restarted the envs, the episodes in flight ended at the last step."""
-        for env in range(self.num_envs):
-            if self.episode_start[env] < self.written:
-                self.end_episode(env, self.written - 1)
-
-    def sample(self, batch_size: int, her: dict | None = None, her_k: int = 0) -> dict[str, np.ndarray]:
-        slot = np.random.randint(0, min(self.written, self.slots), batch_size)
-        env = np.random.randint(0, self.num_envs, batch_size)
-        batch = {
-            k: getattr(self, k)[slot, env] for k in ("obs", "next_obs", "actions", "rewards", "terminations")
-        }
-        if her is not None:
-            # "future" strategy: the goal becomes what was achieved at a later step of the same episode
-            relabel = np.random.rand(batch_size) < her_k / (her_k + 1)
-            start = self.step_index[slot, env]
-            end = np.where(self.episode_end[slot, env] < 0, self.written - 1, self.episode_end[slot, env])
-            future = start + (np.random.rand(batch_size) * (end - start + 1)).astype(np.int64)
-            goal = self.next_obs[future % self.slots, env][relabel][:, her["achieved"]]
-            for key in ("obs", "next_obs"):
-                batch[key][relabel, her["desired"]] = goal
-            achieved = batch["next_obs"][relabel][:, her["achieved"]]
-            batch["rewards"][relabel] = her["compute_reward"](achieved, goal)
-            batch["relabelled"] = relabel
-        return batch
-
-    def state_dict(self) -> dict:
-        """Plain tensors and an int (the file loads with torch.load(weights_only=True))."""
-        n = min(self.written, self.slots)
-        arrays = ("obs", "next_obs", "actions", "rewards", "terminations", "step_index", "episode_end")
-        state = {k: torch.from_numpy(getattr(self, k)[:n].copy()) for k in arrays}
-        return {
-            **state,
-            "episode_start": torch.from_numpy(self.episode_start.copy()),
-            "written": self.written,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.written = state.pop("written")
-        for key, value in state.items():
-            getattr(self, key)[: len(value)] = value.numpy()
-
-
 @torch.no_grad()
 def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
     """target <- (1 - tau) * target + tau * online, from the online network's effective weights
@@ -368,7 +291,7 @@ def train(args: Args) -> str:
     log_alpha = nn.Parameter(torch.tensor([math.log(args.alpha)], device=device), requires_grad=args.autotune)
     a_optimizer = optim.Adam([log_alpha], lr=args.q_lr)
     save_buffer = args.save_buffer if args.save_buffer is not None else len(obs_space.shape) != 3
-    rb = ReplayBuffer(args.buffer_size, args.num_envs, obs_space, action_space)
+    rb = EpisodeReplayBuffer(args.buffer_size, args.num_envs, obs_space, action_space)
     # only now, with every argument accepted, does the run directory appear
     run.open(obs_space, action_space, args.total_timesteps)
 

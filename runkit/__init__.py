@@ -1,7 +1,8 @@
 """runkit: the plumbing every l0rl entry point shares and no algorithm owns: `Run` (arguments every
 algorithm has, start/resume, logging, checkpoints, final evaluation), the run directory on disk
 (checkpoint format, atomic writes, lock), the metrics record + W&B, progress display, evaluation
-episodes, and one-line CLI errors."""
+episodes, the return formulas of the on-policy algorithms, the off-policy replay buffers, and
+one-line CLI errors."""
 
 if __name__ != "l0rl.runkit":  # one file, one import name: this folder installs as l0rl.runkit
     raise ImportError(
@@ -25,6 +26,7 @@ from l0rl.runkit.checkpoint import (
 from l0rl.runkit.cli import run_cli
 from l0rl.runkit.evaluate import eval_metrics, evaluate
 from l0rl.runkit.progress import Progress
+from l0rl.runkit.replay import BUFFER_NAME, EpisodeReplayBuffer, ReplayBuffer
 from l0rl.runkit.returns import bootstrap_truncations, gae
 from l0rl.runkit.run import (
     Run,
@@ -40,12 +42,15 @@ from l0rl.runkit.run import (
 from l0rl.runkit.tracker import WANDB_MODES, Tracker, read_metrics, resolve_wandb_mode
 
 __all__ = [
+    "BUFFER_NAME",
     "CHECKPOINT_NAME",
     "ENV_STATE_NAME",
     "FORMAT_VERSION",
     "WANDB_MODES",
     "NonFiniteError",
+    "EpisodeReplayBuffer",
     "Progress",
+    "ReplayBuffer",
     "Run",
     "RunArgs",
     "RunError",

@@ -22,7 +22,16 @@ from helpers import (
 import l0rl
 from l0rl import gmp, l0
 from l0rl.algos import dqn_l0 as dqn
-from l0rl.runkit import eval_metrics, evaluate, load_checkpoint, parse_args, read_metrics, run_cli
+from l0rl.runkit import (
+    BUFFER_NAME,
+    ReplayBuffer,
+    eval_metrics,
+    evaluate,
+    load_checkpoint,
+    parse_args,
+    read_metrics,
+    run_cli,
+)
 
 TINY = dict(
     num_envs=2,
@@ -95,7 +104,7 @@ def test_mario_smoke(tmp_path):
     )
     assert load_checkpoint(run_dir)["finished"]
     assert isinstance(trained_policy(run_dir)[1], torch.nn.Conv2d)
-    buffer = torch.load(Path(run_dir) / dqn.BUFFER_NAME, weights_only=True)["buffer"]
+    buffer = torch.load(Path(run_dir) / BUFFER_NAME, weights_only=True)["buffer"]
     assert buffer["obs"].dtype == torch.uint8 and tuple(buffer["obs"].shape) == (60, 1, 4, 84, 84)
 
 
@@ -131,7 +140,7 @@ def test_target_network_tracks_effective_weights(kind, tau):
             torch.testing.assert_close(target(x), q(x), rtol=0, atol=0)
 
 
-def fill(rb: dqn.ReplayBuffer, steps: int, end_env1_at: set[int]) -> np.ndarray:
+def fill(rb: ReplayBuffer, steps: int, end_env1_at: set[int]) -> np.ndarray:
     """Two envs (action = env index, reward = step) whose obs encode 10 * step + env; env 1 ends
     its episode at the given steps, and the next row then holds a reset obs (7), as SAME_STEP
     autoreset does. Returns the obs after the last step."""
@@ -147,7 +156,7 @@ def fill(rb: dqn.ReplayBuffer, steps: int, end_env1_at: set[int]) -> np.ndarray:
     return obs
 
 
-def check_sample(rb: dqn.ReplayBuffer, steps: int, end_at: set[int]) -> None:
+def check_sample(rb: ReplayBuffer, steps: int, end_at: set[int]) -> None:
     np.random.seed(0)
     obs, actions, next_obs, rewards, dones = rb.sample(500)
     assert obs.dtype == next_obs.dtype == np.uint8
@@ -167,7 +176,7 @@ SPACE_U8 = gym.spaces.Box(0, 255, (4, 3, 3), np.uint8)
 
 @pytest.mark.parametrize("steps", [6, 23])  # within the ring, and wrapped around it twice
 def test_replay_buffer_returns_true_final_obs(steps):
-    rb = dqn.ReplayBuffer(20, 2, SPACE_U8)
+    rb = ReplayBuffer(20, 2, SPACE_U8)
     end_at = {2, 4, 17, 19}
     fill(rb, steps, end_at)
     assert rb.obs.dtype == np.uint8
@@ -178,7 +187,7 @@ def test_replay_buffer_returns_true_final_obs(steps):
 def test_replay_buffer_cut_keeps_the_true_next_obs():
     """Resuming without the env state restarts the episodes in flight: the newest transitions must
     keep the obs the env was in, not the reset obs the next row holds."""
-    rb = dqn.ReplayBuffer(20, 2, SPACE_U8)
+    rb = ReplayBuffer(20, 2, SPACE_U8)
     rb.cut(np.zeros((2, 4, 3, 3), np.uint8))  # an empty buffer: nothing to cut
     assert not rb.final_obs and not rb.ended.any()
     end_at = {4, 8}
@@ -216,8 +225,8 @@ gym.register("l0rlParity-v0", entry_point=ParityEnv, max_episode_steps=4)
 def test_training_stores_true_final_obs_and_bootstraps_truncations(tmp_path):
     args = tiny_args(tmp_path, env_id="l0rlParity-v0", eval_episodes=0, total_timesteps=300, buffer_size=200)
     run_dir = dqn.train(args)
-    rb = dqn.ReplayBuffer(200, 2, ParityEnv().observation_space)
-    rb.load_state_dict(torch.load(Path(run_dir) / dqn.BUFFER_NAME, weights_only=True)["buffer"])
+    rb = ReplayBuffer(200, 2, ParityEnv().observation_space)
+    rb.load_state_dict(torch.load(Path(run_dir) / BUFFER_NAME, weights_only=True)["buffer"])
     obs, _, next_obs, _, dones = rb.sample(1000)
     # never the reset obs (t = 0) as a next obs; the done flag only where an episode terminated
     np.testing.assert_array_equal(next_obs[:, 0], obs[:, 0] + 1)
@@ -227,10 +236,10 @@ def test_training_stores_true_final_obs_and_bootstraps_truncations(tmp_path):
 
 def test_replay_buffer_size_in_bytes():
     obs_bytes = 4 * 84 * 84
-    rb = dqn.ReplayBuffer(100_000, 4, gym.spaces.Box(0, 255, (4, 84, 84), np.uint8))  # lazily zeroed
+    rb = ReplayBuffer(100_000, 4, gym.spaces.Box(0, 255, (4, 84, 84), np.uint8))  # lazily zeroed
     # per transition: the uint8 frame stack once + int64 action + float32 reward + float32 done + bool end
     assert rb.nbytes == 100_000 * (obs_bytes + 8 + 4 + 4 + 1) == 2_824_100_000  # as the module docstring says
-    small = dqn.ReplayBuffer(20, 2, SPACE_U8)
+    small = ReplayBuffer(20, 2, SPACE_U8)
     fill(small, 6, {2, 4})
     assert small.nbytes == 20 * (36 + 17) + 2 * 36  # plus one stored final obs per episode end
 
@@ -256,7 +265,7 @@ def test_resume_is_bit_exact(mode, tmp_path):
     part = dqn.train(tiny_args(tmp_path / "part", halt_after=200, **kw))
     halted = load_checkpoint(part)
     assert not halted["finished"] and halted["global_step"] == 200
-    assert torch.load(Path(part) / dqn.BUFFER_NAME, weights_only=True)["global_step"] == 200
+    assert torch.load(Path(part) / BUFFER_NAME, weights_only=True)["global_step"] == 200
     resume(part)
     a, b = load_checkpoint(full), load_checkpoint(part)
     assert b["finished"] and a["global_step"] == b["global_step"] == 400
@@ -271,7 +280,7 @@ def test_resume_without_saved_buffer_refills_it(tmp_path, capsys):
     args = tiny_args(tmp_path, total_timesteps=600, eval_episodes=0, save_buffer_max_mb=0, halt_after=300)
     part = dqn.train(args)
     assert load_checkpoint(part)["loop"]["learn_from"] == 100
-    assert not (Path(part) / dqn.BUFFER_NAME).exists()
+    assert not (Path(part) / BUFFER_NAME).exists()
     resume(part)
     assert "refilling" in capsys.readouterr().out
     # learning stops at the resume step (300) and starts again learning_starts (100) steps later
@@ -282,7 +291,7 @@ def test_refill_wait_survives_another_halt(tmp_path):
     """A lost buffer file is refilled; a halt during the refill keeps the wait: the buffer saved
     then holds fewer than learning_starts steps."""
     part = dqn.train(tiny_args(tmp_path, total_timesteps=600, eval_episodes=0, halt_after=300))
-    (Path(part) / dqn.BUFFER_NAME).unlink()
+    (Path(part) / BUFFER_NAME).unlink()
     dqn.train(dqn.Args(resume=part, wandb_mode="disabled", progress=False, halt_after=50))
     assert load_checkpoint(part)["loop"]["learn_from"] == 400
     resume(part)
@@ -295,9 +304,9 @@ def test_resume_box2d_restarts_episodes_and_cuts_the_buffer(tmp_path):
     part = dqn.train(tiny_args(tmp_path, env_id="LunarLander-v3", eval_episodes=0, halt_after=200))
     halted = load_checkpoint(part)
     assert halted["env_state_step"] is None
-    before = torch.load(Path(part) / dqn.BUFFER_NAME, weights_only=True)["buffer"]
+    before = torch.load(Path(part) / BUFFER_NAME, weights_only=True)["buffer"]
     resume(part)
-    after = torch.load(Path(part) / dqn.BUFFER_NAME, weights_only=True)["buffer"]
+    after = torch.load(Path(part) / BUFFER_NAME, weights_only=True)["buffer"]
     row = 99  # the halt step's row: vector step 100 of 200 rows
     assert after["ended"][row].all() and bool(after["full"])
     for env in range(2):

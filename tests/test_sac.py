@@ -26,7 +26,9 @@ from l0rl.envs import goal_spec
 from l0rl.errors import NonFiniteError
 from l0rl.policy import build_space
 from l0rl.runkit import (
+    BUFFER_NAME,
     ENV_STATE_NAME,
+    EpisodeReplayBuffer,
     eval_metrics,
     evaluate,
     load_checkpoint,
@@ -116,7 +118,7 @@ def test_halt_and_resume_is_bit_exact(kw, tmp_path):
     halted = sac.train(tiny_args(tmp_path / "halted", halt_after=120, **kw))
     ckpt = load_checkpoint(halted)
     assert ckpt["global_step"] == 120 and not ckpt["finished"]
-    assert (Path(halted) / sac.BUFFER_NAME).exists() and (Path(halted) / ENV_STATE_NAME).exists()
+    assert (Path(halted) / BUFFER_NAME).exists() and (Path(halted) / ENV_STATE_NAME).exists()
     resume(halted)
     a, b = load_checkpoint(straight), load_checkpoint(halted)
     assert b["finished"] and a["global_step"] == b["global_step"] == 200
@@ -165,11 +167,11 @@ def test_target_critics_are_gate_free_and_track_the_effective_weights(kind):
         torch.testing.assert_close(value, dense[key], rtol=0, atol=0)
 
 
-def fill_goal_buffer(slots: int, lengths: list[list[int]], steps: int) -> "sac.ReplayBuffer":
+def fill_goal_buffer(slots: int, lengths: list[list[int]], steps: int) -> "EpisodeReplayBuffer":
     """A buffer of NeedleReach-shaped transitions whose achieved goals name (env, episode, t):
     transition t of episode ep in env e has achieved goal (e, ep, t) before and (e, ep, t + 1) after."""
     obs_space = gym.spaces.Box(-np.inf, np.inf, (13,), np.float32)
-    rb = sac.ReplayBuffer(
+    rb = EpisodeReplayBuffer(
         slots * len(lengths), len(lengths), obs_space, gym.spaces.Box(-1, 1, (5,), np.float32)
     )
     spec = goal_spec("NeedleReach-v0")
@@ -212,7 +214,7 @@ def test_her_relabels_with_a_later_achieved_goal_of_the_same_episode():
 def test_resume_without_buffer_refills_before_learning(tmp_path):
     kw = dict(total_timesteps=400, learning_starts=120, log_every=20, eval_episodes=0, save_buffer=False)
     part = sac.train(tiny_args(tmp_path, env_id="Pendulum-v1", halt_after=200, **kw))
-    assert not (Path(part) / sac.BUFFER_NAME).exists()
+    assert not (Path(part) / BUFFER_NAME).exists()
     resume(part)
     assert load_checkpoint(part)["finished"]
     learned = [r["global_step"] for r in read_metrics(part) if "losses/qf1_loss" in r]
@@ -224,7 +226,7 @@ def test_resume_restarts_box2d_episodes_and_keeps_the_buffer(tmp_path):
     # Box2D envs pickle only their constructor arguments: they restart, the saved buffer stays
     kw = dict(env_id="LunarLanderContinuous-v3", total_timesteps=300, log_every=20, eval_episodes=0)
     part = sac.train(tiny_args(tmp_path, halt_after=200, **kw))
-    assert load_checkpoint(part)["env_state_step"] is None and (Path(part) / sac.BUFFER_NAME).exists()
+    assert load_checkpoint(part)["env_state_step"] is None and (Path(part) / BUFFER_NAME).exists()
     resume(part)
     assert load_checkpoint(part)["finished"]
     learned = [r["global_step"] for r in read_metrics(part) if "losses/qf1_loss" in r]
@@ -257,7 +259,7 @@ def test_mario_smoke(tmp_path):
     assert load_checkpoint(run_dir)["finished"]
     assert any("losses/qf1_loss" in r for r in read_metrics(run_dir))
     assert isinstance(trained_policy(run_dir)[1], torch.nn.Conv2d)
-    assert not (Path(run_dir) / sac.BUFFER_NAME).exists(), "image buffers are not saved by default"
+    assert not (Path(run_dir) / BUFFER_NAME).exists(), "image buffers are not saved by default"
 
 
 def cli(argv: list[str], tmp_path: Path, monkeypatch, capsys) -> subprocess.CompletedProcess:

@@ -1,0 +1,167 @@
+"""Replay buffers of the off-policy algorithms, stored as plain arrays whose state_dict is plain tensors
+(a saved buffer loads with torch.load(weights_only=True), like every file of a run directory).
+
+`ReplayBuffer` (DQN) keeps each observation once, so a 100k buffer of Mario frames fits in memory;
+`EpisodeReplayBuffer` (SAC) keeps each env's episodes contiguous in time, which hindsight experience
+replay needs to relabel a transition with a goal achieved later in its own episode."""
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+BUFFER_NAME = "replay_buffer.pt"
+"""The buffer's file in a run directory, written next to each checkpoint when it is saved."""
+
+
+class ReplayBuffer:
+    """Transitions of `num_envs` envs in a ring of rows, one row per vector step; each observation is
+    stored once, in the observation space's dtype (uint8 frames stay uint8).
+
+    The next obs of (row, env) is the obs of (row + 1, env), except where the transition ended an
+    episode: SAME_STEP autoreset put the reset obs there, so the true final obs is kept in the side
+    store `final_obs` (one entry per episode end in the ring). The newest row waits for its successor."""
+
+    RINGS = ("obs", "actions", "rewards", "dones", "ended")
+
+    def __init__(self, buffer_size: int, num_envs: int, obs_space: gym.Space):
+        self.rows, self.num_envs = buffer_size // num_envs, num_envs
+        shape = (self.rows, num_envs)
+        self.obs = np.zeros(shape + obs_space.shape, dtype=obs_space.dtype)
+        self.actions = np.zeros(shape, dtype=np.int64)
+        self.rewards = np.zeros(shape, dtype=np.float32)
+        self.dones = np.zeros(shape, dtype=np.float32)  # terminated only: truncations still bootstrap
+        self.ended = np.zeros(shape, dtype=bool)  # terminated or truncated: next obs is in final_obs
+        self.final_obs: dict[int, np.ndarray] = {}  # row * num_envs + env -> true final observation
+        self.pos, self.full = 0, False
+
+    @property
+    def nbytes(self) -> int:
+        rings = sum(getattr(self, k).nbytes for k in self.RINGS)
+        return rings + len(self.final_obs) * self.obs[0, 0].nbytes
+
+    def __len__(self) -> int:
+        """Number of transitions that can be sampled."""
+        return max((self.rows if self.full else self.pos) - 1, 0) * self.num_envs
+
+    def add(self, obs, actions, rewards, terminations, final_obs: dict[int, np.ndarray]) -> None:
+        slot = self.pos * self.num_envs
+        for env in np.nonzero(self.ended[self.pos])[0]:
+            del self.final_obs[slot + env]
+        self.obs[self.pos], self.actions[self.pos], self.rewards[self.pos] = obs, actions, rewards
+        self.dones[self.pos], self.ended[self.pos] = terminations, False
+        for env, final in final_obs.items():
+            self.ended[self.pos, env] = True
+            self.final_obs[slot + env] = np.array(final, dtype=self.obs.dtype)
+        self.pos = (self.pos + 1) % self.rows
+        self.full = self.full or self.pos == 0
+
+    def cut(self, next_obs: np.ndarray) -> None:
+        """The episodes in flight restart (resume without the env state): the newest row's next obs
+        is `next_obs`, not the reset obs the next row will hold, so it goes to the side store."""
+        if self.pos == 0 and not self.full:
+            return
+        row = (self.pos - 1) % self.rows
+        for env in np.nonzero(~self.ended[row])[0]:
+            self.ended[row, env] = True
+            self.final_obs[row * self.num_envs + int(env)] = np.array(next_obs[env], dtype=self.obs.dtype)
+
+    def sample(self, batch_size: int) -> tuple[np.ndarray, ...]:
+        """(obs, actions, next_obs, rewards, dones), uniformly over the sampleable transitions."""
+        start = self.pos if self.full else 0
+        rows = (start + np.random.randint(0, len(self) // self.num_envs, batch_size)) % self.rows
+        envs = np.random.randint(0, self.num_envs, batch_size)
+        next_obs = self.obs[(rows + 1) % self.rows, envs]
+        for i in np.nonzero(self.ended[rows, envs])[0]:
+            next_obs[i] = self.final_obs[rows[i] * self.num_envs + envs[i]]
+        obs, act, rew, done = (a[rows, envs] for a in (self.obs, self.actions, self.rewards, self.dones))
+        return obs, act, next_obs, rew, done
+
+    def state_dict(self) -> dict:
+        """Tensors sharing the arrays' memory (torch.save writes them without a pickled copy)."""
+        state = {k: torch.from_numpy(getattr(self, k)) for k in self.RINGS}
+        final_obs = {k: torch.from_numpy(v) for k, v in self.final_obs.items()}
+        return {**state, "final_obs": final_obs, "pos": self.pos, "full": int(self.full)}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in self.RINGS:
+            getattr(self, k)[...] = state[k].numpy()
+        self.final_obs = {k: v.numpy() for k, v in state["final_obs"].items()}
+        self.pos, self.full = int(state["pos"]), bool(state["full"])
+
+
+class EpisodeReplayBuffer:
+    """Transitions stored as [slot, env], so each env's episode lies contiguous in time and hindsight
+    relabelling can pick an achieved goal from later in the same episode. Image observations stay uint8."""
+
+    def __init__(self, capacity: int, num_envs: int, obs_space: gym.Space, action_space: gym.Space):
+        self.slots, self.num_envs = max(capacity // num_envs, 1), num_envs
+        shape = (self.slots, num_envs)
+        self.obs = np.zeros(shape + obs_space.shape, obs_space.dtype)
+        self.next_obs = np.zeros_like(self.obs)
+        self.actions = np.zeros(shape + action_space.shape, action_space.dtype)
+        self.rewards = np.zeros(shape, np.float32)
+        self.terminations = np.zeros(shape, np.float32)
+        self.step_index = np.zeros(shape, np.int64)  # vector step at which a transition was written
+        self.episode_end = np.full(shape, -1, np.int64)  # vector step of its episode's last one; -1: running
+        self.episode_start = np.zeros(num_envs, np.int64)
+        self.written = 0  # vector steps written so far
+
+    @property
+    def size(self) -> int:
+        return min(self.written, self.slots) * self.num_envs
+
+    def add(self, obs, next_obs, actions, rewards, terminations, dones) -> None:
+        slot = self.written % self.slots
+        self.obs[slot], self.next_obs[slot], self.actions[slot] = obs, next_obs, actions
+        self.rewards[slot], self.terminations[slot] = rewards, terminations
+        self.step_index[slot], self.episode_end[slot] = self.written, -1
+        for env in np.nonzero(dones)[0]:
+            self.end_episode(env, self.written)
+        self.written += 1
+
+    def end_episode(self, env: int, last: int) -> None:
+        steps = np.arange(max(self.episode_start[env], last - self.slots + 1), last + 1)
+        self.episode_end[steps % self.slots, env] = last
+        self.episode_start[env] = last + 1
+
+    def end_running_episodes(self) -> None:
+        """After a resume that restarted the envs, the episodes in flight ended at the last step."""
+        for env in range(self.num_envs):
+            if self.episode_start[env] < self.written:
+                self.end_episode(env, self.written - 1)
+
+    def sample(self, batch_size: int, her: dict | None = None, her_k: int = 0) -> dict[str, np.ndarray]:
+        slot = np.random.randint(0, min(self.written, self.slots), batch_size)
+        env = np.random.randint(0, self.num_envs, batch_size)
+        batch = {
+            k: getattr(self, k)[slot, env] for k in ("obs", "next_obs", "actions", "rewards", "terminations")
+        }
+        if her is not None:
+            # "future" strategy: the goal becomes what was achieved at a later step of the same episode
+            relabel = np.random.rand(batch_size) < her_k / (her_k + 1)
+            start = self.step_index[slot, env]
+            end = np.where(self.episode_end[slot, env] < 0, self.written - 1, self.episode_end[slot, env])
+            future = start + (np.random.rand(batch_size) * (end - start + 1)).astype(np.int64)
+            goal = self.next_obs[future % self.slots, env][relabel][:, her["achieved"]]
+            for key in ("obs", "next_obs"):
+                batch[key][relabel, her["desired"]] = goal
+            achieved = batch["next_obs"][relabel][:, her["achieved"]]
+            batch["rewards"][relabel] = her["compute_reward"](achieved, goal)
+            batch["relabelled"] = relabel
+        return batch
+
+    def state_dict(self) -> dict:
+        """Plain tensors and an int (the file loads with torch.load(weights_only=True))."""
+        n = min(self.written, self.slots)
+        arrays = ("obs", "next_obs", "actions", "rewards", "terminations", "step_index", "episode_end")
+        state = {k: torch.from_numpy(getattr(self, k)[:n].copy()) for k in arrays}
+        return {
+            **state,
+            "episode_start": torch.from_numpy(self.episode_start.copy()),
+            "written": self.written,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.written = state.pop("written")
+        for key, value in state.items():
+            getattr(self, key)[: len(value)] = value.numpy()
