@@ -11,8 +11,9 @@
 Defaults: CleanRL's CartPole DQN (MLP 120-84); the Mario line above is the one source of its settings
 (its 100k buffer: 2,824,100,000 bytes = 2.63 GiB, + 28,224 bytes per episode end held; see
 l0rl.runkit.ReplayBuffer).
-L0: learning updates sample fresh gates on every forward (train mode); acting, the Double-DQN argmax
-and evaluation use deterministic gates. The target network is gate- and mask-free and copies the
+L0: learning updates sample fresh gates on every forward (train mode; --l0-train-gates deterministic
+uses the test-time gates there too); acting, the Double-DQN argmax and evaluation use deterministic
+gates. The target network is gate- and mask-free and copies the
 effective weights (`l0.dense_state_dict`): log_alpha is never copied or averaged. For a gate that is
 open but not saturated (0 < log_alpha < ~6) the test-time gate exceeds the mean sampled gate, so the
 target overestimates what the online network is fitted to, and Q-values inflate until the gates settle.
@@ -21,6 +22,7 @@ Loss: MSE, as CleanRL's DQN; Huber (Nature DQN) let these CartPole defaults dive
 transitions that anchor Q.
 """
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
@@ -101,6 +103,10 @@ class Args(RunArgs):
     the penalty's gradient vanishes, and those gates never close again"""
     l0_dual_lr: float = 0.01
     """step size of the dual ascent on log(lambda) per gradient step (target schedule)"""
+    l0_train_gates: Literal["sampled", "deterministic"] = "sampled"
+    """gates of the Q-network in its learning updates: sampled (hard-concrete noise) or deterministic,
+    as SAC's critics: the TD target is then computed by the same function that is fitted, so
+    Q-values do not inflate; gates still learn through the deterministic gate (0 < z < 1) and the penalty"""
     l0_anneal_lr: bool = False
     """anneal the gates' rate (--l0-lr) linearly to 0 over the run, so the sparsity map settles and
     the Q-network's last updates fit the map it ends with (the weights' rate stays constant)"""
@@ -274,7 +280,12 @@ def train(args: Args) -> str:
                     else:
                         target_max = next_q.max(dim=1).values
                     td_target = b_rewards + args.gamma * target_max * (1 - b_dones)
-                old_val = q_network(b_obs.float()).gather(1, b_actions.unsqueeze(1)).squeeze(1)  # fresh gates
+                with (
+                    l0.deterministic_gates(q_network)
+                    if args.l0_train_gates == "deterministic"
+                    else nullcontext()
+                ):
+                    old_val = q_network(b_obs.float()).gather(1, b_actions.unsqueeze(1)).squeeze(1)
                 td_loss = F.mse_loss(old_val, td_target)
                 # L0 LOGIC: expected share of open gated weights, weighted by the scheduled lambda
                 l0_loss = lam * l0.penalty(q_network) if args.sparsity == "l0" else torch.zeros(())

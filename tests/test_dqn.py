@@ -256,10 +256,38 @@ def test_the_gates_learning_rate_is_annealed_to_zero_only_when_asked(anneal, tmp
     assert weights == dqn.Args.learning_rate and gates == pytest.approx(0.01 / 400 if anneal else 0.01)
 
 
-@pytest.mark.parametrize("mode", ["constant", "linear", "cosine", "target", "gmp", "anneal"])
+def gate_logits(ckpt: dict) -> torch.Tensor:
+    state = ckpt["networks"]["q_network"]
+    return torch.cat([v.flatten() for k, v in sorted(state.items()) if k.endswith("log_alpha")])
+
+
+@pytest.mark.parametrize(
+    ("train_gates", "drop_rate", "gates_learn"),
+    [("sampled", 0.05, True), ("deterministic", 0.05, False), ("deterministic", 0.3, True)],
+)
+def test_deterministic_training_gates_pass_td_gradient_only_to_gates_not_fully_open(
+    train_gates, drop_rate, gates_learn, tmp_path
+):
+    # lambda 0, so only the TD loss moves log_alpha. Drop rate 0.05 starts every gate at log_alpha
+    # ~2.94, where the deterministic gate is exactly 1 (from log 11 = 2.40 on): no TD gradient can
+    # reach it, while sampled gates fall below 1 on ~21 % of draws. At drop rate 0.3 (log_alpha ~0.85)
+    # the deterministic gate is ~0.74 and learns.
+    kw = dict(eval_episodes=0, l0_lambda=0.0, l0_drop_rate=drop_rate, l0_train_gates=train_gates)
+    before = gate_logits(load_checkpoint(dqn.train(tiny_args(tmp_path / "a", learning_starts=400, **kw))))
+    after_ckpt = load_checkpoint(dqn.train(tiny_args(tmp_path / "b", **kw)))
+    assert optimizer_steps(after_ckpt) > 50
+    moved = gate_logits(after_ckpt) != before
+    if gates_learn:
+        assert moved.float().mean() > 0.5
+    else:
+        assert not moved.any()
+
+
+@pytest.mark.parametrize("mode", ["constant", "linear", "cosine", "target", "gmp", "anneal", "deterministic"])
 def test_resume_is_bit_exact(mode, tmp_path):
     kw = dict(sparsity="gmp", gmp_every=5) if mode == "gmp" else dict(l0_schedule=mode)
     kw = dict(l0_anneal_lr=True) if mode == "anneal" else kw
+    kw = dict(l0_train_gates="deterministic", l0_schedule="linear") if mode == "deterministic" else kw
     kw |= dict(eval_episodes=0, target_network_frequency=50)
     full = dqn.train(tiny_args(tmp_path / "full", **kw))
     part = dqn.train(tiny_args(tmp_path / "part", halt_after=200, **kw))
