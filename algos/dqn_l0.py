@@ -46,6 +46,7 @@ from l0rl.runkit import (
     parse_args,
     run_cli,
     seed_everything,
+    update_target,
     validate,
 )
 
@@ -143,14 +144,6 @@ class QNetwork(nn.Sequential):
         super().__init__(*layers)
 
 
-@torch.no_grad()
-def update_target(target_network: QNetwork, q_network: QNetwork, tau: float) -> None:
-    """target <- tau * effective online weights + (1 - tau) * target (tau = 1: an exact copy)."""
-    source = l0.dense_state_dict(q_network)  # gates and GMP masks folded in
-    for key, value in target_network.state_dict().items():
-        value.mul_(1.0 - tau).add_(source[key], alpha=tau)
-
-
 def check_args(args: Args) -> None:
     validate(
         args, positive=("learning_rate", "l0_lr", "l0_dual_lr"), unit=("gamma", "tau", "exploration_fraction")
@@ -198,12 +191,7 @@ def train(args: Args) -> str:
         pruner = schedulers["gmp"] = gmp.GradualMagnitudePruner(
             sparse, args.gmp_target, args.total_timesteps, args.gmp_start, args.gmp_end, args.gmp_every
         )
-    optimizer = optim.Adam(
-        [
-            {"params": l0.weight_parameters(q_network), "lr": args.learning_rate},
-            {"params": l0.gate_parameters(q_network), "lr": args.l0_lr, "weight_decay": 0.0},
-        ]
-    )
+    optimizer = optim.Adam(l0.param_groups(q_network, args.learning_rate, args.l0_lr))
     update_target(target_network, q_network, 1.0)
     # only now, with every argument accepted, does the run directory appear
     run.open(*spaces, args.num_iterations * args.num_envs)

@@ -236,10 +236,7 @@ def train(args: Args) -> str:
             sparse, args.gmp_target, args.total_timesteps, args.gmp_start, args.gmp_end, args.gmp_every
         )
     optimizer = optim.Adam(
-        [
-            {"params": l0.weight_parameters(agent), "lr": args.learning_rate},
-            {"params": l0.gate_parameters(agent), "lr": args.l0_lr, "weight_decay": 0.0},
-        ],
+        l0.param_groups(agent, args.learning_rate, args.l0_lr),
         eps=1e-5,
     )
     # only now, with every argument accepted, does the run directory appear

@@ -49,6 +49,7 @@ from l0rl.runkit import (
     parse_args,
     run_cli,
     seed_everything,
+    update_target,
     validate,
 )
 
@@ -209,21 +210,6 @@ class Actor(nn.Module):
         return self.rescale(y_t), log_prob.sum(1), self.rescale(torch.tanh(out))
 
 
-@torch.no_grad()
-def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """target <- (1 - tau) * target + tau * online, from the online network's effective weights
-    (deterministic gates or GMP masks folded in)."""
-    source = l0.dense_state_dict(online)
-    for key, value in target.state_dict().items():
-        value.lerp_(source[key], tau)
-
-
-def make_optimizer(net: nn.Module, lr: float, args: Args) -> optim.Adam:
-    """Weights at `lr`; the gates' log_alpha in a group of their own (own lr, no weight decay)."""
-    gates = {"params": l0.gate_parameters(net), "lr": args.l0_lr, "weight_decay": 0.0}
-    return optim.Adam([{"params": l0.weight_parameters(net), "lr": lr}, gates])
-
-
 def check_args(args: Args, env_options: dict) -> None:
     # --alpha must be > 0 even with --autotune: it is the starting point of the tuning, in log space
     validate(args, positive=("policy_lr", "q_lr", "l0_lr", "alpha"), unit=("gamma", "tau"))
@@ -281,10 +267,10 @@ def train(args: Args) -> str:
     qf1_target, qf2_target = (
         SoftQNetwork(obs_space, action_space, args.hidden_size).to(device) for _ in range(2)
     )
-    qf1_target.load_state_dict(l0.dense_state_dict(qf1))
-    qf2_target.load_state_dict(l0.dense_state_dict(qf2))
-    q_optimizer = make_optimizer(critics, args.q_lr, args)
-    actor_optimizer = make_optimizer(actor, args.policy_lr, args)
+    update_target(qf1_target, qf1, 1.0)
+    update_target(qf2_target, qf2, 1.0)
+    q_optimizer = optim.Adam(l0.param_groups(critics, args.q_lr, args.l0_lr))
+    actor_optimizer = optim.Adam(l0.param_groups(actor, args.policy_lr, args.l0_lr))
     # Automatic entropy tuning (SAC's alpha, unrelated to the gates' log_alpha)
     n_act = int(np.prod(action_space.shape)) if continuous else int(action_space.n)
     target_entropy = -float(n_act) if continuous else args.target_entropy_scale * math.log(n_act)
@@ -315,7 +301,6 @@ def train(args: Args) -> str:
             obs, _ = envs.reset(seed=args.seed + global_step)
             rb.end_running_episodes()
 
-    recent_successes: list[float] = []
     losses: dict[str, float] = {}
     while global_step < args.total_timesteps:
         # ALGO LOGIC: put action logic here
@@ -330,10 +315,6 @@ def train(args: Args) -> str:
         next_obs, rewards, terminations, truncations, infos = envs.step(actions)
         global_step += args.num_envs
         run.log_episodes(infos, global_step)
-        final_info = infos.get("final_info", {})
-        for i in np.nonzero(final_info.get("_is_success", []))[0]:  # goal envs: the last 20 episodes
-            recent_successes = (recent_successes + [float(final_info["is_success"][i])])[-20:]
-            run.tracker.log({"charts/success_rate": float(np.mean(recent_successes))}, global_step)
 
         # TRY NOT TO MODIFY: save data to replay buffer; SAME_STEP autoreset put the reset obs in
         # next_obs, the true last observation is in final_obs. Only termination stops bootstrapping.
@@ -409,8 +390,8 @@ def train(args: Args) -> str:
             if pruner is not None:  # one learning update = one pruner step (--gmp-every counts them)
                 pruner.step(global_step)
             if updates % args.target_network_frequency == 0:
-                polyak_update(qf1_target, qf1, args.tau)
-                polyak_update(qf2_target, qf2, args.tau)
+                update_target(qf1_target, qf1, args.tau)
+                update_target(qf2_target, qf2, args.tau)
             updates += 1
 
         # TRY NOT TO MODIFY: record losses and sparsity statistics for plotting purposes
@@ -422,8 +403,7 @@ def train(args: Args) -> str:
                 metrics.update(l0.stats(critics, "l0/critic/"))
             if pruner is not None:
                 metrics.update({**pruner.log_dict(), **gmp.stats(critics, "gmp/critic/")})
-            success = float(np.mean(recent_successes)) if recent_successes else None
-            run.log(global_step, metrics, policy=policy, success=success)
+            run.log(global_step, metrics, policy=policy)
 
         if run.should_checkpoint(global_step, args.num_envs):
             if save_buffer:  # first, so a checkpoint never points at a buffer older than itself

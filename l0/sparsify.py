@@ -196,6 +196,16 @@ def weight_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if id(p) not in gate_ids]
 
 
+def param_groups(model: nn.Module, lr: float, gate_lr: float) -> list[dict]:
+    """Optimizer parameter groups: the weights at `lr`, the gates' log_alpha at `gate_lr` in a group
+    of their own with no weight decay (decay would pull every gate towards half open). Group 0 is the
+    weights and group 1 the gates, so a schedule can set each rate: `param_groups[1]["lr"] = ...`."""
+    return [
+        {"params": weight_parameters(model), "lr": lr},
+        {"params": gate_parameters(model), "lr": gate_lr, "weight_decay": 0.0},
+    ]
+
+
 @torch.no_grad()
 def clamp_log_alpha_(model: nn.Module, low: float = LOG_ALPHA_MIN, high: float = LOG_ALPHA_MAX) -> None:
     """Clamp every log_alpha into [low, high] in place; call after each optimizer step."""

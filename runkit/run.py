@@ -348,6 +348,7 @@ class Run:
         self.args = args
         self.global_step = self.start_step = self.ckpt["global_step"] if self.ckpt else 0
         self.recent_returns: list[float] = []
+        self.recent_successes: list[float] = []  # goal envs (info "is_success"): the last 20 episodes
 
     def _resume(self, args: Any) -> Any:
         """The saved arguments, with RESUMABLE ones taken from the command line; locks the run."""
@@ -452,7 +453,12 @@ class Run:
         )
 
     def log_episodes(self, infos: dict, global_step: int) -> None:
-        """Log every episode that ended in this vector step (RecordEpisodeStatistics infos)."""
+        """Log every episode that ended in this vector step (RecordEpisodeStatistics infos), and for
+        goal envs the success rate over the last 20 episodes."""
+        final_info = infos.get("final_info", {})
+        for i in np.nonzero(final_info.get("_is_success", []))[0]:
+            self.recent_successes = (self.recent_successes + [float(final_info["is_success"][i])])[-20:]
+            self.tracker.log({"charts/success_rate": float(np.mean(self.recent_successes))}, global_step)
         if "episode" not in infos:
             return
         for i in np.nonzero(infos["_episode"])[0]:
@@ -476,6 +482,8 @@ class Run:
             shown.setdefault("sparsity", figures["sparsity"])
         self.tracker.log(metrics, global_step)
         ret = float(np.mean(self.recent_returns)) if self.recent_returns else None
+        if self.recent_successes:
+            shown.setdefault("success", float(np.mean(self.recent_successes)))
         self.progress.update(global_step, SPS=sps, ret=ret, **shown)
         self.global_step = global_step
 

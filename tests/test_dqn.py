@@ -31,6 +31,7 @@ from l0rl.runkit import (
     parse_args,
     read_metrics,
     run_cli,
+    update_target,
 )
 
 TINY = dict(
@@ -124,7 +125,7 @@ def test_target_network_tracks_effective_weights(kind, tau):
     else:
         gmp.GradualMagnitudePruner({"q": gmp.attach(q)}, 0.5, 1).apply(0.5)
     before = {k: v.clone() for k, v in target.state_dict().items()}
-    dqn.update_target(target, q, tau)
+    update_target(target, q, tau)
     dense = l0.dense_state_dict(q)
     assert set(dense) == set(target.state_dict())
     assert any((v == 0).any() for k, v in dense.items() if k.endswith("weight")), (

@@ -35,6 +35,7 @@ from l0rl.runkit import (
     parse_args,
     read_metrics,
     run_cli,
+    update_target,
 )
 
 sac = importlib.import_module("l0rl.algos.sac_l0")
@@ -156,13 +157,13 @@ def test_target_critics_are_gate_free_and_track_the_effective_weights(kind):
         gmp.GradualMagnitudePruner({"qf": gmp.attach(qf)}, 0.5, 1).apply(0.5)
     target = sac.SoftQNetwork(obs_space, action_space, 16)
     old = {k: v.clone() for k, v in target.state_dict().items()}
-    sac.polyak_update(target, qf, 0.25)
+    update_target(target, qf, 0.25)
     assert not any("parametrizations" in key for key in target.state_dict())
     dense = l0.dense_state_dict(qf)
     assert any(bool((v == 0).any()) for k, v in dense.items() if k.endswith("weight"))
     for key, value in target.state_dict().items():
         torch.testing.assert_close(value, 0.75 * old[key] + 0.25 * dense[key])
-    sac.polyak_update(target, qf, 1.0)
+    update_target(target, qf, 1.0)
     for key, value in target.state_dict().items():
         torch.testing.assert_close(value, dense[key], rtol=0, atol=0)
 
