@@ -60,6 +60,8 @@ class Args(RunArgs):
     # Algorithm specific arguments
     learning_rate: float = 2.5e-4
     """the learning rate of the optimizer (weights)"""
+    anneal_lr: bool = False
+    """anneal the weights' learning rate linearly to 0 over the run (off: CleanRL's DQN keeps it)"""
     num_envs: int = 1
     """the number of parallel game environments"""
     buffer_size: int = 10000
@@ -254,8 +256,10 @@ def train(args: Args) -> str:
                 if scheduler is not None:  # only the target mode's controller reads the sparsity
                     sparsity = l0.stats(q_network)["l0/sparsity"] if scheduler.mode == "target" else None
                     lam = scheduler.step(global_step, sparsity)
-                if args.l0_anneal_lr:  # from the step alone, so a resumed run continues the same ramp
-                    frac = 1.0 - (global_step - 1.0) / args.total_timesteps
+                frac = 1.0 - (global_step - 1.0) / args.total_timesteps  # from the step: resumable
+                if args.anneal_lr:
+                    optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+                if args.l0_anneal_lr:
                     optimizer.param_groups[1]["lr"] = frac * args.l0_lr
                 data = [torch.as_tensor(x, device=device) for x in rb.sample(args.batch_size)]
                 b_obs, b_actions, b_next_obs, b_rewards, b_dones = data

@@ -249,12 +249,15 @@ def optimizer_steps(ckpt: dict) -> int:
     return int(ckpt["optimizers"]["q_network"]["state"][0]["step"])
 
 
-@pytest.mark.parametrize("anneal", [True, False])
-def test_the_gates_learning_rate_is_annealed_to_zero_only_when_asked(anneal, tmp_path):
-    run_dir = dqn.train(tiny_args(tmp_path, eval_episodes=0, l0_lr=0.01, l0_anneal_lr=anneal))
+@pytest.mark.parametrize("anneal_weights", [True, False])
+@pytest.mark.parametrize("anneal_gates", [True, False])
+def test_each_learning_rate_is_annealed_to_zero_only_when_asked(anneal_weights, anneal_gates, tmp_path):
+    kw = dict(eval_episodes=0, learning_rate=1e-3, l0_lr=0.01)
+    run_dir = dqn.train(tiny_args(tmp_path, anneal_lr=anneal_weights, l0_anneal_lr=anneal_gates, **kw))
     weights, gates = [g["lr"] for g in load_checkpoint(run_dir)["optimizers"]["q_network"]["param_groups"]]
     # the last gradient step is taken at env step 400 of 400: 1 - 399/400 of the rate is left
-    assert weights == dqn.Args.learning_rate and gates == pytest.approx(0.01 / 400 if anneal else 0.01)
+    assert weights == pytest.approx(1e-3 / 400 if anneal_weights else 1e-3)
+    assert gates == pytest.approx(0.01 / 400 if anneal_gates else 0.01)
 
 
 def gate_logits(ckpt: dict) -> torch.Tensor:
@@ -287,7 +290,7 @@ def test_deterministic_training_gates_pass_td_gradient_only_to_gates_not_fully_o
 @pytest.mark.parametrize("mode", ["constant", "linear", "cosine", "target", "gmp", "anneal", "deterministic"])
 def test_resume_is_bit_exact(mode, tmp_path):
     kw = dict(sparsity="gmp", gmp_every=5) if mode == "gmp" else dict(l0_schedule=mode)
-    kw = dict(l0_anneal_lr=True) if mode == "anneal" else kw
+    kw = dict(l0_anneal_lr=True, anneal_lr=True) if mode == "anneal" else kw
     kw = dict(l0_train_gates="deterministic", l0_schedule="linear") if mode == "deterministic" else kw
     kw |= dict(eval_episodes=0, target_network_frequency=50)
     full = dqn.train(tiny_args(tmp_path / "full", **kw))
