@@ -85,6 +85,10 @@ class Args(RunArgs):
     l0_dual_lr: float = 0.004
     """step size of the dual ascent on log(lambda) per iteration (target schedule): PPO's 0.05 per
     512 env steps, per A2C's 40"""
+    l0_train_gates: Literal["sampled", "deterministic"] = "sampled"
+    """gates in the rollout and its update: sampled (one hard-concrete draw per iteration) or
+    deterministic (the test-time gates: no gate noise in the actions; a fully open gate then learns
+    from the penalty alone, so pair it with a warm-up schedule)"""
 
     # to be filled in runtime
     batch_size: int = 0
@@ -259,7 +263,8 @@ def train(args: Args) -> str:
             for k, s in schedulers.items()
         }
 
-        with l0.frozen_gates(agent):  # one gate draw for this rollout and its update
+        # one gate draw (or the test-time gates) for this rollout and its update
+        with (l0.deterministic_gates if args.l0_train_gates == "deterministic" else l0.frozen_gates)(agent):
             with l0.cached_gates():  # weights and gate noise are fixed during the rollout
                 for step in range(0, args.num_steps):
                     global_step += args.num_envs

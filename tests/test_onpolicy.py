@@ -266,6 +266,32 @@ def test_the_gates_learning_rate_is_annealed_with_the_weights_unless_told_not_to
 
 
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
+@pytest.mark.parametrize(
+    ("train_gates", "drop_rate", "least", "most"),
+    [("sampled", 0.01, 0.01, 0.9), ("deterministic", 0.01, 0.0, 0.0), ("deterministic", 0.3, 0.99, 1.0)],
+)
+def test_deterministic_training_gates_reach_only_gates_not_fully_open(
+    algo, train_gates, drop_rate, least, most, tmp_path
+):
+    # lambda 0, so only the policy gradient moves log_alpha. Drop rate 0.01 starts every gate at
+    # log_alpha ~4.6, where the test-time gate is exactly 1 (from log 11 = 2.40 on): no gradient can
+    # reach it, while a sampled gate falls below 1 on ~5 % of draws (one draw per iteration). At drop
+    # rate 0.3 (log_alpha ~0.85) the test-time gate is ~0.74, and every gate learns.
+    def actor_log_alpha(l0_lr: float, root: Path) -> torch.Tensor:
+        kw = dict(eval_episodes=0, l0_lambda_actor=0.0, l0_drop_rate=drop_rate, l0_train_gates=train_gates)
+        state = load_checkpoint(ALGOS[algo].train(tiny(algo, root, l0_lr=l0_lr, **kw)))["networks"]["agent"]
+        return torch.cat(
+            [v.flatten() for k, v in sorted(state.items()) if k.startswith("actor.") and "log_alpha" in k]
+        )
+
+    start = actor_log_alpha(
+        1e-30, tmp_path / "still"
+    )  # same seed, same initial gates; steps below float32's ulp
+    moved = (actor_log_alpha(0.01, tmp_path / "learn") != start).float().mean().item()
+    assert least <= moved <= most
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
 def test_gmp_reaches_its_target_and_pruned_weights_are_zero(algo, tmp_path):
     run_dir = ALGOS[algo].train(
         tiny(algo, tmp_path, sparsity="gmp", gmp_target=0.8, gmp_every=1, eval_episodes=0)
