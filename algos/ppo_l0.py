@@ -188,11 +188,14 @@ class Agent(nn.Module):
         return action, probs.log_prob(action), probs.entropy(), self.critic(x)
 
 
-def gate(nets: dict[str, nn.Module], args: Args, obs_shape: tuple[int, ...]) -> None:
+def gate(agent: Agent, sparse: dict[str, nn.Module], args: Args, obs_shape: tuple[int, ...]) -> None:
     """Gate these networks (the actor includes a shared torso), each priced by args.l0_cost."""
-    example = torch.zeros((1, *obs_shape), device=next(nets["actor"].parameters()).device)
-    for net in nets.values():
+    for net in sparse.values():
         l0.sparsify(net, args.l0_granularity, args.l0_drop_rate, output_granularity="weight")
+    # MACs are counted on a whole network from the observation: the critic's own part of a shared
+    # torso (a head on 512 features) cannot take an observation alone
+    example = torch.zeros((1, *obs_shape), device=next(agent.parameters()).device)
+    for net in (agent.actor, agent.critic):
         l0.set_costs(net, args.l0_cost, example if args.l0_cost == "macs" else None)
 
 
@@ -232,7 +235,7 @@ def train(args: Args) -> str:
         # a critic at lambda 0 stays dense: no gates, no gate noise in its values
         strength = {"actor": args.l0_lambda_actor, "critic": args.l0_lambda_critic}
         schedulers = {k: make_scheduler(args, lam) for k, lam in strength.items() if k == "actor" or lam > 0}
-        gate({k: sparse[k] for k in schedulers}, args, envs.single_observation_space.shape)
+        gate(agent, {k: sparse[k] for k in schedulers}, args, envs.single_observation_space.shape)
     elif args.sparsity == "gmp":
         for net in sparse.values():
             gmp.attach(net)

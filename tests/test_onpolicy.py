@@ -142,6 +142,28 @@ def test_mario_smoke(algo, tmp_path):
     assert isinstance(trained_policy(run_dir)[1], torch.nn.Conv2d)
 
 
+def test_mac_costs_with_a_gated_critic_on_the_shared_cnn(tmp_path):
+    # Mario's defaults gate the critic's head, which sits on the torso's 512 features: the MACs of
+    # every gate are counted from the observation through the whole network (20x20, 9x9 and 7x7
+    # output positions for the three convolutions, 1 for every Linear weight)
+    obs = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    agent = ppo_l0.Agent(obs, gym.spaces.Discrete(7))
+    args = ppo_l0.Args(l0_cost="macs", l0_granularity="unit")
+    ppo_l0.gate(agent, {"actor": agent.actor, "critic": agent.critic_own}, args, obs.shape)
+    costs = {name: g.cost_per_weight for name, _, g in l0.gated_layers(agent)}
+    assert costs == {
+        "actor.1": 400,
+        "actor.3": 81,
+        "actor.5": 49,
+        "actor.8": 1,
+        "actor.10": 1,
+        "critic.10": 1,
+    }
+    kw = dict(env_id="SuperMarioBros-7-1-v0", num_envs=1, num_steps=8, update_epochs=1, total_timesteps=16)
+    run_dir = ppo_l0.train(tiny("ppo", tmp_path, eval_episodes=0, l0_cost="macs", l0_lambda_critic=0.5, **kw))
+    assert load_checkpoint(run_dir)["global_step"] == 16
+
+
 class CountingEnv(gym.Env):
     """Episodes of 3 steps; counts real step() calls so a test can tell real transitions from
     autoreset filler (NEXT_STEP autoreset would put transitions in the batch that no step() made)."""
