@@ -38,12 +38,14 @@ from l0rl.runkit import (
 )
 
 ALGO = "ppo_l0"
-# Mario: the configuration measured there (benchmark/results/mario-ppo-short.md): 8 emulators, unit
-# gates so compress removes whole channels, a strong lambda ramped in early, gates at a constant rate
+# Mario: 8 emulators, unit gates so compress removes whole channels, lambda 10 from the first step
+# (benchmark/results/mario/NOTES.md: 66 % at 100k steps, where a warm-up and ramp gave 42 % and then
+# stalled at 56 %: the warm-up let the policy push open gates to log_alpha 6-7, out of the penalty's
+# reach), gates at a constant rate
 MARIO = dict(
     num_envs=8, total_timesteps=1_000_000, l0_granularity="unit", l0_lambda_actor=10.0, l0_lambda_critic=0.5
 )
-MARIO |= dict(l0_lr=1e-2, l0_anneal_lr=False, l0_schedule="linear", l0_warmup=0.05, l0_ramp_end=0.3)
+MARIO |= dict(l0_lr=1e-2, l0_anneal_lr=False, l0_schedule="constant")
 # Acrobot and LunarLander: a constant lambda closed the actor before the first success (benchmark/
 # results/sweep-warmup, sweep-lunar), so lambda is ramped in, at the 3.5 they were measured with.
 # LunarLander takes its usual rollout shape (16 x 1024 steps, minibatches of 64, gamma 0.999, GAE
