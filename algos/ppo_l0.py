@@ -38,14 +38,10 @@ from l0rl.runkit import (
 )
 
 ALGO = "ppo_l0"
-# Mario: 8 emulators, unit gates so compress removes whole channels, lambda 10 from the first step
-# (benchmark/results/mario/NOTES.md: 66 % at 100k steps, where a warm-up and ramp gave 42 % and then
-# stalled at 56 %: the warm-up let the policy push open gates to log_alpha 6-7, out of the penalty's
-# reach), gates at a constant rate
-MARIO = dict(
-    num_envs=8, total_timesteps=1_000_000, l0_granularity="unit", l0_lambda_actor=10.0, l0_lambda_critic=0.5
-)
-MARIO |= dict(l0_lr=1e-2, l0_anneal_lr=False, l0_schedule="constant")
+# Mario: 8 emulators, unit gates (compress removes whole channels), lambda 10 from the first step:
+# 66 % at 100k steps where a warm-up and ramp stalled at 56 % (benchmark/results/mario/NOTES.md)
+MARIO = dict(num_envs=8, total_timesteps=1_000_000, l0_granularity="unit", l0_lambda_actor=10.0)
+MARIO |= dict(l0_lambda_critic=0.5, l0_lr=1e-2, l0_anneal_lr=False, l0_schedule="constant")
 # Acrobot and LunarLander: a constant lambda closed the actor before the first success (benchmark/
 # results/sweep-warmup, sweep-lunar), so lambda is ramped in, at the 3.5 they were measured with.
 # LunarLander takes its usual rollout shape (16 x 1024 steps, minibatches of 64, gamma 0.999, GAE
@@ -110,9 +106,8 @@ class Args(RunArgs):
     l0_cost: Literal["params", "macs"] = "params"
     """what the penalty counts: open weights (params) or the MACs they cost (macs: pushes conv channels shut)"""
     l0_train_gates: Literal["sampled", "deterministic"] = "sampled"
-    """gates in the rollout and its update: sampled (one hard-concrete draw per iteration) or
-    deterministic (the test-time gates: no gate noise in the actions; a fully open gate then learns
-    from the penalty alone, so pair it with a warm-up schedule)"""
+    """gates of the rollout and its update: sampled (one draw per iteration) or deterministic (the test-time
+    gates: no gate noise in actions; a fully open gate learns from the penalty alone, so use a warm-up)"""
 
     # to be filled in runtime
     batch_size: int = 0
@@ -194,8 +189,7 @@ def gate(agent: Agent, sparse: dict[str, nn.Module], args: Args, obs_shape: tupl
     """Gate these networks (the actor includes a shared torso), each priced by args.l0_cost."""
     for net in sparse.values():
         l0.sparsify(net, args.l0_granularity, args.l0_drop_rate, output_granularity="weight")
-    # MACs are counted on a whole network from the observation: the critic's own part of a shared
-    # torso (a head on 512 features) cannot take an observation alone
+    # MACs are counted from the observation: a critic head on a shared torso cannot take one alone
     example = torch.zeros((1, *obs_shape), device=next(agent.parameters()).device)
     for net in (agent.actor, agent.critic):
         l0.set_costs(net, args.l0_cost, example if args.l0_cost == "macs" else None)
@@ -290,8 +284,8 @@ def train(args: Args) -> str:
             for k, s in schedulers.items()
         }
 
-        # one gate draw (or the test-time gates) for this rollout and its update
-        with (l0.deterministic_gates if args.l0_train_gates == "deterministic" else l0.frozen_gates)(agent):
+        gate_mode = l0.deterministic_gates if args.l0_train_gates == "deterministic" else l0.frozen_gates
+        with gate_mode(agent):  # one gate draw (or the test-time gates) for this rollout and its update
             with l0.cached_gates():  # weights and gate noise are fixed during the rollout
                 for step in range(0, args.num_steps):
                     global_step += args.num_envs
