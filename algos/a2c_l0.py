@@ -86,9 +86,8 @@ class Args(RunArgs):
     """step size of the dual ascent on log(lambda) per iteration (target schedule): PPO's 0.05 per
     512 env steps, per A2C's 40"""
     l0_train_gates: Literal["sampled", "deterministic"] = "sampled"
-    """gates in the rollout and its update: sampled (one hard-concrete draw per iteration) or
-    deterministic (the test-time gates: no gate noise in the actions; a fully open gate then learns
-    from the penalty alone, so pair it with a warm-up schedule)"""
+    """gates of the rollout and its update: sampled (one draw per iteration) or deterministic (the test-time
+    gates: no gate noise in actions; a fully open gate learns from the penalty alone, so use a warm-up)"""
 
     # to be filled in runtime
     batch_size: int = 0
@@ -263,8 +262,8 @@ def train(args: Args) -> str:
             for k, s in schedulers.items()
         }
 
-        # one gate draw (or the test-time gates) for this rollout and its update
-        with (l0.deterministic_gates if args.l0_train_gates == "deterministic" else l0.frozen_gates)(agent):
+        gate_mode = l0.deterministic_gates if args.l0_train_gates == "deterministic" else l0.frozen_gates
+        with gate_mode(agent):  # one gate draw (or the test-time gates) for this rollout and its update
             with l0.cached_gates():  # weights and gate noise are fixed during the rollout
                 for step in range(0, args.num_steps):
                     global_step += args.num_envs
