@@ -31,9 +31,13 @@ from l0rl.l0.gates import (
     sample_gate,
 )
 
-GRANULARITIES = ("weight", "unit")
+GRANULARITIES = ("weight", "unit", "mixed")
 """'weight': one gate per weight (unstructured). 'unit': one gate per output unit / conv channel
-(structured), so whole neurons and filters close and can be removed by compress."""
+(structured), so whole neurons and filters close and can be removed by compress. 'mixed': conv
+channels per unit (where a CNN's multiply-accumulates are, so closing them cuts latency) and Linear
+layers per weight (where its parameters are: a wide fully-connected layer thins out far more
+readily weight by weight than whole unit by unit)."""
+_GATE_GRANULARITIES = ("weight", "unit")  # what one layer's gate can be; 'mixed' picks per layer
 GATEABLE = (nn.Linear, nn.Conv2d)
 _LOG_ALPHA_KEY = "parametrizations.weight.0.log_alpha"
 
@@ -53,8 +57,10 @@ class HardConcreteGate(nn.Module):
         zeta: float = ZETA,
     ):
         super().__init__()
-        if granularity not in GRANULARITIES:
-            raise ValueError(f"unknown granularity {granularity!r}; use one of {', '.join(GRANULARITIES)}")
+        if granularity not in _GATE_GRANULARITIES:
+            raise ValueError(
+                f"unknown granularity {granularity!r}; use one of {', '.join(_GATE_GRANULARITIES)}"
+            )
         check_gate_hparams(beta, gamma, zeta)
         shape = weight.shape if granularity == "weight" else (weight.shape[0],) + (1,) * (weight.dim() - 1)
         init = torch.empty(shape, dtype=weight.dtype, device=weight.device).normal_(
@@ -137,9 +143,10 @@ def sparsify(
         raise ValueError(f"unknown granularity {output_granularity!r}; use one of {', '.join(GRANULARITIES)}")
     for i, (_, module) in enumerate(targets):
         last = i == len(targets) - 1 and output_granularity is not None
-        gate = HardConcreteGate(
-            module.weight, output_granularity if last else granularity, drop_rate, beta, gamma, zeta
-        )
+        chosen = output_granularity if last else granularity
+        if chosen == "mixed":
+            chosen = "unit" if isinstance(module, nn.Conv2d) else "weight"
+        gate = HardConcreteGate(module.weight, chosen, drop_rate, beta, gamma, zeta)
         parametrize.register_parametrization(module, "weight", gate)
     return model
 

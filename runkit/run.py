@@ -104,8 +104,9 @@ class RunArgs:
     l0: bool = True
     """--no-l0 is shorthand for --sparsity none (the dense baseline)"""
     # the L0 options every algorithm shares (its lambdas are its own)
-    l0_granularity: Literal["weight", "unit"] = "weight"
-    """L0: 'weight' (unstructured) or 'unit' (whole neurons/channels; output layers stay per weight)"""
+    l0_granularity: Literal["weight", "unit", "mixed"] = "weight"
+    """L0: 'weight' (unstructured), 'unit' (whole neurons/channels) or 'mixed' (conv channels per unit,
+    Linear layers per weight); output layers stay per weight"""
     l0_drop_rate: float = 0.3
     """L0: initial drop rate of the gates, in (0, 1)"""
     l0_lr: float = 1e-2

@@ -175,6 +175,24 @@ def test_log_alpha_shape_per_granularity(layer, granularity, shape):
     assert model[0].bias is not None and not parametrize.is_parametrized(model[0], "bias")
 
 
+def test_mixed_granularity_gates_conv_channels_per_unit_and_linear_layers_per_weight():
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 7 * 7, 6), nn.Linear(6, 3)
+    )
+    l0.sparsify(model, granularity="mixed", output_granularity="weight")
+    shapes = {name: tuple(g.log_alpha.shape) for name, g in gates_of(model).items()}
+    assert shapes == {"0": (4, 1, 1, 1), "3": (6, 196), "4": (3, 6)}
+    assert [g.granularity for g in gates_of(model).values()] == ["unit", "weight", "weight"]
+    # a checkpoint rebuilds the same gates from its state_dict alone
+    rebuilt = l0.sparsify_like(
+        nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(196, 6), nn.Linear(6, 3)),
+        model.state_dict(),
+    )
+    assert [g.granularity for g in gates_of(rebuilt).values()] == ["unit", "weight", "weight"]
+    with pytest.raises(ValueError, match="unknown granularity 'mixed'"):
+        l0.HardConcreteGate(torch.zeros(3, 2), "mixed")
+
+
 class Agent(nn.Module):
     def __init__(self):
         super().__init__()
