@@ -24,7 +24,7 @@ def test_mario_family_defaults_and_explicit_flags_win():
         False,
         3000,
         8,
-        "unit",
+        "mixed",
     )
     args = parse_args(
         ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, ["--env-id", MARIO, "--eval-greedy", "--num-envs", "4"]
@@ -35,7 +35,8 @@ def test_mario_family_defaults_and_explicit_flags_win():
     # Mario keeps the L0 configuration it was measured with, not CartPole's sweep winner
     mario = parse_args(ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, ["--env-id", MARIO])
     got = (mario.l0_schedule, mario.l0_lr, mario.l0_anneal_lr, mario.l0_lambda_actor, mario.l0_lambda_critic)
-    assert got == ("constant", 1e-2, False, 10.0, 0.5)
+    assert got == ("constant", 1e-2, False, 100.0, 0.5)
+    assert plain.l0_granularity == "weight"
     assert (plain.l0_schedule, plain.l0_lr, plain.l0_anneal_lr) == ("constant", 2.5e-3, True)
     # an environment's own defaults (by canonical id) apply to it alone, and flags still win
     acrobot = parse_args(ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, ["--env-id", "Acrobot-v1"])
