@@ -282,12 +282,15 @@ def test_a_cells_thread_count_reaches_its_training_processes(tmp_path):
     probe = [sys.executable, "-c", "import torch; print('threads', torch.get_num_threads())"]
     two = run_suite.Task("train two", [], lambda: ("new run", probe), 0, env=run_suite.threads_env(2))
     one = run_suite.Task("train one", [], lambda: ("new run", probe), 0)
-    pool = run_suite.Pool(
-        2, tmp_path / "logs", {**os.environ, **run_suite.threads_env(1)}, say=lambda s: None
-    )
+    env = {**os.environ, **run_suite.threads_env(1)}
+    pool = run_suite.Pool(2, tmp_path / "logs", env, say=lambda s: None, cpus=4)
     assert {o.status for o in pool.run([two, one])} == {"ran"}
     for name, threads in (("two", 2), ("one", 1)):
         assert f"threads {threads}" in (tmp_path / "logs" / f"train__{name}.log").read_text()
+    # runs side by side share the cores: two workers on 2 CPUs give each run one thread
+    shared = run_suite.Pool(2, tmp_path / "shared", env, say=lambda s: None, cpus=2)
+    assert {o.status for o in shared.run([two])} == {"ran"}
+    assert "threads 1" in (tmp_path / "shared" / "train__two.log").read_text()
 
 
 # --- the report -----------------------------------------------------------------------------------
