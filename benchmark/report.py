@@ -113,6 +113,9 @@ class Row:
     compression_bytes: float | None
     latency_original_us: float | None
     latency_us: float | None
+    latency_ratio: float | None
+    """the compressed policy's latency / the hardened (dense-architecture) policy's, timed interleaved
+    in the same compress call (None for reports written before compress measured it)"""
     sps: float | None
     success_rate: float | None
 
@@ -179,6 +182,7 @@ def make_row(label: str, variant: str, method: str, records: list[Record], reps:
         compression_bytes=_mean([f["compression_bytes"] for f in finals]),
         latency_original_us=_mean([r.compress[method]["stages"][0]["latency_us"] for r in with_report]),
         latency_us=_mean([f["latency_us"] for f in finals]),
+        latency_ratio=_mean([f["latency_ratio"] for f in finals if "latency_ratio" in f]),
         sps=_mean([r.sps for r in records]) if trained else None,
         success_rate=_mean([r.summary.get("eval/success_rate") for r in records]) if trained else None,
     )
@@ -440,11 +444,13 @@ def table(rows: list[Row]) -> list[str]:
     lines = [
         "| variant | seeds | trained return, IQM [95 % CI] | sparsity | compressed return, IQM [95 % CI] "
         "| params (compressed) | fewer params | bytes (compressed) | fewer bytes "
-        "| latency us (original -> compressed) | SPS |" + (" success |" if success else ""),
+        "| latency us (original -> compressed, x dense) | SPS |" + (" success |" if success else ""),
         "|---" * (12 if success else 11) + "|",
     ]
     for r in rows:
         latency = "-" if r.latency_us is None else f"{r.latency_original_us:.1f} -> {r.latency_us:.1f}"
+        if r.latency_ratio is not None:
+            latency += f" ({r.latency_ratio:.2f}x)"
         lines.append(
             f"| {r.label} | {len(r.seeds)} | {_est(r.trained_return)} | {_pct(r.sparsity)} | "
             f"{_est(r.compressed_return)} | {_num(r.params)} | {_pct(r.compression_params)} | "
@@ -499,7 +505,9 @@ def header(
         f"confidence intervals ({reps} repetitions, seed {stats.BOOTSTRAP_SEED}); other columns are means "
         "over seeds. Trained return: the run's final evaluation (deterministic gates, greedy actions). "
         "Compressed return: the same policy after the final compress stage (low rank), on the compress "
-        "evaluation seeds. Fewer params / bytes: relative to the dense architecture.",
+        "evaluation seeds. Fewer params / bytes: relative to the dense architecture. Latency: one "
+        "observation, one thread; x dense: the compressed policy's latency over the hardened (dense-"
+        "architecture) policy's, timed interleaved in the same compress call (median over rounds).",
         f"- Hardware: report built on {hw['cpu']} ({hw['cores']} cores); runs trained on "
         + (", ".join(trained_on(records)) or "unknown (no benchmark.json)")
         + ".",

@@ -62,6 +62,13 @@ def parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=None, help="first evaluation seed (default: the run's seed + 10000)"
     )
     p.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=1.0,
+        help="seconds spent timing every stage together, interleaved, on one thread (default 1; "
+        "longer gives a tighter latency ratio, e.g. 20 for a Mario policy)",
+    )
+    p.add_argument(
         "--onnx",
         action="store_true",
         help="also export compressed[_METHOD].onnx, check it against torch with onnxruntime and time it",
@@ -96,6 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
             onnx=a.onnx,
             wandb_mode=a.wandb_mode,
             progress=a.progress,
+            latency_s=a.latency_seconds,
         ),
         PROG,
     )

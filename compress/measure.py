@@ -18,11 +18,18 @@ biases of its Linear/Conv2d layers, before anything is zeroed, removed or factor
   negative.
 - MACs: multiply-accumulates of the Linear/Conv2d layers per action (one observation), as dense
   kernels compute them: unstructured zeros are still multiplied, removed units and low rank are not.
-- latency: median wall time of one forward pass on one observation on the CPU with
-  torch.set_num_threads(1), after a warm-up.
+- latency: wall time of one forward pass on one observation on the CPU with torch.set_num_threads(1),
+  after a warm-up. All stages of one compress call are timed together, interleaved: in each of
+  several rounds every stage runs the same number of calls in a shuffled order, and each stage's
+  latency is the median over rounds of its per-round median. The latency ratio of a stage is the
+  median over rounds of (its round median / the hardened policy's round median), so load that comes
+  and goes during the measurement touches both sides of every ratio alike; its interquartile range
+  over rounds says how precise it is. (Timing stages one after the other left 30-60 % between
+  identical networks on a shared 2-core VM, more than the effects being measured.)
 """
 
 import math
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -94,18 +101,80 @@ def latency_us(
     return statistics.median(times)
 
 
-def torch_latency_us(module: nn.Module, example: torch.Tensor) -> float:
-    """CPU latency of module(example) on one thread (the thread setting is restored afterwards)."""
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def interleaved_latency_us(
+    calls: dict[str, Callable[[], object]],
+    reference: str,
+    budget_s: float = 1.0,
+    rounds: int = 15,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Time several calls against each other (see the module docstring): per name, "latency_us" (the
+    median over rounds of the round medians), "latency_ratio" (the median over rounds of its round
+    median / reference's), "latency_ratio_q25" and "latency_ratio_q75" (quartiles of those ratios).
+
+    Every call runs the same number of times per round, chosen from a first timing so that all
+    rounds together take about budget_s (at least 3 and at most 500 calls per name and round)."""
+    if reference not in calls:
+        raise ValueError(f"reference {reference!r} is not one of the timed calls {sorted(calls)}")
+    first = {}
+    for name, call in calls.items():
+        for _ in range(5):  # warm-up: allocator, caches, lazy initialisation
+            call()
+        t0 = time.perf_counter()
+        for _ in range(5):
+            call()
+        first[name] = (time.perf_counter() - t0) / 5
+    per_round = max(3, min(500, int(budget_s / rounds / max(sum(first.values()), 1e-9))))
+    rng = random.Random(seed)
+    names = list(calls)
+    medians: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        rng.shuffle(names)
+        for name in names:
+            call, times = calls[name], []
+            for _ in range(per_round):
+                t0 = time.perf_counter_ns()
+                call()
+                times.append((time.perf_counter_ns() - t0) / 1e3)
+            medians[name].append(statistics.median(times))
+    out = {}
+    for name in calls:
+        ratios = [m / r for m, r in zip(medians[name], medians[reference])]
+        out[name] = {
+            "latency_us": statistics.median(medians[name]),
+            "latency_ratio": statistics.median(ratios),
+            "latency_ratio_q25": _quantile(ratios, 0.25),
+            "latency_ratio_q75": _quantile(ratios, 0.75),
+        }
+    return out
+
+
+def torch_latencies_us(
+    modules: dict[str, nn.Module], example: torch.Tensor, reference: str, budget_s: float = 1.0
+) -> dict[str, dict[str, float]]:
+    """interleaved_latency_us of module(example) for every module, on one thread, in eval mode and
+    without autograd (the thread setting and training flags are restored afterwards)."""
     threads = torch.get_num_threads()
-    was_training = module.training
-    module.eval()
+    was_training = {name: m.training for name, m in modules.items()}
     torch.set_num_threads(1)
     try:
         with torch.inference_mode():
-            return latency_us(lambda: module(example))
+            for m in modules.values():
+                m.eval()
+            calls = {name: (lambda m=m: m(example)) for name, m in modules.items()}
+            return interleaved_latency_us(calls, reference, budget_s)
     finally:
         torch.set_num_threads(threads)
-        module.train(was_training)
+        for name, m in modules.items():
+            m.train(was_training[name])
 
 
 def stage_figures(chain: nn.Sequential, obs_shape: tuple[int, ...], dense: dict[str, int]) -> dict:

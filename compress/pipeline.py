@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from l0rl.compress.measure import dense_reference, stage_figures, torch_latency_us
+from l0rl.compress.measure import dense_reference, stage_figures, torch_latencies_us
 from l0rl.compress.onnx_export import export_onnx, require_onnx
 from l0rl.compress.report import log_report
 from l0rl.compress.serialize import compressed_bytes
@@ -106,7 +106,9 @@ def _layers(chain: nn.Sequential) -> list[str]:
 class _StageRunner:
     """Runs the stages of one method on one policy, measuring and evaluating each on the same seeds."""
 
-    def __init__(self, ckpt: dict, policy: nn.Module, episodes: int, seed: int, progress: bool):
+    def __init__(
+        self, ckpt: dict, policy: nn.Module, episodes: int, seed: int, progress: bool, latency_s: float
+    ):
         self.ckpt, self.policy, self.episodes, self.seed, self.progress = (
             ckpt,
             policy,
@@ -114,6 +116,8 @@ class _StageRunner:
             seed,
             progress,
         )
+        self.latency_s = latency_s
+        self.runnables: dict[str, nn.Module] = {}  # stage -> what its latency times
         obs_space = build_space(ckpt["policy"]["observation_space"])
         self.obs_shape = tuple(obs_space.shape)
         obs_space.seed(seed)
@@ -144,15 +148,24 @@ class _StageRunner:
         }
 
     def record(self, name: str, chain: nn.Sequential, runnable: nn.Module | None = None) -> dict:
-        """One table row: sizes of `chain`, latency and returns of `runnable` (default: the chain)."""
+        """One table row: sizes of `chain` and returns of `runnable` (default: the chain); its latency
+        is added by time_stages, once every stage exists."""
         runnable = chain if runnable is None else runnable
+        self.runnables[name] = runnable
         return {
             "stage": name,
             **stage_figures(chain, self.obs_shape, self.dense),
-            "latency_us": torch_latency_us(runnable, torch.as_tensor(self.observations[:1])),
             **self.play(runnable, name),
             "layers": _layers(chain),
         }
+
+    def time_stages(self, rows: list[dict]) -> None:
+        """Add latency_us, latency_ratio (to the hardened policy, i.e. the dense architecture) and its
+        interquartile range to every row, all stages timed together (see compress.measure)."""
+        example = torch.as_tensor(self.observations[:1])
+        timed = torch_latencies_us(self.runnables, example, "hardened", self.latency_s)
+        for row in rows:
+            row.update(timed[row["stage"]])
 
     def run(self, method: str, options: dict) -> tuple[list[dict], nn.Sequential, dict]:
         """(table rows, final chain, what the low-rank stage chose)."""
@@ -180,6 +193,7 @@ class _StageRunner:
             rule = f"energy {options['energy']:g}"
         final = low_rank(base, ranks)
         rows.append(self.record("low-rank", final))
+        self.time_stages(rows)
         names = dict(zip([i for i, _ in weight_layers(base)], _layers(base)))
         return rows, final, {"rule": rule, "ranks": {f"{i}: {names[i]}": r for i, r in ranks.items()}}
 
@@ -196,6 +210,7 @@ def compress_run(
     onnx: bool = False,
     wandb_mode: str = "auto",
     progress: bool = False,
+    latency_s: float = 1.0,
 ) -> dict:
     """Compress the policy of `run_dir` and write compressed[_<method>].pt, compress[_<method>].json
     (this dict), optionally compressed[_<method>].onnx, and a W&B run (job_type "compress") whose
@@ -204,9 +219,14 @@ def compress_run(
     energy: share of squared singular values each factorised layer keeps (default 0.99);
     rank_search: instead, the smallest ranks whose return stays within `tolerance` (relative,
     default 0.05) of the hardened policy's; sparsity: --method magnitude's target (default 0.9);
-    seed: first evaluation seed (default: the run's seed + 10000, as its final evaluation).
+    seed: first evaluation seed (default: the run's seed + 10000, as its final evaluation);
+    latency_s: seconds spent timing all stages together (longer = a tighter latency ratio).
     Nothing is written unless every stage ran; bad input raises UsageError (RunError, EnvError)."""
     check_options(method, energy, rank_search, tolerance, sparsity, episodes, wandb_mode)
+    if not latency_s > 0:
+        raise UsageError(
+            f"--latency-seconds must be > 0, got {latency_s}; e.g. 1 (the default) or 20 for Mario"
+        )
     if onnx:
         require_onnx()
     options = {
@@ -223,7 +243,7 @@ def compress_run(
     run_path = ckpt_path.parent
     check_writable(run_path)  # before minutes of evaluation, not at the first write
     seed = int(ckpt["args"].get("seed", 0)) + 10_000 if seed is None else seed
-    stages = _StageRunner(ckpt, policy, episodes, seed, progress)
+    stages = _StageRunner(ckpt, policy, episodes, seed, progress, latency_s)
     rows, final, chosen = stages.run(method, options)
 
     names = output_names(method)
@@ -242,6 +262,7 @@ def compress_run(
         "method": method,
         "episodes": episodes,
         "seed": seed,
+        "latency_s": latency_s,
         "options": options,
         "dense": stages.dense,
         "stages": rows,

@@ -17,13 +17,19 @@ COLUMNS = [
     ("compression_bytes", "compr.(bytes)", lambda v: f"{100 * v:.1f}%"),
     ("macs", "MACs", lambda v: f"{v:,}"),
     ("latency_us", "latency us", lambda v: f"{v:.1f}"),
+    ("latency_vs", "vs dense [IQR]", str),
     ("return", "return", str),
     ("success_rate", "success", lambda v: "-" if v is None else f"{100 * v:.0f}%"),
 ]
 
 
 def _cells(stage: dict) -> list[str]:
-    values = {**stage, "return": f"{stage['return_mean']:.2f} +- {stage['return_std']:.2f}"}
+    values = {
+        **stage,
+        "return": f"{stage['return_mean']:.2f} +- {stage['return_std']:.2f}",
+        "latency_vs": f"{stage['latency_ratio']:.2f}x [{stage['latency_ratio_q25']:.2f}-"
+        f"{stage['latency_ratio_q75']:.2f}]",
+    }
     return [fmt(values[key]) for key, _, fmt in COLUMNS]
 
 

@@ -326,6 +326,8 @@ def test_the_report_shows_every_cell_with_the_numbers_of_the_run_records(tiny, t
             finals = [json.loads((d / "compress.json").read_text())["stages"][-1] for d in dirs]
             assert row["params"] == pytest.approx(np.mean([f["params"] for f in finals]))
             assert row["bytes"] == pytest.approx(np.mean([f["bytes"] for f in finals]))
+            ratio = np.mean([f["latency_ratio"] for f in finals])
+            assert row["latency_ratio"] == pytest.approx(ratio) and f"({ratio:.2f}x) |" in text
             assert (
                 f"| {v.label} | {len(TINY.seeds)} | {report._est(report.stats.Estimate(**row['trained_return']))} |"
                 in text
@@ -358,7 +360,7 @@ def test_the_report_shows_every_cell_with_the_numbers_of_the_run_records(tiny, t
 def test_the_frontier_figure_is_drawn_for_several_sparsity_levels(tmp_path):
     cell = suites.SUITES["frontier"].cells[0]
     rows = [
-        report.Row(v.label, v.name, "l0", [1], stats.Estimate(r, r - 5, r + 5), None, s, *[None] * 8)
+        report.Row(v.label, v.name, "l0", [1], stats.Estimate(r, r - 5, r + 5), None, s, *[None] * 9)
         for v, r, s in zip(
             cell.variants, np.linspace(500, 300, len(cell.variants)), np.linspace(0, 0.99, len(cell.variants))
         )

@@ -2,6 +2,7 @@
 
 import io
 import math
+import time
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ from l0rl.compress import (
     search_ranks,
     shrink,
 )
-from l0rl.compress.measure import dense_reference, stage_figures
+from l0rl.compress.measure import dense_reference, interleaved_latency_us, stage_figures, torch_latencies_us
 from l0rl.compress.serialize import (
     compressed_bytes,
     decode_tensor,
@@ -345,6 +346,53 @@ def test_figures_match_a_hand_built_example():
         x = batch((3,))
         torch.testing.assert_close(small(x), hard(x))
         assert small[2].bias[0] == pytest.approx(0.3 + 2.0 * math.tanh(0.5))  # the folded constant
+
+
+def _busy(us: float):
+    """A call that spins for `us` microseconds of wall time."""
+
+    def call():
+        end = time.perf_counter_ns() + us * 1e3
+        while time.perf_counter_ns() < end:
+            pass
+
+    return call
+
+
+def test_interleaved_latency_times_every_call_equally_and_ratios_to_the_reference():
+    counts_: dict[str, int] = {"short": 0, "long": 0}
+
+    def counted(name, call):
+        def wrapped():
+            counts_[name] += 1
+            call()
+
+        return wrapped
+
+    timed = interleaved_latency_us(
+        {"short": counted("short", _busy(100)), "long": counted("long", _busy(400))},
+        reference="short",
+        budget_s=0.3,
+        rounds=6,
+    )
+    assert counts_["short"] == counts_["long"]  # the same number of calls each, warm-up included
+    assert timed["short"]["latency_ratio"] == 1.0
+    assert timed["short"]["latency_ratio_q25"] == timed["short"]["latency_ratio_q75"] == 1.0
+    assert timed["long"]["latency_us"] >= 400 and timed["short"]["latency_us"] >= 100
+    # 4x the spin: a shared machine can stretch either side, not below the spun ratio's half
+    assert 2.0 < timed["long"]["latency_ratio"] < 8.0
+    q = timed["long"]
+    assert q["latency_ratio_q25"] <= q["latency_ratio"] <= q["latency_ratio_q75"]
+    with pytest.raises(ValueError, match="reference"):
+        interleaved_latency_us({"a": _busy(1)}, reference="b")
+
+
+def test_torch_latencies_restore_threads_and_training_flags():
+    net, threads = mlp(), torch.get_num_threads()
+    net.train()
+    timed = torch_latencies_us({"a": net, "b": net}, batch(OBS_MLP)[:1], "a", budget_s=0.05)
+    assert set(timed) == {"a", "b"} and timed["a"]["latency_ratio"] == 1.0
+    assert net.training and torch.get_num_threads() == threads
 
 
 def test_macs_of_a_cnn_by_hand():

@@ -65,6 +65,9 @@ def check_table(report: dict, stages: list[str]) -> None:
     hardened = report["stages"][1]
     assert hardened["compression_params"] == 0.0 and hardened["params"] == report["dense"]["params"]
     assert report["stages"][0]["return_mean"] == hardened["return_mean"]  # same outputs, same seeds
+    assert hardened["latency_ratio"] == 1.0  # every ratio is to the hardened (dense-architecture) policy
+    for s in report["stages"]:
+        assert s["latency_ratio_q25"] <= s["latency_ratio"] <= s["latency_ratio_q75"]
 
 
 def test_compress_run_in_process(run_dir):
