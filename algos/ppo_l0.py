@@ -105,6 +105,8 @@ class Args(RunArgs):
     """L0: sparsity-map schedule (PPO: constant, the full lambda from the first step)"""
     l0_cost: Literal["params", "macs"] = "params"
     """what the penalty counts: open weights (params) or the MACs they cost (macs: pushes conv channels shut)"""
+    l0_conv_cost: float = 1.0
+    """multiplies the penalty's price of every conv weight (below 1: Linear weights close first, features stay)"""
     l0_train_gates: Literal["sampled", "deterministic"] = "sampled"
     """gates of the rollout and its update: sampled (one draw per iteration) or deterministic (the test-time
     gates: no gate noise in actions; a fully open gate learns from the penalty alone, so use a warm-up)"""
@@ -192,7 +194,7 @@ def gate(agent: Agent, sparse: dict[str, nn.Module], args: Args, obs_shape: tupl
     # MACs are counted from the observation: a critic head on a shared torso cannot take one alone
     example = torch.zeros((1, *obs_shape), device=next(agent.parameters()).device)
     for net in (agent.actor, agent.critic):
-        l0.set_costs(net, args.l0_cost, example if args.l0_cost == "macs" else None)
+        l0.set_costs(net, args.l0_cost, example if args.l0_cost == "macs" else None, args.l0_conv_cost)
 
 
 def check_args(args: Args) -> None:
@@ -200,8 +202,10 @@ def check_args(args: Args) -> None:
         args, positive=("learning_rate", "l0_lr", "max_grad_norm", "clip_coef"), unit=("gamma", "gae_lambda")
     )
     validate(args, at_least_one=("num_envs", "num_steps", "num_minibatches", "update_epochs"))
-    if args.l0_lambda_actor < 0 or args.l0_lambda_critic < 0:
-        raise UsageError("--l0-lambda-actor and --l0-lambda-critic must be >= 0 (0 switches the penalty off)")
+    if min(args.l0_lambda_actor, args.l0_lambda_critic, args.l0_conv_cost) < 0:
+        raise UsageError(
+            "--l0-lambda-actor, --l0-lambda-critic and --l0-conv-cost must be >= 0 (0: no penalty)"
+        )
     if (args.num_envs * args.num_steps) % args.num_minibatches:
         raise UsageError("--num-envs x --num-steps must be divisible by --num-minibatches")
     if args.total_timesteps < args.num_envs * args.num_steps:

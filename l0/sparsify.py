@@ -231,7 +231,12 @@ COST_KINDS = ("params", "macs")
 
 
 @torch.no_grad()
-def set_costs(model: nn.Module, kind: str = "params", example_input: torch.Tensor | None = None) -> None:
+def set_costs(
+    model: nn.Module,
+    kind: str = "params",
+    example_input: torch.Tensor | None = None,
+    conv_scale: float = 1.0,
+) -> None:
     """Weight each gate in `penalty` by what keeping its weights costs.
 
     "params" (default): every weight costs 1, the penalty is the expected share of open weights.
@@ -239,14 +244,27 @@ def set_costs(model: nn.Module, kind: str = "params", example_input: torch.Tenso
     built (1 for a Linear weight on a vector, H_out x W_out for a Conv2d weight), measured on
     `example_input` (a batch of one); the penalty is then the expected share of the gated layers'
     MACs, which pushes the optimiser to close conv channels, where CPU latency is. The cost is
-    static: it does not shrink when a neighbouring unit closes."""
+    static: it does not shrink when a neighbouring unit closes.
+    conv_scale multiplies the cost of every Conv2d weight on top of `kind` (below 1: the penalty
+    closes Linear weights first and leaves the features the convolutions extract; 0 prices conv
+    gates at nothing, so only the RL loss moves them)."""
     if kind not in COST_KINDS:
         raise ValueError(f"unknown cost kind {kind!r}; use one of {', '.join(COST_KINDS)}")
-    layers = {id(m): gate for _, m, gate in gated_layers(model)}
-    if kind == "params":
-        for gate in layers.values():
-            gate.cost_per_weight = 1.0
-        return
+    if not conv_scale >= 0:
+        raise ValueError(f"conv_scale must be >= 0, got {conv_scale}")
+    layers = {id(m): (m, gate) for _, m, gate in gated_layers(model)}
+    costs: dict[int, float] = {}
+    if kind == "macs":
+        costs = _mac_costs(model, example_input)
+    for key, (module, gate) in layers.items():
+        scale = conv_scale if isinstance(module, nn.Conv2d) else 1.0
+        gate.cost_per_weight = costs.get(key, 1.0) * scale
+    if layers and not any(gate.cost_per_weight > 0 for _, gate in layers.values()):
+        raise ValueError("conv_scale 0 prices every gate of this model at nothing; use a conv_scale > 0")
+
+
+def _mac_costs(model: nn.Module, example_input: torch.Tensor | None) -> dict[int, float]:
+    """id(layer) -> multiply-accumulates per weight of each gated layer, for one observation."""
     if example_input is None:
         raise ValueError("set_costs(kind='macs') needs example_input, a batch of one observation")
     costs: dict[int, float] = {}
@@ -262,8 +280,7 @@ def set_costs(model: nn.Module, kind: str = "params", example_input: torch.Tenso
     finally:
         for h in handles:
             h.remove()
-    for key, gate in layers.items():
-        gate.cost_per_weight = costs.get(key, 1.0)
+    return costs
 
 
 def penalty(model: nn.Module, normalize: str = "mean") -> torch.Tensor:

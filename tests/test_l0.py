@@ -844,3 +844,16 @@ def test_cost_weighted_penalty_equals_its_closed_form():
     torch.testing.assert_close(l0.penalty(net), by_params)
     with pytest.raises(ValueError, match="example_input"):
         l0.set_costs(net, "macs")
+    # a conv scale multiplies the conv weights' price on top of either kind
+    l0.set_costs(net, "params", conv_scale=0.25)
+    torch.testing.assert_close(l0.penalty(net), (conv_open * 0.25 + lin_open) / (18 * 0.25 + 96))
+    l0.set_costs(net, "macs", torch.zeros(1, 1, 6, 6), conv_scale=0.5)
+    assert (conv_gate.cost_per_weight, lin_gate.cost_per_weight) == (8.0, 1.0)
+    torch.testing.assert_close(l0.penalty(net), (conv_open * 8 + lin_open) / (18 * 8 + 96))
+    l0.set_costs(net, "params", conv_scale=0.0)  # conv gates free: the penalty is the Linear share alone
+    torch.testing.assert_close(l0.penalty(net), lin_open / 96)
+    with pytest.raises(ValueError, match="conv_scale"):
+        l0.set_costs(net, "params", conv_scale=-1.0)
+    conv_only = l0.sparsify(nn.Sequential(nn.Conv2d(1, 2, 3)), "unit", 0.3)
+    with pytest.raises(ValueError, match="conv_scale 0"):
+        l0.set_costs(conv_only, "params", conv_scale=0.0)

@@ -355,6 +355,7 @@ BAD_INPUT = [
 ]
 ALGO_BAD_INPUT = [
     ("ppo", ["--num-minibatches", "3"], "divisible by --num-minibatches"),
+    ("ppo", ["--l0-conv-cost", "-0.5"], "--l0-conv-cost must be >= 0"),
     ("a2c", ["--rms-alpha", "1"], "--rms-alpha must be in [0, 1)"),
 ]
 
