@@ -4,6 +4,7 @@ request the same comparison as a W&B report.
     python -m benchmark.report quick                     # benchmark/results/quick/REPORT.md + PNGs
     python -m benchmark.report quick --runs-dir DIR --out DIR
     python -m benchmark.report quick --publish           # also a W&B report (needs an API key)
+    python -m benchmark.report mario --in-progress       # also runs still training, at their checkpoint
 
 Reads only what the runs wrote (checkpoint args, metrics.jsonl, summary.json, compress*.json and the
 runner's benchmark.json): no cloud needed. Per cell (environment x algorithm) one table with a row
@@ -52,7 +53,7 @@ def default_out(suite: str) -> Path:
 
 @dataclass
 class Record:
-    """One finished run as the report reads it."""
+    """One finished run as the report reads it (or, with --in-progress, one still training)."""
 
     spec: RunSpec
     run_dir: Path
@@ -62,6 +63,8 @@ class Record:
     compress: dict[str, dict]
     """compress method -> its compress*.json"""
     bench: dict
+    progress_step: int | None = None
+    """an unfinished run's checkpoint step (its curves stop there; it has no final evaluation)"""
 
     @property
     def sps(self) -> float | None:
@@ -70,14 +73,18 @@ class Record:
 
 
 def collect(
-    suite: Suite, runs_dir: Path, seeds: list[int] | None = None
+    suite: Suite, runs_dir: Path, seeds: list[int] | None = None, in_progress: bool = False
 ) -> tuple[list[Record], list[RunSpec]]:
-    """The finished runs of the suite, and the specs without one."""
+    """The finished runs of the suite (and with in_progress, those still training, at their last
+    checkpoint), and the specs without one."""
     records, missing = [], []
     for spec in suites.expand(suite, seeds):
         found = find_run(runs_dir, spec)
         if not is_done(found, spec):
-            missing.append(spec)
+            if in_progress and found is not None:
+                records.append(unfinished_record(spec, found.run_dir, found.global_step))
+            else:
+                missing.append(spec)
             continue
         d = found.run_dir
         compress = {}
@@ -89,6 +96,18 @@ def collect(
         summary = json.loads((d / "summary.json").read_text())
         records.append(Record(spec, d, load_checkpoint(d)["args"], summary, read_metrics(d), compress, bench))
     return records, missing
+
+
+def unfinished_record(spec: RunSpec, run_dir: Path, step: int) -> Record:
+    """A run still training: its metrics up to its checkpoint, and as summary only the sparsity it
+    last logged (no final evaluation, no compress report)."""
+    metrics = [m for m in read_metrics(run_dir) if m.get("global_step", 0) <= step]
+    key = f"{spec.variant.sparsity}/sparsity"
+    logged = [m[key] for m in metrics if m.get(key) is not None]
+    summary = {"sparsity": logged[-1] if logged else 0.0}
+    args = load_checkpoint(run_dir)["args"]
+    bench = json.loads((run_dir / BENCH_NAME).read_text()) if (run_dir / BENCH_NAME).exists() else {}
+    return Record(spec, run_dir, args, summary, metrics, {}, bench, progress_step=step)
 
 
 # --- tables -------------------------------------------------------------------------------------
@@ -160,6 +179,9 @@ def make_row(label: str, variant: str, method: str, records: list[Record], reps:
     if not records or (not trained and not with_report):
         return None
     finals = [r.compress[method]["stages"][-1] for r in with_report]
+    unfinished = [r.progress_step for r in records if r.progress_step is not None]
+    if trained and unfinished:
+        label += f" (in progress: step {min(unfinished):,} of {records[0].args['total_timesteps']:,})"
 
     def sparsity(r: Record) -> float:
         if trained:
@@ -251,6 +273,8 @@ def return_curve(record: Record, grid: np.ndarray) -> np.ndarray:
     values = np.array([v for _, v in episodes], dtype=float)
     out = np.full(len(grid), np.nan)
     for i, x in enumerate(grid):
+        if record.progress_step is not None and x > record.progress_step:
+            break  # a run still training has no value past its checkpoint
         n = int(np.searchsorted(steps, x, side="right"))
         if n:
             out[i] = values[max(0, n - CURVE_WINDOW) : n].mean()
@@ -263,6 +287,8 @@ def sparsity_curve(record: Record, grid: np.ndarray) -> np.ndarray:
     logged = [(m["global_step"], m[key]) for m in record.metrics if m.get(key) is not None]
     out = np.full(len(grid), np.nan)
     for i, x in enumerate(grid):
+        if record.progress_step is not None and x > record.progress_step:
+            break
         before = [v for s, v in logged if s <= x]
         if before:
             out[i] = before[-1]
@@ -492,6 +518,7 @@ def header(
 ) -> list[str]:
     """What produced the report: commands, seeds, statistics, hardware, versions."""
     hw = hardware()
+    unfinished = [r for r in records if r.progress_step is not None]
     lines = [
         f"# Benchmark suite `{suite.name}`",
         "",
@@ -499,8 +526,14 @@ def header(
         "",
         f"- Runs: `{commands['runs']}`; this report, every table and figure: `{commands['report']}`.",
         f"- Seeds: {', '.join(map(str, sorted({s.seed for s in suites.expand(suite, seeds)})))}; "
-        f"{len(records)} finished runs"
-        + (f", {len(missing)} missing (listed at the end)." if missing else "."),
+        f"{sum(r.progress_step is None for r in records)} finished runs"
+        + (f", {len(missing)} missing (listed at the end)" if missing else "")
+        + (
+            f", {len(unfinished)} still training, shown at their last checkpoint (curves end there; no "
+            "final evaluation or compress yet)."
+            if unfinished
+            else "."
+        ),
         f"- Statistics (rliable): returns are interquartile means over seeds with stratified-bootstrap 95 % "
         f"confidence intervals ({reps} repetitions, seed {stats.BOOTSTRAP_SEED}); other columns are means "
         "over seeds. Trained return: the run's final evaluation (deterministic gates, greedy actions). "
@@ -697,6 +730,11 @@ def parser() -> argparse.ArgumentParser:
         "--reps", type=int, default=stats.REPS, help=f"bootstrap repetitions (default {stats.REPS})"
     )
     p.add_argument("--publish", action="store_true", help="also save the comparison as a W&B report")
+    p.add_argument(
+        "--in-progress",
+        action="store_true",
+        help="also report runs still training, at their last checkpoint (curves and sparsity so far)",
+    )
     return p
 
 
@@ -716,12 +754,15 @@ def main(argv: list[str] | None = None) -> Path:
         + (f" --out {a.out}" if a.out else "")
         + (f" --seeds {' '.join(map(str, a.seeds))}" if a.seeds else "")
         + (f" --reps {a.reps}" if a.reps != stats.REPS else "")
+        + (" --in-progress" if a.in_progress else "")
     )
     commands = {
         "runs": f"python -m benchmark.run_suite {suite.name}{runs_flag}",
         "report": f"{PROG} {suite.name}{extra}",
     }
-    records, missing = collect(suite, runs_dir, seeds)
+    records, missing = collect(suite, runs_dir, seeds, a.in_progress)
+    if a.publish and a.in_progress:
+        raise UsageError("--publish reports finished runs only; drop --in-progress to publish")
     cells = build(suite, records, out, a.reps)
     (out / "REPORT.md").write_text(markdown(suite, cells, records, missing, commands, seeds, a.reps))
     (out / "report.json").write_text(json.dumps(as_json(suite, cells, missing, a.reps), indent=2) + "\n")

@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:  # benchmark/ is a repository tool, imported from 
     sys.path.insert(0, str(ROOT))
 
 from benchmark import report, run_suite, stats, suites  # noqa: E402
-from l0rl.runkit import Run, load_checkpoint, run_cli  # noqa: E402
+from l0rl.runkit import Run, load_checkpoint, read_metrics, run_cli  # noqa: E402
 
 TINY = suites.SUITES["tiny"]
 REPS = 100  # bootstrap repetitions in tests: the numbers are compared with themselves, not tabulated
@@ -355,6 +355,40 @@ def test_the_report_shows_every_cell_with_the_numbers_of_the_run_records(tiny, t
         "python -m benchmark.report tiny",
     ):
         assert needed in text
+
+
+def test_in_progress_reports_a_halted_run_at_its_checkpoint_and_only_on_request(tmp_path):
+    runs, spec = tmp_path / "runs", spec_of("l0", 1)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "algos" / "ppo_l0.py"), *spec.train_args()]
+        + ["--runs-dir", str(runs), "--wandb-mode", "disabled", "--no-progress", "--halt-after", "512"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = runs.iterdir()
+    base = ["tiny", "--runs-dir", str(runs), "--reps", "20"]
+    code, _, err = invoke(report.main, *base, "--out", str(tmp_path / "finished"))
+    assert code == 0, err
+    assert spec.key in json.loads((tmp_path / "finished" / "report.json").read_text())["missing"]
+
+    code, _, err = invoke(report.main, *base, "--out", str(tmp_path / "now"), "--in-progress")
+    assert code == 0, err
+    data = json.loads((tmp_path / "now" / "report.json").read_text())
+    assert spec.key not in data["missing"]
+    (row,) = [r for c in data["cells"] for r in c["rows"] if r["variant"] == "l0"]
+    logged = [
+        m for m in read_metrics(run_dir) if m.get("l0/sparsity") is not None and m["global_step"] <= 512
+    ]
+    assert row["sparsity"] == logged[-1]["l0/sparsity"] and row["trained_return"] is None
+    text = (tmp_path / "now" / "REPORT.md").read_text()
+    assert "L0 (in progress: step 512 of 1,024)" in text and "1 still training" in text
+    (record,) = report.collect(TINY, runs, in_progress=True)[0]
+    curve = report.sparsity_curve(record, np.array([256.0, 512.0, 768.0, 1024.0]))
+    assert np.isfinite(curve[:2]).all() and np.isnan(curve[2:]).all()  # nothing past the checkpoint
+    code, _, err = invoke(report.main, *base, "--out", str(tmp_path / "p"), "--in-progress", "--publish")
+    assert code == 2 and "--publish reports finished runs only" in err
 
 
 def test_the_frontier_figure_is_drawn_for_several_sparsity_levels(tmp_path):
