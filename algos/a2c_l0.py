@@ -186,8 +186,7 @@ def check_args(args: Args) -> None:
     validate(args, at_least_one=("num_envs", "num_steps"))
     if not 0.0 <= args.rms_alpha < 1.0:  # alpha = 1 never updates RMSprop's average: steps of lr / eps
         raise UsageError(f"--rms-alpha must be in [0, 1), got {args.rms_alpha}")
-    if args.l0_lambda_actor < 0 or args.l0_lambda_critic < 0:
-        raise UsageError("--l0-lambda-actor and --l0-lambda-critic must be >= 0 (0 switches the penalty off)")
+    validate(args, non_negative=("l0_lambda_actor", "l0_lambda_critic"))  # 0 switches the penalty off
     if args.total_timesteps < args.num_envs * args.num_steps:
         raise UsageError(f"--total-timesteps must be >= one rollout ({args.num_envs * args.num_steps} steps)")
 

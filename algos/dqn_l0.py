@@ -155,12 +155,11 @@ def check_args(args: Args) -> None:
         raise UsageError(f"--buffer-size must be >= 2 x --num-envs ({2 * args.num_envs})")
     if not (0.0 <= args.start_e <= 1.0 and 0.0 <= args.end_e <= 1.0):
         raise UsageError(f"--start-e and --end-e must be in [0, 1], got {args.start_e}, {args.end_e}")
-    if args.learning_starts < 0 or args.save_buffer_max_mb < 0:
-        raise UsageError("--learning-starts and --save-buffer-max-mb must be >= 0")
+    validate(
+        args, non_negative=("learning_starts", "save_buffer_max_mb", "l0_lambda")
+    )  # lambda 0: no penalty
     if args.total_timesteps < args.num_envs:
         raise UsageError(f"--total-timesteps must be >= --num-envs ({args.num_envs})")
-    if args.l0_lambda < 0:
-        raise UsageError(f"--l0-lambda must be >= 0 (0 switches the penalty off), got {args.l0_lambda}")
     if args.sparsity == "l0":
         make_scheduler(args, args.l0_lambda)  # refuses impossible schedule settings now
 

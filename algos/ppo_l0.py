@@ -202,10 +202,7 @@ def check_args(args: Args) -> None:
         args, positive=("learning_rate", "l0_lr", "max_grad_norm", "clip_coef"), unit=("gamma", "gae_lambda")
     )
     validate(args, at_least_one=("num_envs", "num_steps", "num_minibatches", "update_epochs"))
-    if min(args.l0_lambda_actor, args.l0_lambda_critic, args.l0_conv_cost) < 0:
-        raise UsageError(
-            "--l0-lambda-actor, --l0-lambda-critic and --l0-conv-cost must be >= 0 (0: no penalty)"
-        )
+    validate(args, non_negative=("l0_lambda_actor", "l0_lambda_critic", "l0_conv_cost"))  # 0: no penalty
     if (args.num_envs * args.num_steps) % args.num_minibatches:
         raise UsageError("--num-envs x --num-steps must be divisible by --num-minibatches")
     if args.total_timesteps < args.num_envs * args.num_steps:

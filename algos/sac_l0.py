@@ -215,10 +215,9 @@ def check_args(args: Args, env_options: dict) -> None:
     validate(args, positive=("policy_lr", "q_lr", "l0_lr", "alpha"), unit=("gamma", "tau"))
     validate(args, at_least_one=("num_envs", "batch_size", "gradient_steps", "policy_frequency"))
     validate(args, at_least_one=("target_network_frequency", "hidden_size", "her_k", "l0_schedule_every"))
-    if args.l0_lambda_actor < 0 or args.l0_lambda_critic < 0:
-        raise UsageError("--l0-lambda-actor and --l0-lambda-critic must be >= 0 (0 switches the penalty off)")
-    if args.learning_starts < 0:
-        raise UsageError(f"--learning-starts must be >= 0, got {args.learning_starts}")
+    validate(
+        args, non_negative=("l0_lambda_actor", "l0_lambda_critic", "learning_starts")
+    )  # lambda 0: no penalty
     if args.buffer_size < args.num_envs or args.total_timesteps < args.num_envs:
         raise UsageError("--buffer-size and --total-timesteps must be >= --num-envs")
     if args.her and goal_spec(args.env_id, **env_options) is None:

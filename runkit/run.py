@@ -185,9 +185,17 @@ def check_loss(loss: torch.Tensor, global_step: int) -> None:
 
 
 def validate(
-    args: Any, positive: tuple[str, ...] = (), at_least_one: tuple[str, ...] = (), unit: tuple[str, ...] = ()
+    args: Any,
+    positive: tuple[str, ...] = (),
+    at_least_one: tuple[str, ...] = (),
+    unit: tuple[str, ...] = (),
+    non_negative: tuple[str, ...] = (),
 ):
-    """Refuse (UsageError) a field <= 0 in `positive`, < 1 in `at_least_one`, outside (0, 1] in `unit`."""
+    """Refuse (UsageError) a field <= 0 in `positive`, < 1 in `at_least_one`, outside (0, 1] in `unit`,
+    < 0 in `non_negative`."""
+    for name in non_negative:
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     for name in positive:
         if not getattr(args, name) > 0:
             raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
