@@ -2,7 +2,7 @@
 or resuming, the run directory and its lock, logging and progress, checkpoints, the final evaluation
 and the closing summary line. An algorithm file keeps only what is its own.
 
-    run = Run(args, ALGO)                 # validates; on --resume loads the checkpoint and locks the run
+    run = Run(args, ALGO)                 # validates; on --resume/--fork-from loads the checkpoint
     args = run.args
     ...build envs and networks...
     run.open(obs_space, action_space, total_steps)       # run directory, tracker, progress
@@ -36,6 +36,7 @@ from l0rl.runkit.checkpoint import (
     FORMAT_VERSION,
     RunError,
     RunLock,
+    atomic_write_bytes,
     check_exp_name,
     check_writable,
     create_run_dir,
@@ -50,7 +51,7 @@ from l0rl.runkit.checkpoint import (
 )
 from l0rl.runkit.evaluate import eval_metrics, evaluate
 from l0rl.runkit.progress import Progress
-from l0rl.runkit.tracker import Tracker, resolve_wandb_mode
+from l0rl.runkit.tracker import METRICS_NAME, Tracker, resolve_wandb_mode
 
 
 @dataclass
@@ -85,6 +86,9 @@ class RunArgs:
     """log losses and sparsity statistics every N env steps"""
     resume: str | None = None
     """continue the run in this directory from its checkpoint, with its saved arguments"""
+    fork_from: str | None = None
+    """start a new run from this run's checkpoint (weights, gates, optimizers, step, history) with other
+    L0 options, e.g. a stronger lambda once the sparsity has plateaued; the source run is only read"""
     halt_after: int | None = None
     """stop this process after N more env steps (checkpointed; continue later with --resume)"""
     eval_episodes: int = 10
@@ -146,11 +150,33 @@ RESUMABLE = (
 )
 """What --resume may change: everything else comes from the run and may not be given differently."""
 PER_PROCESS = ("resume", "halt_after", "progress")
+FORK_FIXED = ("l0_granularity", "l0_drop_rate", "l0_cost", "l0_conv_cost")
+"""L0 options that shape the gates or the penalty's prices (restored with the networks): fixed in a fork."""
+
+
+def forkable(name: str) -> bool:
+    """What --fork-from may change: the L0 schedule, strengths and gate training, and what --resume may."""
+    return (
+        name in RESUMABLE
+        or name in ("fork_from", "exp_name", "runs_dir")
+        or name.startswith("wandb_")
+        or (name.startswith("l0_") and name not in FORK_FIXED)
+    )
+
+
 EVAL_DEFAULTS = {"mario": {"eval_greedy": False, "eval_max_steps": 3000}}
 """Evaluation defaults per env family (see parse_args). The Mario emulator is deterministic: greedy episodes from one
 start are one episode repeated, and a greedy policy that stalls plays until the game clock ends, so
 Mario is evaluated with sampled actions and at most 3000 agent steps (200 s of game time)."""
 """Options of one process, never taken from the run being resumed."""
+
+
+def _checkpoint_dir(path: str, flag: str) -> Path:
+    """The run directory `path` names, or a one-line RunError that says what to pass."""
+    run_dir = Path(path)
+    if not run_dir.is_dir():
+        raise RunError(f"{flag} {run_dir}: not a run directory; pass runs/<run_name>")
+    return run_dir
 
 
 def crossed(global_step: int, stride: int, every: int) -> int:
@@ -294,7 +320,14 @@ def parse_args(
     first = _tyro_cli(args_cls, [a for a in argv if a not in ("-h", "--help")])
     if first.resume:
         return first
-    baseline = family_defaults(args_cls, first.env_id, algo_defaults)
+    if first.fork_from:  # the source run's arguments are the defaults: a flag is a change to them
+        saved = load_checkpoint(_checkpoint_dir(first.fork_from, "--fork-from"))["args"]
+        names = {f.name for f in dataclasses.fields(args_cls)}
+        baseline = args_cls(
+            **{k: v for k, v in saved.items() if k in names and k not in ("resume", "fork_from")}
+        )
+    else:
+        baseline = family_defaults(args_cls, first.env_id, algo_defaults)
     args = _tyro_cli(args_cls, argv, default=baseline)
     # a family default is no flag: `--env-id SuperMarioBros-7-1-v0 --no-l0` sets no L0 option
     object.__setattr__(args, "_baseline", baseline)
@@ -338,10 +371,15 @@ class Run:
     """The plumbing of one training process (see the module docstring)."""
 
     def __init__(self, args: Any, algo: str):
-        self.algo, self.ckpt, self._lock = algo, None, None
+        self.algo, self.ckpt, self._lock, self.forked = algo, None, None, False
         self.tracker: Tracker | None = None
         args = _resolve_sparsity(args)
-        if args.resume:
+        if args.resume and args.fork_from:
+            raise UsageError("--resume continues a run and --fork-from starts a new one from it; pass one")
+        if args.fork_from:
+            args = self._fork(args)
+            self.name = run_name(args.env_id, args.exp_name, args.seed)
+        elif args.resume:
             args = self._resume(args)
             self.name = os.path.basename(os.path.normpath(args.resume))
         else:
@@ -359,12 +397,38 @@ class Run:
         self.recent_returns: list[float] = []
         self.recent_successes: list[float] = []  # goal envs (info "is_success"): the last 20 episodes
 
+    def _fork(self, args: Any) -> Any:
+        """The source run's arguments with the forkable ones this command changed (parse_args made the
+        source's arguments the defaults); loads the checkpoint, which is only read."""
+        source = _checkpoint_dir(args.fork_from, "--fork-from")
+        ckpt = load_checkpoint(source)
+        if ckpt["algo"] != self.algo:
+            raise RunError(
+                f"{source} was trained by {ckpt['algo']}, not {self.algo}; fork it with algos/{ckpt['algo']}.py"
+            )
+        names = {f.name for f in dataclasses.fields(args)}
+        saved = {k: v for k, v in ckpt["args"].items() if k in names and k not in ("resume", "fork_from")}
+        given = {k: v for k, v in _given(args).items() if v != saved.get(k, v)}
+        fixed = [k for k in given if not forkable(k)]
+        if fixed:
+            raise RunError(
+                f"--fork-from keeps the source run's {', '.join('--' + k.replace('_', '-') for k in fixed)}; "
+                "a fork may change the L0 options (except its gates' shape and prices), the budget and the bookkeeping"
+            )
+        own = {k: getattr(args, k) for k in PER_PROCESS} | {"fork_from": str(source)}
+        args = type(args)(**{**saved, **given, **own})
+        if ckpt["global_step"] >= args.total_timesteps:
+            raise RunError(
+                f"{source} is at step {ckpt['global_step']:,}, past this fork's --total-timesteps "
+                f"{args.total_timesteps:,}; pass a larger --total-timesteps"
+            )
+        self.ckpt, self.forked = ckpt, True
+        return args
+
     def _resume(self, args: Any) -> Any:
         """The saved arguments, with RESUMABLE ones taken from the command line; locks the run."""
-        run_dir = Path(args.resume)
+        run_dir = _checkpoint_dir(args.resume, "--resume")
         ckpt_path = run_dir / CHECKPOINT_NAME
-        if not run_dir.is_dir():
-            raise RunError(f"--resume {run_dir}: not a run directory; pass runs/<run_name>")
         self._lock = RunLock(run_dir)
         ckpt = load_checkpoint(run_dir)
         if ckpt["algo"] != self.algo:
@@ -400,9 +464,13 @@ class Run:
         display, and say where the run lives. Call it after everything that can reject the
         arguments, so a bad command leaves no directory behind."""
         a = self.args
-        if self.ckpt is None:
+        if self.ckpt is None or self.forked:
             self.run_dir = create_run_dir(a.runs_dir, self.name)
             self._lock = RunLock(self.run_dir)
+            if self.forked:  # the fork's record starts with its source's history up to the fork
+                history = Path(a.fork_from) / METRICS_NAME
+                if history.is_file():
+                    atomic_write_bytes(self.run_dir / METRICS_NAME, history.read_bytes())
         else:
             self.run_dir = Path(a.resume)
             remove_stale_temps(self.run_dir)
@@ -416,10 +484,12 @@ class Run:
             entity=a.wandb_entity,
             group=a.wandb_group or a.env_id,
             tags=[a.env_id, self.algo, a.sparsity],
-            wandb_id=self.ckpt.get("wandb_id") if self.ckpt else None,
-            resume_step=self.start_step if self.ckpt else None,
+            wandb_id=self.ckpt.get("wandb_id") if self.ckpt and not self.forked else None,
+            resume_step=self.start_step if self.ckpt else None,  # a fork drops its source's later rows
         )
         verb = f"resuming at step {self.start_step:,}" if self.ckpt else "run directory"
+        if self.forked:
+            verb = f"forked from {a.fork_from} at step {self.start_step:,}: run directory"
         print(f"{self.algo} {a.env_id} ({a.sparsity}): {verb} {self.run_dir}", file=sys.stderr, flush=True)
         self.progress = Progress(total_steps, self.start_step, a.progress, desc=f"{self.algo} {a.env_id}")
         self.start_time = time.time()
@@ -430,18 +500,29 @@ class Run:
         if self.ckpt is None:
             return None
         for key, module in networks.items():
-            module.load_state_dict(self.ckpt["networks"][key])
+            try:
+                module.load_state_dict(self.ckpt["networks"][key])
+            except (KeyError, RuntimeError) as e:  # a fork that gates a network its source did not
+                raise RunError(
+                    f"the checkpoint's {key} network does not fit this run's: {str(e).splitlines()[0]}"
+                ) from None
         for key, opt in optimizers.items():
+            rates = [g["lr"] for g in opt.param_groups]
             opt.load_state_dict(self.ckpt["optimizers"][key])
-        for key, sched in schedulers.items():
-            sched.load_state_dict(self.ckpt["schedulers"][key])
+            if self.forked:  # Adam's moments carry over, the learning rates are the fork's own
+                for g, lr in zip(opt.param_groups, rates):
+                    g["lr"] = lr
+        if not self.forked:  # a fork's schedules start afresh from its own options at the fork's step
+            for key, sched in schedulers.items():
+                sched.load_state_dict(self.ckpt["schedulers"][key])
         set_rng_state(self.ckpt["rng"])
         return self.ckpt["loop"]
 
     def resumed_envs(self, envs: Any) -> Any:
         """The exact vector env saved with the checkpoint (closing `envs`), or None when it was not
         saved (Box2D, emulators): the algorithm then restarts the episodes in flight."""
-        saved = load_env_state(self.run_dir, self.ckpt) if self.ckpt else None
+        # a fork restarts its episodes: its source's pickled envs may come from anyone, and a pickle runs code
+        saved = load_env_state(self.run_dir, self.ckpt) if self.ckpt and not self.forked else None
         if saved is not None:
             envs.close()
         return saved

@@ -3,8 +3,10 @@ evaluated; every transition real; bit-exact resume for every L0 schedule and for
 divergence ending in one line with their exit codes."""
 
 import contextlib
+import dataclasses
 import io
 import math
+import pickle
 import runpy
 import shutil
 import subprocess
@@ -442,6 +444,92 @@ def test_resume_corrupt_checkpoint_leaves_files_untouched(made, tmp_path):
     before = files(run_dir)
     assert_one_line_error(cli("a2c", "--resume", str(run_dir), cwd=tmp_path), 2, "corrupt")
     assert files(run_dir) == before
+
+
+class _Planted:
+    """Loading this pickle creates the file `path`: proof that something executed it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def adam_steps(ckpt: dict) -> set[float]:
+    return {float(s["step"]) for s in ckpt["optimizers"]["agent"]["state"].values()}
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_a_fork_continues_its_source_with_its_own_l0_options(algo, tmp_path):
+    b = BATCH[algo]
+    source = Path(ALGOS[algo].train(tiny(algo, tmp_path / "src", halt_after=b, eval_episodes=0, log_every=b)))
+    src = load_checkpoint(source)
+    # the source's envs pickle faithfully; a fork must not load that pickle (a run may come from anyone)
+    witness = tmp_path / "executed"
+    (source / "env_state.pkl").write_bytes(pickle.dumps({"global_step": b, "envs": _Planted(witness)}))
+    before = files(source)
+    kw = dict(l0_schedule="target", l0_target_sparsity=0.5, l0_target_at=0.5, l0_lr=0.02, l0_anneal_lr=False)
+    args = ALGOS[algo].Args(**{**vars(tiny(algo, tmp_path / "fork", eval_episodes=0, log_every=b)), **kw})
+    fork = Path(ALGOS[algo].train(dataclasses.replace(args, fork_from=str(source))))
+    assert files(source) == before and not witness.exists() and fork.parent == tmp_path / "fork" / "runs"
+    ckpt = load_checkpoint(fork)
+    assert ckpt["finished"] and ckpt["global_step"] == args.total_timesteps
+    assert ckpt["args"]["fork_from"] == str(source) and ckpt["args"]["l0_schedule"] == "target"
+    # the schedule is the fork's own, started afresh (the source's was constant), and the gates' rate is its own
+    assert (
+        src["schedulers"]["actor"]["mode"] == "constant" and ckpt["schedulers"]["actor"]["mode"] == "target"
+    )
+    assert ckpt["optimizers"]["agent"]["param_groups"][1]["lr"] == pytest.approx(0.02)
+    # Adam's state carried over: one iteration's updates in the source, the rest in the fork
+    per_iteration = adam_steps(src).pop()
+    assert adam_steps(ckpt) == {per_iteration * args.total_timesteps / b}
+    # the fork's record is its source's history up to the fork, then its own steps, each once
+    old, new = read_metrics(source), read_metrics(fork)
+    assert new[: len(old)] == old and all(r["global_step"] > b for r in new[len(old) :])
+    assert [r[0] for r in logged_losses(fork)] == list(range(b, args.total_timesteps + 1, b))
+    lambdas = [r["l0/lambda"] for r in new[len(old) :] if "l0/lambda" in r]
+    assert lambdas and all(lam != kw.get("l0_lambda_actor", args.l0_lambda_actor) for lam in lambdas)
+
+
+def test_a_fork_flag_is_a_change_to_its_source_not_to_the_defaults(made, tmp_path):
+    """The source was trained with the default --l0-anneal-lr; --no-l0-anneal-lr on the fork's
+    command line must reach the fork (and a flag equal to the source's own is no change)."""
+    source = made("ppo", False)
+    proc = cli("ppo", "--fork-from", str(source), "--no-l0-anneal-lr", "--runs-dir", "runs", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (fork,) = run_dirs(tmp_path)
+    saved = load_checkpoint(fork)["args"]
+    assert saved["l0_anneal_lr"] is False and load_checkpoint(source)["args"]["l0_anneal_lr"] is True
+    assert saved["num_envs"] == 2 and saved["total_timesteps"] == 128  # the source's, not the defaults
+
+
+@pytest.mark.parametrize(
+    "argv, hint",
+    [
+        (["--num-envs", "4"], "--fork-from keeps the source run's --num-envs"),
+        (["--l0-granularity", "unit"], "--fork-from keeps the source run's --l0-granularity"),
+        (["--learning-rate", "0.1"], "--fork-from keeps the source run's --learning-rate"),
+        (["--total-timesteps", "32"], "past this fork's --total-timesteps 32"),
+        (["--resume", "SOURCE"], "--resume continues a run and --fork-from starts a new one"),
+    ],
+)
+def test_fork_refusals_leave_the_source_untouched(made, argv, hint, tmp_path):
+    source = made("ppo", False)
+    before = files(source)
+    argv = [str(source) if a == "SOURCE" else a for a in argv]
+    proc = cli("ppo", "--fork-from", str(source), "--runs-dir", "runs", *argv, cwd=tmp_path)
+    assert_one_line_error(proc, 2, hint)
+    assert files(source) == before and not run_dirs(tmp_path)
+
+
+def test_a_fork_of_a_missing_or_foreign_run_is_refused(made, tmp_path):
+    assert_one_line_error(
+        cli("ppo", "--fork-from", str(tmp_path / "nope"), cwd=tmp_path), 2, "not a run directory"
+    )
+    proc = cli("a2c", "--fork-from", str(made("ppo", False)), "--runs-dir", "runs", cwd=tmp_path)
+    assert_one_line_error(proc, 2, "was trained by ppo_l0, not a2c_l0; fork it with algos/ppo_l0.py")
+    assert not run_dirs(tmp_path)
 
 
 def test_divergence_stops_with_exit_3_and_keeps_the_last_finite_checkpoint(tmp_path):
