@@ -51,6 +51,7 @@ from l0rl.runkit.checkpoint import (
 )
 from l0rl.runkit.evaluate import eval_metrics, evaluate
 from l0rl.runkit.progress import Progress
+from l0rl.runkit.replay import BUFFER_NAME
 from l0rl.runkit.tracker import METRICS_NAME, Tracker, resolve_wandb_mode
 
 
@@ -467,10 +468,10 @@ class Run:
         if self.ckpt is None or self.forked:
             self.run_dir = create_run_dir(a.runs_dir, self.name)
             self._lock = RunLock(self.run_dir)
-            if self.forked:  # the fork's record starts with its source's history up to the fork
-                history = Path(a.fork_from) / METRICS_NAME
-                if history.is_file():
-                    atomic_write_bytes(self.run_dir / METRICS_NAME, history.read_bytes())
+            if self.forked:  # its source's record up to the fork (the tracker drops later rows) and replay
+                for name in (METRICS_NAME, BUFFER_NAME):  # buffer (plain data, checked against the step)
+                    if (Path(a.fork_from) / name).is_file():
+                        atomic_write_bytes(self.run_dir / name, (Path(a.fork_from) / name).read_bytes())
         else:
             self.run_dir = Path(a.resume)
             remove_stale_temps(self.run_dir)

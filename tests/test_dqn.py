@@ -2,6 +2,7 @@
 (effective weights of the online one), the replay buffer (true final observations, uint8 frames,
 stated size, episodes cut on resume), bit-exact resume, and bad input / divergence at the CLI."""
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -404,3 +405,18 @@ def test_divergence_exits_3_and_keeps_a_finite_checkpoint(tmp_path):
     for net in ckpt["networks"].values():
         assert all(torch.isfinite(v).all() for v in net.values() if v.is_floating_point())
     assert not (run_dir / "summary.json").exists() or "eval/episodic_return" not in summary(run_dir)
+
+
+def test_a_fork_keeps_its_sources_replay_buffer_and_learns_on(tmp_path, capsys):
+    source = Path(
+        dqn.train(tiny_args(tmp_path / "src", total_timesteps=600, eval_episodes=0, halt_after=300))
+    )
+    before = {p.name: p.read_bytes() for p in source.iterdir() if p.is_file() and p.name != ".lock"}
+    args = tiny_args(tmp_path / "fork", total_timesteps=600, eval_episodes=0, l0_schedule="target")
+    fork = Path(dqn.train(dataclasses.replace(args, fork_from=str(source))))
+    after = {p.name: p.read_bytes() for p in source.iterdir() if p.is_file() and p.name != ".lock"}
+    assert after == before and "refilling" not in capsys.readouterr().out
+    ckpt = load_checkpoint(fork)
+    assert ckpt["finished"] and ckpt["schedulers"]["q_network"]["mode"] == "target"
+    # the copied buffer let it learn from the fork's first step: no learning_starts wait again
+    assert [step for step, _ in td_losses(fork)] == [200, 300, 400, 500, 600]
