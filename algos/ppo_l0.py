@@ -239,10 +239,7 @@ def train(args: Args) -> str:
         pruner = gmp.GradualMagnitudePruner(
             sparse, args.gmp_target, args.total_timesteps, args.gmp_start, args.gmp_end, args.gmp_every
         )
-    optimizer = optim.Adam(
-        l0.param_groups(agent, args.learning_rate, args.l0_lr),
-        eps=1e-5,
-    )
+    optimizer = optim.Adam(l0.param_groups(agent, args.learning_rate, args.l0_lr), eps=1e-5)
     # only now, with every argument accepted, does the run directory appear
     run.open(envs.single_observation_space, envs.single_action_space, args.num_iterations * args.batch_size)
 
