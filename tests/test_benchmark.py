@@ -25,7 +25,7 @@ from rliable import metrics
 if str(ROOT) not in sys.path:  # benchmark/ is a repository tool, imported from the repository root
     sys.path.insert(0, str(ROOT))
 
-from benchmark import report, run_suite, stats, suites  # noqa: E402
+from benchmark import report, run_suite, stats, suites, windows  # noqa: E402
 from l0rl.runkit import Run, load_checkpoint, read_metrics, run_cli  # noqa: E402
 
 TINY = suites.SUITES["tiny"]
@@ -487,3 +487,35 @@ def test_the_bootstrap_leaves_numpys_global_generator_as_it_was():
     np.random.seed(123)
     stats.iqm([1.0, 2.0, 3.0], reps=20)
     assert np.random.rand() == expected
+
+
+def test_windows_table_holds_each_runs_mean_return_count_and_last_sparsity(tmp_path, capsys):
+    def write(name: str, rows: list[dict]) -> Path:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return tmp_path / name
+
+    ep = lambda step, ret: {"global_step": step, "charts/episodic_return": ret}  # noqa: E731
+    l0_run = write(
+        "Env-v0__ppo_l0__1__1",
+        [ep(5, 10.0), {"global_step": 8, "l0/sparsity": 0.5}, ep(10, 20.0), ep(11, 31.0)]
+        + [{"global_step": 19, "l0/sparsity": 0.75}, ep(20, 2.0), {"global_step": 25, "l0/sparsity": 0.9}],
+    )
+    dense = write("Env-v0__ppo_dense__1__2", [ep(3, 7.0), ep(12, 9.0)])
+    lines = windows.main([str(dense), str(l0_run), "--every", "10"])
+    assert capsys.readouterr().out.splitlines() == lines
+    assert lines[0] == "| step | ppo_dense (seed 1) | ppo_l0 (seed 1) |"
+    # (0, 10]: 10 and 20 -> 15 over 2 episodes, sparsity last logged at 8; (10, 20]: 31 and 2
+    assert lines[2] == "| 10 | 7 (1) | 15 (2) / 50.0 % |"
+    # dense stopped at step 12: no partial window for it; the L0 run's sparsity is the one logged at 19
+    assert lines[3] == "| 20 | - | 16 (2) / 75.0 % |" and len(lines) == 4
+    assert windows.main([str(l0_run), "--every", "10", "--from", "10"])[2:] == ["| 20 | 16 (2) / 75.0 % |"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmark.windows", str(tmp_path / "nope")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"benchmark.windows: error: {tmp_path / 'nope'}: no metrics.jsonl; pass run directories (runs/<run_name>)"
+    ]
