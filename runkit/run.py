@@ -410,7 +410,12 @@ class Run:
         names = {f.name for f in dataclasses.fields(args)}
         saved = {k: v for k, v in ckpt["args"].items() if k in names and k not in ("resume", "fork_from")}
         given = {k: v for k, v in _given(args).items() if v != saved.get(k, v)}
-        fixed = [k for k in given if not forkable(k)]
+        # a lambda of 0 leaves a network ungated in some algorithms: a fork keeps which networks carry gates
+        fixed = [
+            k
+            for k in given
+            if not forkable(k) or (k.startswith("l0_lambda") and (given[k] > 0) != (saved[k] > 0))
+        ]
         if fixed:
             raise RunError(
                 f"--fork-from keeps the source run's {', '.join('--' + k.replace('_', '-') for k in fixed)}; "

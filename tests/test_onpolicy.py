@@ -510,6 +510,7 @@ def test_a_fork_flag_is_a_change_to_its_source_not_to_the_defaults(made, tmp_pat
         (["--num-envs", "4"], "--fork-from keeps the source run's --num-envs"),
         (["--l0-granularity", "unit"], "--fork-from keeps the source run's --l0-granularity"),
         (["--learning-rate", "0.1"], "--fork-from keeps the source run's --learning-rate"),
+        (["--l0-lambda-critic", "0.5"], "--fork-from keeps the source run's --l0-lambda-critic"),
         (["--total-timesteps", "32"], "past this fork's --total-timesteps 32"),
         (["--resume", "SOURCE"], "--resume continues a run and --fork-from starts a new one"),
     ],
