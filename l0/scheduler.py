@@ -13,6 +13,9 @@ Modes (progress p = global_step / total_steps):
   because the gates lag lambda: an unbounded controller drove lambda to 100x its start while the
   sparsity caught up, overshot the target and collapsed the policy, and an early overshoot parked
   lambda at a floor it took the rest of training to leave (closed gates barely reopen).
+  With hold=True, lambda stays at lam (not 0) until warmup, and the target ramps from the sparsity
+  measured there (not from 0) to target_sparsity at target_at (target_at = warmup: at once): a
+  constant phase that finds its own plateau, then the push past it.
 An optional temperature anneal moves the gates' beta linearly from beta_start to beta_end.
 """
 
@@ -40,6 +43,7 @@ class SparsityMapScheduler:
         lam_max: float | None = None,
         beta_start: float | None = None,
         beta_end: float | None = None,
+        hold: bool = False,
     ):
         if mode not in MODES:
             raise ValueError(f"unknown scheduler mode {mode!r}; use one of {', '.join(MODES)}")
@@ -56,9 +60,9 @@ class SparsityMapScheduler:
         if mode == "target":
             if target_sparsity is None or not 0.0 < target_sparsity < 1.0:
                 raise ValueError(f"target mode needs target_sparsity in (0, 1), got {target_sparsity}")
-            if not warmup < target_at <= 1.0:
+            if not (warmup <= target_at if hold else warmup < target_at) or target_at > 1.0:
                 raise ValueError(
-                    f"target_at must be in (warmup, 1], got target_at={target_at}, warmup={warmup}"
+                    f"target_at must be in ({'[' if hold else '('}warmup, 1], got target_at={target_at}, warmup={warmup}"
                 )
             if not 0 < lam_min <= lam <= lam_max:
                 raise ValueError(
@@ -66,6 +70,8 @@ class SparsityMapScheduler:
                 )
             if dual_lr <= 0:
                 raise ValueError(f"dual_lr must be > 0, got {dual_lr}")
+        if hold and mode != "target":
+            raise ValueError(f"hold applies to the target mode only, not {mode!r}")
         if (beta_start is None) != (beta_end is None):
             raise ValueError("give both beta_start and beta_end for a temperature anneal, or neither")
         if beta_start is not None and not (beta_start > 0 and beta_end > 0):
@@ -80,18 +86,24 @@ class SparsityMapScheduler:
         self.dual_lr = dual_lr
         self.lam_min, self.lam_max = lam_min, lam_max
         self.beta_start, self.beta_end = beta_start, beta_end
+        self.hold = hold
+        self.start_sparsity: float | None = None
+        """hold: the sparsity measured at the first step past warmup, where the target's ramp starts"""
         self.log_lam = math.log(lam) if mode == "target" else None
-        self.lam = lam if mode == "constant" else 0.0
+        self.lam = lam if mode == "constant" or hold else 0.0
         self.current_target = 0.0
 
     def progress(self, global_step: int) -> float:
         return min(max(global_step / self.total_steps, 0.0), 1.0)
 
     def target_at_step(self, global_step: int) -> float:
-        """The sparsity the target mode asks for at this step (0 during warm-up)."""
+        """The sparsity the target mode asks for at this step (0 during warm-up; with hold, from the
+        sparsity measured at the end of the warm-up)."""
         p = self.progress(global_step)
-        frac = min(max((p - self.warmup) / (self.target_at - self.warmup), 0.0), 1.0)
-        return self.target_sparsity * frac
+        span = self.target_at - self.warmup
+        frac = 1.0 if span <= 0 else min(max((p - self.warmup) / span, 0.0), 1.0)
+        start = self.start_sparsity or 0.0
+        return start + (self.target_sparsity - start) * frac
 
     def step(self, global_step: int, sparsity: float | None = None) -> float:
         """Update and return lambda for this step. Target mode needs the measured sparsity."""
@@ -105,9 +117,13 @@ class SparsityMapScheduler:
         else:
             if sparsity is None:
                 raise ValueError("target mode needs the measured sparsity: step(global_step, sparsity)")
+            if p >= self.warmup and self.hold and self.start_sparsity is None:
+                self.start_sparsity = min(
+                    sparsity, self.target_sparsity
+                )  # already past it: aim at it at once
             self.current_target = self.target_at_step(global_step)
             if p < self.warmup:
-                self.lam = 0.0
+                self.lam = self.lam_peak if self.hold else 0.0
             else:
                 error = math.log(max(1.0 - sparsity, DENSITY_FLOOR) / (1.0 - self.current_target))
                 error = min(max(error, -1.0), 1.0)  # the gates lag lambda: big steps overshoot

@@ -128,6 +128,9 @@ class RunArgs:
     """L0: fraction of training by which the target sparsity is reached (target schedule)"""
     l0_dual_lr: float = 0.05
     """L0: step size of the dual ascent on log(lambda) per scheduler step (target schedule)"""
+    l0_target_hold: bool = False
+    """L0: target schedule: hold lambda at its start value (not 0) until --l0-warmup, then steer from the
+    sparsity reached there to the target by --l0-target-at (which may equal --l0-warmup: at once)"""
     gmp_target: float = 0.9
     """GMP: final sparsity of each pruned network, in (0, 1)"""
     gmp_start: float = 0.2
@@ -199,6 +202,7 @@ def make_scheduler(args: Any, lam: float) -> l0.SparsityMapScheduler:
             target_sparsity=args.l0_target_sparsity,
             target_at=args.l0_target_at,
             dual_lr=args.l0_dual_lr,
+            hold=args.l0_target_hold,
         )
     except ValueError as e:
         raise UsageError(f"--l0-schedule {args.l0_schedule}: {e}") from None

@@ -239,6 +239,16 @@ def test_resume_is_bit_exact(algo, sparsity, schedule, tmp_path):
     assert logged_losses(full) == logged_losses(part) and len(logged_losses(part)) == 4
 
 
+def test_target_hold_trains_at_the_constant_lambda_then_steers(tmp_path):
+    kw = dict(l0_schedule="target", l0_target_hold=True, l0_warmup=0.5, l0_target_at=0.5, log_every=32)
+    run_dir = ppo_l0.train(tiny("ppo", tmp_path, eval_episodes=0, l0_target_sparsity=0.99, **kw))
+    logged = [(r["global_step"], r["l0/lambda"]) for r in read_metrics(run_dir) if "l0/lambda" in r]
+    # lambda is set at the start of each 32-step iteration from the step reached (0, 32, 64, 96 of 128)
+    assert [lam for _, lam in logged[:2]] == [ppo_l0.Args.l0_lambda_actor] * 2
+    assert all(lam > ppo_l0.Args.l0_lambda_actor for _, lam in logged[2:]) and len(logged) == 4
+    assert load_checkpoint(run_dir)["schedulers"]["actor"]["start_sparsity"] is not None
+
+
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
 def test_the_seed_decides_the_run(algo, tmp_path):
     states = [
@@ -358,6 +368,7 @@ BAD_INPUT = [
 ALGO_BAD_INPUT = [
     ("ppo", ["--num-minibatches", "3"], "divisible by --num-minibatches"),
     ("ppo", ["--l0-conv-cost", "-0.5"], "--l0-conv-cost must be >= 0"),
+    ("ppo", ["--l0-target-hold"], "--l0-schedule constant: hold applies to the target mode only"),
     ("a2c", ["--rms-alpha", "1"], "--rms-alpha must be in [0, 1)"),
 ]
 

@@ -117,6 +117,34 @@ def test_target_mode_dual_ascent():
     assert sch.step(70, 0.8) == pytest.approx(prev)
 
 
+def test_target_hold_keeps_lambda_then_ramps_from_the_plateau():
+    sch = target_scheduler(hold=True, warmup=0.3, target_at=0.7)
+    assert sch.lam == 0.01  # usable before the first step, like the constant mode
+    # the warm-up holds lambda at its start value whatever the sparsity, and the controller waits
+    assert [sch.step(s, x) for s, x in ((0, 0.0), (10, 0.9), (29, 0.2))] == [0.01] * 3
+    # past the warm-up the target starts at the sparsity measured there (0.6), reaching 0.8 at 70 %
+    lam = sch.step(30, 0.6)
+    assert (
+        sch.start_sparsity == 0.6 and sch.current_target == pytest.approx(0.6) and lam == pytest.approx(0.01)
+    )
+    assert sch.target_at_step(50) == pytest.approx(0.7) and sch.target_at_step(90) == pytest.approx(0.8)
+    lam = sch.step(50, 0.6)  # too dense for 0.7: lambda rises by dual_lr * log(0.4 / 0.3)
+    assert math.log(lam / 0.01) == pytest.approx(0.1 * math.log(0.4 / 0.3))
+
+
+def test_target_hold_at_once_and_from_past_the_target():
+    # target_at = warmup: the full target at once (refused without hold: there is no ramp from 0 then)
+    sch = target_scheduler(hold=True, warmup=0.5, target_at=0.5)
+    assert sch.step(40, 0.5) == 0.01 and sch.step(50, 0.5) > 0.01 and sch.current_target == 0.8
+    with pytest.raises(ValueError, match="target_at"):
+        target_scheduler(warmup=0.5, target_at=0.5)
+    # a warm-up that ends sparser than the target aims at the target, not back down to the plateau
+    sch = target_scheduler(hold=True, warmup=0.3, target_at=0.7)
+    assert sch.step(30, 0.9) < 0.01 and sch.start_sparsity == 0.8 and sch.current_target == 0.8
+    with pytest.raises(ValueError, match="target mode only"):
+        SparsityMapScheduler(100, mode="constant", hold=True)
+
+
 def test_target_mode_error_is_a_density_ratio_clipped_to_one():
     """Near the top, a point short is many times too dense: 98 % against a 99 % target pushes as
     hard as 80 % against 90 %; a far bigger gap steps no further than an error of 1 (the gates lag
@@ -163,14 +191,14 @@ def sparsity_signal(step: int) -> float:
     return 0.5 + 0.45 * math.sin(step / 7.0)
 
 
-@pytest.mark.parametrize("mode", ["target", "cosine"])
+@pytest.mark.parametrize("mode", ["target", "target-hold", "cosine"])
 def test_state_dict_round_trip_resumes_identically(mode):
     kw = dict(beta_start=1.0, beta_end=0.3)
-    make = (
-        (lambda: target_scheduler(**kw))
-        if mode == "target"
-        else (lambda: target_scheduler(mode="cosine", **kw))
-    )
+    kw |= {"mode": "cosine"} if mode == "cosine" else {"hold": True} if mode == "target-hold" else {}
+
+    def make():
+        return target_scheduler(**kw)
+
     straight, first_half = make(), make()
     expected = [(straight.step(s, sparsity_signal(s)), straight.temperature(s)) for s in range(100)]
     got = [(first_half.step(s, sparsity_signal(s)), first_half.temperature(s)) for s in range(50)]
@@ -181,7 +209,7 @@ def test_state_dict_round_trip_resumes_identically(mode):
     got += [(resumed.step(s, sparsity_signal(s)), resumed.temperature(s)) for s in range(50, 100)]
     assert got == expected
     assert resumed.log_dict() == straight.log_dict()
-    if mode == "target":  # the state matters: a fresh scheduler would not continue the same way
+    if mode != "cosine":  # the state matters: a fresh scheduler would not continue the same way
         fresh = make()
         assert [fresh.step(s, sparsity_signal(s)) for s in range(50, 100)] != [
             lam for lam, _ in expected[50:]
