@@ -175,6 +175,12 @@ Mario is evaluated with sampled actions and at most 3000 agent steps (200 s of g
 """Options of one process, never taken from the run being resumed."""
 
 
+def _source_args(saved: dict, args_cls: type) -> dict:
+    """A fork source's saved arguments that this version's Args knows, less its own provenance."""
+    names = {f.name for f in dataclasses.fields(args_cls)} - {"resume", "fork_from"}
+    return {k: v for k, v in saved.items() if k in names}
+
+
 def _checkpoint_dir(path: str, flag: str) -> Path:
     """The run directory `path` names, or a one-line RunError that says what to pass."""
     run_dir = Path(path)
@@ -327,10 +333,7 @@ def parse_args(
         return first
     if first.fork_from:  # the source run's arguments are the defaults: a flag is a change to them
         saved = load_checkpoint(_checkpoint_dir(first.fork_from, "--fork-from"))["args"]
-        names = {f.name for f in dataclasses.fields(args_cls)}
-        baseline = args_cls(
-            **{k: v for k, v in saved.items() if k in names and k not in ("resume", "fork_from")}
-        )
+        baseline = args_cls(**_source_args(saved, args_cls))
     else:
         baseline = family_defaults(args_cls, first.env_id, algo_defaults)
     args = _tyro_cli(args_cls, argv, default=baseline)
@@ -411,8 +414,7 @@ class Run:
             raise RunError(
                 f"{source} was trained by {ckpt['algo']}, not {self.algo}; fork it with algos/{ckpt['algo']}.py"
             )
-        names = {f.name for f in dataclasses.fields(args)}
-        saved = {k: v for k, v in ckpt["args"].items() if k in names and k not in ("resume", "fork_from")}
+        saved = _source_args(ckpt["args"], type(args))
         given = {k: v for k, v in _given(args).items() if v != saved.get(k, v)}
         # a lambda of 0 leaves a network ungated in some algorithms: a fork keeps which networks carry gates
         fixed = [
