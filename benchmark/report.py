@@ -9,7 +9,8 @@ request the same comparison as a W&B report.
 Reads only what the runs wrote (checkpoint args, metrics.jsonl, summary.json, compress*.json and the
 runner's benchmark.json): no cloud needed. Per cell (environment x algorithm) one table with a row
 per variant (dense, L0, GMP) plus the dense run compressed two other ways: one-shot magnitude pruning
-at the sparsity the L0 run reached, and SVD alone. Returns are IQMs over seeds with stratified-
+at the sparsity the L0 run reached, and SVD alone; and where a variant sets `magnitude_after`, its
+runs with a final one-shot magnitude step. Returns are IQMs over seeds with stratified-
 bootstrap 95 % intervals (benchmark/stats.py, rliable); the other columns are means over seeds.
 report.json next to REPORT.md holds every number of the tables.
 
@@ -174,7 +175,7 @@ def _stage(report: dict, name: str) -> dict | None:
 def make_row(label: str, variant: str, method: str, records: list[Record], reps: int) -> Row | None:
     """A table row from the runs of one variant: trained figures from summary.json and metrics, the
     compression figures from the final stage of their compress report of `method`."""
-    trained = method == "l0"  # the magnitude and svd rows describe the dense run after compression
+    trained = method == "l0"  # the magnitude and svd rows describe a trained run after compression
     with_report = [r for r in records if method in r.compress]
     if not records or (not trained and not with_report):
         return None
@@ -213,6 +214,9 @@ def make_row(label: str, variant: str, method: str, records: list[Record], reps:
 def cell_rows(cell: Cell, by_variant: dict[str, list[Record]], reps: int) -> list[Row]:
     """The variants in suite order, then the dense run's other compressions (the baselines)."""
     rows = [make_row(v.label, v.name, "l0", by_variant.get(v.name, []), reps) for v in cell.variants]
+    for v in (v for v in cell.variants if v.magnitude_after is not None):
+        label = f"{v.label} + final one-shot magnitude (to {v.magnitude_after:.0%})"
+        rows.append(make_row(label, v.name, "magnitude", by_variant.get(v.name, []), reps))
     for v in (v for v in cell.variants if v.matched_to is not None):
         recs = by_variant.get(v.name, [])
         matched = next(x for x in cell.variants if x.name == v.matched_to).label
@@ -566,8 +570,14 @@ def cell_section(
     lines += [
         f"- compress: `python -m l0rl.compress RUN --method l0{compress_flags}` for every run; the dense runs also "
         "`--method magnitude --sparsity <sparsity the matching L0 run reached>` and `--method svd`.",
-        "",
     ]
+    lines += [
+        f"- {v.label}'s runs also `--method magnitude --sparsity {v.magnitude_after}` (a final magnitude "
+        "step; the dense runs are then pruned to this sparsity where it is higher)."
+        for v in c.cell.variants
+        if v.magnitude_after is not None
+    ]
+    lines.append("")
     lines += table(c.rows) if c.rows else ["No finished runs yet."]
     if c.comparisons:
         lines += ["", "Probability of improvement (trained return, over seeds):", ""]

@@ -193,8 +193,10 @@ class Runner:
                 )
             )
             methods = ["l0"] + (["magnitude", "svd"] if spec.magnitude_source else [])
+            methods += ["magnitude"] if spec.variant.magnitude_after is not None else []
             for method in methods:
-                deps = [train] + ([train_name(spec.magnitude_source)] if method == "magnitude" else [])
+                source = spec.magnitude_source if method == "magnitude" else None
+                deps = [train] + ([train_name(source)] if source else [])
                 out.append(
                     Task(
                         f"compress-{method} {spec.key}",
@@ -224,7 +226,7 @@ class Runner:
 
     def compress_command(self, spec: RunSpec, method: str) -> tuple[str, Work]:
         run_dir = self.finished(spec)
-        sparsity = reached_sparsity(self.finished(spec.magnitude_source)) if method == "magnitude" else None
+        sparsity = self.magnitude_sparsity(spec) if method == "magnitude" else None
         report = run_dir / output_names(method)["report"]
         if report.exists():
             old = json.loads(report.read_text())
@@ -243,6 +245,15 @@ class Runner:
             command_line([sys.executable, "-m", "l0rl.compress", str(run_dir), *flags]),
             lambda: format_report(compress_run(run_dir, progress=False, **options)),
         )
+
+    def magnitude_sparsity(self, spec: RunSpec) -> float:
+        """--sparsity of the run's magnitude compression: its own final step, or for a dense run the
+        sparsity its L0 partner is deployed at (reached by the gates, or its final step if higher)."""
+        if spec.variant.magnitude_after is not None:
+            return spec.variant.magnitude_after
+        source = spec.magnitude_source
+        reached = reached_sparsity(self.finished(source))
+        return max(reached, source.variant.magnitude_after or 0.0)
 
     def finished(self, spec: RunSpec) -> Path:
         run_dir = finished_run(self.runs_dir, spec)

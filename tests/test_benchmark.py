@@ -119,6 +119,20 @@ def test_a_cell_can_name_its_own_seeds_and_seeds_overrides_them():
     assert {s.seed for s in suites.expand(suite, [7])} == {7}
 
 
+@pytest.mark.parametrize(
+    "variant",
+    [
+        suites.Variant("l0", "l0", magnitude_after=1.0),
+        suites.Variant("l0", "l0", magnitude_after=0.0),
+        suites.Variant("dense", "none", matched_to="dense", magnitude_after=0.9),
+    ],
+)
+def test_a_final_magnitude_step_must_be_a_sparsity_and_cannot_share_the_matched_report(variant):
+    suite = suites.Suite("t", "", (suites.Cell("CartPole-v1", "ppo_l0", 1024, (variant,)),), seeds=(1,))
+    with pytest.raises(ValueError, match="magnitude_after must lie in"):
+        suites.expand(suite)
+
+
 def test_sweep_variants_are_named_by_what_they_set():
     a, b = suites.l0_sweep(
         {"l0_schedule": "constant"}, {"l0_lambda_actor": 2, "l0_lr": 1e-3}, {"l0_lambda_actor": 5}
@@ -215,6 +229,12 @@ def test_the_runner_trains_and_compresses_every_run(tiny):
         expected = {"compress.json"} | (
             {"compress_magnitude.json", "compress_svd.json"} if spec.magnitude_source else set()
         )
+        if spec.variant.magnitude_after is not None:  # the L0 runs' final magnitude step
+            expected.add("compress_magnitude.json")
+            own = json.loads((run_dir / "compress_magnitude.json").read_text())
+            assert own["options"]["sparsity"] == spec.variant.magnitude_after
+            pruned = next(s for s in own["stages"] if s["stage"] == "pruned")
+            assert pruned["sparsity"] == pytest.approx(spec.variant.magnitude_after, abs=1e-3)
         assert expected <= {p.name for p in run_dir.glob("compress*.json")}, spec.key
         # the suite's compress options reach `--method l0` only
         assert json.loads((run_dir / "compress.json").read_text())["options"]["rank_search"] is True
@@ -230,17 +250,22 @@ def test_gmp_prunes_to_the_sparsity_its_l0_run_reached(tiny):
         matched = round(min(max(reached, low), high), 4)
         gmp_args = load_checkpoint(run_suite.finished_run(tiny["runs"], spec_of("gmp", seed)))["args"]
         assert gmp_args["sparsity"] == "gmp" and gmp_args["gmp_target"] == matched
+        # the dense run is pruned to the sparsity its L0 partner is deployed at: the L0 run's final
+        # magnitude step (0.9) where the gates alone reached less, as 1,024 steps do
+        deployed = max(matched, spec_of("l0", seed).variant.magnitude_after)
+        assert deployed == 0.9
         dense_dir = run_suite.finished_run(tiny["runs"], spec_of("dense", seed))
         magnitude = json.loads((dense_dir / "compress_magnitude.json").read_text())
-        assert magnitude["options"]["sparsity"] == matched
+        assert magnitude["options"]["sparsity"] == deployed
 
 
 def test_a_second_invocation_starts_no_training(tiny):
     code, out, err = tiny["second"]
     assert code == 0, out + err
     assert "[start]" not in out
-    # every run: train + compress l0; every dense run also compress magnitude + svd
-    tasks = 2 * len(suites.expand(TINY)) + 2 * len(TINY.seeds)
+    # every run: train + compress l0; every dense run also compress magnitude + svd; every L0 run
+    # its final magnitude step
+    tasks = 2 * len(suites.expand(TINY)) + 3 * len(TINY.seeds)
     assert f"0 ran, {tasks} done already, 0 failed" in out
     names = [p.name for p in tiny["runs"].iterdir() if p.name != run_suite.LOG_DIR]
     assert len(names) == len(suites.expand(TINY))  # no run was started twice
@@ -332,6 +357,15 @@ def test_the_report_shows_every_cell_with_the_numbers_of_the_run_records(tiny, t
                 f"| {v.label} | {len(TINY.seeds)} | {report._est(report.stats.Estimate(**row['trained_return']))} |"
                 in text
             )
+            if v.magnitude_after is not None:
+                final = [json.loads((d / "compress_magnitude.json").read_text())["stages"][-1] for d in dirs]
+                row = rows[(v.name, "magnitude")]
+                assert row["params"] == pytest.approx(np.mean([f["params"] for f in final]))
+                assert row["compressed_return"]["point"] == pytest.approx(
+                    metrics.aggregate_iqm(np.array([f["return_mean"] for f in final]))
+                )
+                assert f"| {v.label} + final one-shot magnitude (to 90%) |" in text
+                assert "--method magnitude --sparsity 0.9` (a final magnitude step" in text
             if v.matched_to:
                 for method in ("magnitude", "svd"):
                     final = [
