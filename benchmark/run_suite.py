@@ -127,6 +127,24 @@ def reached_sparsity(run_dir: Path) -> float:
     return round(min(max(float(summary["sparsity"]), low), high), 4)
 
 
+def same_compression(old: dict, options: dict, run_dir: Path) -> bool:
+    """Whether a compress report answers these options: the run's current checkpoint, the same
+    episode count and every option asked for (a changed suite or --episodes compresses again)."""
+    if (
+        old["global_step"] != load_checkpoint(run_dir)["global_step"]
+        or old["episodes"] != options["episodes"]
+    ):
+        return False
+    for name, value in options.items():
+        if name in old["options"] and value is not None:
+            if isinstance(value, float) and old["options"][name] is not None:
+                if abs(old["options"][name] - value) > 1e-9:
+                    return False
+            elif old["options"][name] != value:
+                return False
+    return True
+
+
 # --- tasks --------------------------------------------------------------------------------------
 
 
@@ -227,12 +245,6 @@ class Runner:
     def compress_command(self, spec: RunSpec, method: str) -> tuple[str, Work]:
         run_dir = self.finished(spec)
         sparsity = self.magnitude_sparsity(spec) if method == "magnitude" else None
-        report = run_dir / output_names(method)["report"]
-        if report.exists():
-            old = json.loads(report.read_text())
-            same_sparsity = sparsity is None or abs(old["options"]["sparsity"] - sparsity) < 1e-9
-            if old["global_step"] == load_checkpoint(run_dir)["global_step"] and same_sparsity:
-                return f"compressed: {report.name}", None
         options = {
             "method": method,
             "sparsity": sparsity,
@@ -240,6 +252,9 @@ class Runner:
             "wandb_mode": self.wandb_mode,
             **(self.suite.compress_options if method == "l0" else {}),
         }
+        report = run_dir / output_names(method)["report"]
+        if report.exists() and same_compression(json.loads(report.read_text()), options, run_dir):
+            return f"compressed: {report.name}", None
         flags = suites.to_flags({k: v for k, v in options.items() if v is not None})
         return "compress", Inline(
             command_line([sys.executable, "-m", "l0rl.compress", str(run_dir), *flags]),

@@ -6,6 +6,7 @@ One module fixture trains the `tiny` suite once (6 PPO runs of 1,024 steps, one 
 and then resumed by the runner); the tests read it."""
 
 import contextlib
+import dataclasses
 import fcntl
 import importlib
 import inspect
@@ -269,6 +270,23 @@ def test_a_second_invocation_starts_no_training(tiny):
     assert f"0 ran, {tasks} done already, 0 failed" in out
     names = [p.name for p in tiny["runs"].iterdir() if p.name != run_suite.LOG_DIR]
     assert len(names) == len(suites.expand(TINY))  # no run was started twice
+
+
+def test_changed_compress_options_or_episodes_compress_again(tiny):
+    def what(suite, episodes) -> dict[str, str]:
+        runner = run_suite.Runner(suite, suites.expand(suite), tiny["runs"], "disabled", episodes)
+        return {t.name: t.command()[0] for t in runner.tasks() if t.name.startswith("compress")}
+
+    same = what(TINY, TINY.compress_episodes)
+    assert set(same.values()) == {"compressed: compress.json", "compressed: compress_magnitude.json",
+                                  "compressed: compress_svd.json"}  # fmt: skip
+    assert set(what(TINY, TINY.compress_episodes + 1).values()) == {"compress"}
+    tighter = dataclasses.replace(TINY, compress_options={"rank_search": True, "tolerance": 0.01})
+    changed = what(tighter, TINY.compress_episodes)
+    # only --method l0 takes the suite's options: the baselines' reports still answer
+    assert {k for k, v in changed.items() if v == "compress"} == {
+        k for k in same if k.startswith("compress-l0")
+    }
 
 
 def test_an_interrupted_run_is_resumed_in_its_own_directory(tiny):
