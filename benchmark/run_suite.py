@@ -503,6 +503,16 @@ def main(argv: list[str] | None = None) -> int:
     runner = Runner(
         suite, suites.expand(suite, a.seeds), runs_dir, a.wandb_mode, a.episodes or suite.compress_episodes
     )
+    if a.runs_dir is None:
+        from benchmark.carry import default_carry_dir, unrestored
+
+        behind = unrestored(runs_dir, default_carry_dir(suite.name))
+        if behind:
+            raise UsageError(
+                f"{default_carry_dir(suite.name)} holds {behind[0]}, further than this machine's copy"
+                f"{f' and {len(behind) - 1} more' if len(behind) > 1 else ''}; run `python -m benchmark.carry"
+                f" restore {suite.name}` first to resume it, or move the carried run away to start over"
+            )
     tasks = runner.tasks()
     workers = a.workers or os.cpu_count() or 1
     on = f"{workers} workers" if a.backend == "local" else f"on Ray at {a.address or 'this machine'}"

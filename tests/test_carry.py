@@ -1,0 +1,136 @@
+"""benchmark.carry: a suite's runs travel through a tracked folder and resume on the other side."""
+
+import contextlib
+import hashlib
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmark import carry
+from l0rl.runkit import RunError, load_checkpoint, run_cli
+from l0rl.runkit.checkpoint import ENV_STATE_NAME, RunLock
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def invoke(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = run_cli(lambda: carry.main(list(argv)), carry.PROG)
+        except SystemExit as e:
+            code = e.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def train(runs: Path, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "algos" / "ppo_l0.py"), "--env-id", "CartPole-v1", "--num-envs", "2"]
+        + ["--num-steps", "64", "--total-timesteps", "1024", "--eval-episodes", "2", "--seed", "3"]
+        + ["--runs-dir", str(runs), "--wandb-mode", "disabled", "--no-progress", *argv],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def halted(tmp_path_factory) -> Path:
+    """A CartPole run halted at 512 of 1,024 steps, as a suite leaves one when a machine ends."""
+    runs = tmp_path_factory.mktemp("machine1") / "runs"
+    proc = train(runs, "--halt-after", "512")
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = runs.iterdir()
+    assert load_checkpoint(run_dir)["global_step"] == 512
+    return run_dir
+
+
+def test_a_carried_run_resumes_on_a_new_machine_to_its_budget(halted, tmp_path):
+    (halted / ENV_STATE_NAME).write_bytes(b"not carried: a pickle runs code when loaded")
+    carry_dir, runs2 = tmp_path / "carry", tmp_path / "machine2" / "runs"
+    code, out, err = invoke("save", "tiny", "--runs-dir", str(halted.parent), "--carry-dir", str(carry_dir))
+    assert code == 0, err
+    assert "[saved] " + halted.name + ": at step 512" in out
+    copy = carry_dir / halted.name
+    assert digest(copy / "checkpoint.pt") == digest(halted / "checkpoint.pt")
+    assert (copy / "metrics.jsonl").read_text() == (halted / "metrics.jsonl").read_text()
+    assert not (copy / ENV_STATE_NAME).exists() and not (copy / ".lock").exists()
+
+    code, out, err = invoke("restore", "tiny", "--runs-dir", str(runs2), "--carry-dir", str(carry_dir))
+    assert code == 0, err
+    assert f"[restored] {halted.name}: at step 512" in out
+    restored = runs2 / halted.name
+    assert digest(restored / "checkpoint.pt") == digest(halted / "checkpoint.pt")
+
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "algos" / "ppo_l0.py"), "--resume", str(restored)]
+        + ["--wandb-mode", "disabled", "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    ckpt = load_checkpoint(restored)
+    assert ckpt["finished"] and ckpt["global_step"] == 1024
+
+    # the restored run is now ahead of the carried copy: restoring again must not roll it back,
+    # and saving it again replaces the carried copy with the finished one
+    before = digest(restored / "checkpoint.pt")
+    code, out, _ = invoke("restore", "tiny", "--runs-dir", str(runs2), "--carry-dir", str(carry_dir))
+    assert code == 0 and "[skip]" in out and "finished at step 1,024" in out
+    assert digest(restored / "checkpoint.pt") == before
+    code, out, _ = invoke("save", "tiny", "--runs-dir", str(runs2), "--carry-dir", str(carry_dir))
+    assert code == 0 and "finished at step 1,024" in out
+    assert digest(copy / "checkpoint.pt") == before
+    code, out, _ = invoke("save", "tiny", "--runs-dir", str(halted.parent), "--carry-dir", str(carry_dir))
+    assert code == 0 and "[skip]" in out  # the older run never replaces the finished copy
+    assert digest(copy / "checkpoint.pt") == before
+
+
+def test_a_run_in_training_is_refused_and_nothing_is_copied(halted, tmp_path):
+    lock = RunLock(halted)
+    try:
+        code, _, err = invoke("save", "tiny", "--runs-dir", str(halted.parent), "--carry-dir", str(tmp_path))
+    finally:
+        lock.release()
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "in use by another l0rl process" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_bad_input_is_a_one_line_error(tmp_path):
+    code, _, err = invoke("save", "no-such-suite")
+    assert code == 2 and "unknown suite 'no-such-suite'" in err and len(err.strip().splitlines()) == 1
+    code, _, err = invoke("restore", "tiny", "--carry-dir", str(tmp_path / "absent"))
+    assert code == 2 and "nothing was carried" in err
+    broken = tmp_path / "carry" / "CartPole-v1__ppo_l0__3__1"
+    broken.mkdir(parents=True)
+    (broken / "checkpoint.pt").write_bytes(b"truncated")
+    with pytest.raises(RunError, match="no readable checkpoint"):
+        carry.restore(tmp_path / "runs", tmp_path / "carry", say=lambda _: None)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_suite_refuses_to_retrain_what_was_carried_but_not_restored(halted, tmp_path, monkeypatch):
+    from benchmark import run_suite
+
+    carry_dir = tmp_path / "carry" / "tiny"
+    assert carry.save(halted.parent, carry_dir, say=lambda _: None) == 0
+    monkeypatch.setattr(carry, "default_carry_dir", lambda suite: tmp_path / "carry" / suite)
+    monkeypatch.setattr(run_suite, "default_runs_dir", lambda suite: tmp_path / "runs" / suite)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as e:
+        run_cli(lambda: run_suite.main(["tiny", "--dry-run"]), "run_suite")
+    assert e.value.code == 2 and len(err.getvalue().strip().splitlines()) == 1
+    assert f"holds {halted.name} (at step 512)" in err.getvalue()
+    assert "python -m benchmark.carry restore tiny" in err.getvalue()
+    assert not (tmp_path / "runs").exists()
+
+    carry.restore(tmp_path / "runs" / "tiny", carry_dir, say=lambda _: None)
+    assert run_cli(lambda: run_suite.main(["tiny", "--dry-run"]), "run_suite") == 0
