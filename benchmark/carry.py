@@ -102,54 +102,59 @@ def describe(state: tuple[bool, int] | None) -> str:
     return f"finished at step {state[1]:,}" if state[0] else f"at step {state[1]:,}"
 
 
-def save(runs_dir: Path, carry_dir: Path, say=print) -> int:
-    if not runs_dir.is_dir():
-        raise UsageError(f"{runs_dir} does not exist: there is nothing to carry (run the suite first)")
-    saved = 0
-    for run_dir in run_dirs(runs_dir):
-        state = step_of(run_dir)
+def transfer(src_root: Path, dst_root: Path, verb: str, live: str, say) -> int:
+    """Copy each run of `src_root` to `dst_root` unless the copy there is as far along or further (or
+    unreadable: a run directory without a checkpoint may still hold a log someone wants). The side
+    named by `live` ("src" or "dst") is a machine's run directory: it is locked for the copy, which
+    refuses a run that is training now (its checkpoint may be mid-write). Returns the runs copied."""
+    copied = 0
+    for src in run_dirs(src_root):
+        state, dst = step_of(src), dst_root / src.name
         if state is None:
-            say(f"[skip]  {run_dir.name}: no readable checkpoint")
+            say(f"[skip] {src.name}: no readable checkpoint in {src_root}")
             continue
-        dst = carry_dir / run_dir.name
-        old = step_of(dst) if dst.exists() else None
-        if old is not None and old >= state:
-            say(f"[skip]  {run_dir.name}: the carried copy is already {describe(old)}")
+        if dst.exists() and ((here := step_of(dst)) is None or here >= state):
+            say(f"[skip] {src.name}: {dst_root} already holds it, {describe(here)}")
             continue
-        lock = RunLock(run_dir)  # refuses a run that is training now: its checkpoint may be mid-write
+        locked = src if live == "src" else dst
+        lock = RunLock(locked) if locked.exists() else None
         try:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            size = copy_run(run_dir, dst)
+            dst_root.mkdir(parents=True, exist_ok=True)
+            size = copy_run(src, dst)
         finally:
-            lock.release()
-        say(f"[saved] {run_dir.name}: {describe(state)}, {size / 2**20:.1f} MB -> {dst}")
-        saved += 1
-    say(f"{saved} run(s) saved; commit {carry_dir} to carry them (git add, git commit)")
+            if lock is not None:
+                lock.release()
+        say(f"[{verb}] {src.name}: {describe(state)}, {size / 2**20:.1f} MB -> {dst}")
+        copied += 1
+    return copied
+
+
+NOTHING_TO_COPY = {
+    "save": "{} does not exist: there is nothing to carry (run the suite first)",
+    "restore": "{} does not exist: nothing was carried for this suite (see `save`)",
+}
+NEXT_STEP = {
+    "save": "commit {carry} to carry them (git add, git commit)",
+    "restore": "run `python -m benchmark.run_suite <suite>` to resume them",
+}
+
+
+def carry_runs(action: str, runs_dir: Path, carry_dir: Path, say=print) -> int:
+    """`save` (this machine's runs to the tracked folder) or `restore` (the other way)."""
+    src, dst = (runs_dir, carry_dir) if action == "save" else (carry_dir, runs_dir)
+    if not src.is_dir():
+        raise UsageError(NOTHING_TO_COPY[action].format(src))
+    done = transfer(src, dst, f"{action}d", "src" if action == "save" else "dst", say)
+    say(f"{done} run(s) {action}d; " + NEXT_STEP[action].format(carry=carry_dir))
     return 0
+
+
+def save(runs_dir: Path, carry_dir: Path, say=print) -> int:
+    return carry_runs("save", runs_dir, carry_dir, say)
 
 
 def restore(runs_dir: Path, carry_dir: Path, say=print) -> int:
-    if not carry_dir.is_dir():
-        raise UsageError(f"{carry_dir} does not exist: nothing was carried for this suite (see `save`)")
-    restored = 0
-    for carried in run_dirs(carry_dir):
-        state = step_of(carried)
-        if state is None:
-            raise RunError(f"{carried} holds no readable checkpoint; remove it from the carry folder")
-        dst = runs_dir / carried.name
-        here = step_of(dst) if dst.exists() else None
-        if dst.exists() and (here is None or here >= state):
-            # a run directory without a checkpoint may still hold a log someone wants: never replaced
-            say(f"[skip]     {carried.name}: already here, {describe(here)}")
-            continue
-        runs_dir.mkdir(parents=True, exist_ok=True)
-        if dst.exists():
-            RunLock(dst).release()  # refuses a run that is training now
-        copy_run(carried, dst)
-        say(f"[restored] {carried.name}: {describe(state)} -> {dst}")
-        restored += 1
-    say(f"{restored} run(s) restored; run `python -m benchmark.run_suite <suite>` to resume them")
-    return 0
+    return carry_runs("restore", runs_dir, carry_dir, say)
 
 
 def status(carry_dir: Path, say=print) -> int:
@@ -191,11 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     suites.get(a.suite)  # an unknown suite is a one-line error naming the known ones
     runs_dir = a.runs_dir or default_runs_dir(a.suite)
     carry_dir = a.carry_dir or default_carry_dir(a.suite)
-    if a.action == "save":
-        return save(runs_dir, carry_dir)
-    if a.action == "restore":
-        return restore(runs_dir, carry_dir)
-    return status(carry_dir)
+    if a.action == "status":
+        return status(carry_dir)
+    return carry_runs(a.action, runs_dir, carry_dir)
 
 
 if __name__ == "__main__":
