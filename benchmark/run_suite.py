@@ -3,6 +3,7 @@
     python -m benchmark.run_suite quick                  # every run of the suite, then compress them
     python -m benchmark.run_suite quick --workers 2      # processes at once (default: CPU cores)
     python -m benchmark.run_suite quick --seeds 1 2      # fewer seeds
+    python -m benchmark.run_suite mario --variants dense l0   # fewer variants
     python -m benchmark.run_suite quick --dry-run        # say what would run, start nothing
     python -m benchmark.run_suite paper --backend ray --address HEAD:6379 --runs-dir /shared/runs
                                                          # on a Ray cluster: benchmark/ray_backend.py
@@ -444,6 +445,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seeds", type=int, nargs="+", help="these seeds instead of the suite's")
     p.add_argument(
+        "--variants",
+        nargs="+",
+        help="only these variants (e.g. dense l0: the mario suite without GMP); a variant that takes "
+        "its target from another needs that one too",
+    )
+    p.add_argument(
         "--runs-dir", type=Path, help="where the run directories go (default benchmark/runs/SUITE)"
     )
     p.add_argument(
@@ -469,6 +476,26 @@ def parser() -> argparse.ArgumentParser:
         "--retries", type=int, help="--backend ray: attempts after a failed or killed one (default 2)"
     )
     return p
+
+
+def only_variants(specs: list[RunSpec], names: list[str] | None) -> list[RunSpec]:
+    """The runs of the variants `names` (all when None); refuses an unknown name, and a variant whose
+    GMP target or matched sparsity comes from a variant left out (its tasks would wait forever)."""
+    if names is None:
+        return specs
+    known = list(dict.fromkeys(s.variant.name for s in specs))
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(f"--variants: no variant {unknown[0]!r} in this suite; it has {', '.join(known)}")
+    kept = [s for s in specs if s.variant.name in names]
+    for s in kept:
+        for source in (s.gmp_source, s.magnitude_source):
+            if source is not None and source.variant.name not in names:
+                raise UsageError(
+                    f"--variants: {s.variant.name} takes its sparsity from {source.variant.name}; "
+                    f"add {source.variant.name} to --variants"
+                )
+    return kept
 
 
 def dry_run(runner: Runner, tasks: list[Task], say: Callable[[str], None] = print) -> None:
@@ -500,9 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     runs_dir = (a.runs_dir or default_runs_dir(suite.name)).resolve()
     if runs_dir.exists() and not runs_dir.is_dir():
         raise UsageError(f"--runs-dir {runs_dir} is a file; pass a directory")
-    runner = Runner(
-        suite, suites.expand(suite, a.seeds), runs_dir, a.wandb_mode, a.episodes or suite.compress_episodes
-    )
+    specs = only_variants(suites.expand(suite, a.seeds), a.variants)
+    runner = Runner(suite, specs, runs_dir, a.wandb_mode, a.episodes or suite.compress_episodes)
     if a.runs_dir is None:
         from benchmark.carry import default_carry_dir, unrestored
 

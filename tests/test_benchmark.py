@@ -203,6 +203,20 @@ def test_an_unknown_suite_or_bad_option_is_one_line_and_exit_2(tmp_path):
     assert code == 2 and "--workers must be >= 1" in err
 
 
+def test_variants_limit_the_suite_and_refuse_a_missing_partner(tmp_path):
+    runs = ["--runs-dir", str(tmp_path / "runs"), "--dry-run"]
+    code, out, err = invoke(run_suite.main, "tiny", "--variants", "dense", "l0", *runs)
+    assert code == 0, err
+    assert "4 runs, 14 tasks" in out and "ppo_gmp" not in out
+    assert "compress-magnitude CartPole-v1__ppo_dense__1: after train CartPole-v1__ppo_dense__1, train" in out
+    code, _, err = invoke(run_suite.main, "tiny", "--variants", "gmp", *runs)
+    assert code == 2 and err.count("\n") == 1 and "gmp takes its sparsity from l0; add l0" in err
+    code, _, err = invoke(run_suite.main, "tiny", "--variants", "dense", *runs)
+    assert code == 2 and "dense takes its sparsity from l0" in err
+    code, _, err = invoke(run_suite.main, "tiny", "--variants", "l1", *runs)
+    assert code == 2 and "no variant 'l1' in this suite; it has dense, l0, gmp" in err
+
+
 def test_dry_run_lists_commands_and_dependencies_and_starts_nothing(tmp_path):
     code, out, _ = invoke(run_suite.main, "tiny", "--runs-dir", str(tmp_path / "runs"), "--dry-run")
     assert code == 0 and not (tmp_path / "runs").exists()
