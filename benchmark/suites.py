@@ -305,8 +305,9 @@ SUITES: dict[str, Suite] = {
             ),
             seeds=(1,),
             compress_episodes=20,  # sampled-action episodes spread widely (std ~250 at a mean ~500)
-            estimate="~3.3 h per run at the 83 SPS of 2 learner threads on 2 cores (benchmark/results/mario/"
-            "NOTES.md), ~10 h for the three with --workers 1; run it again to resume where it stopped",
+            estimate="~3.3 h per run alone at the 83 SPS of 2 learner threads on 2 cores, ~10 h for the "
+            "three with --workers 1; two side by side (--workers 2) run at ~55 SPS each, ~5 h for dense + L0 "
+            "(benchmark/results/mario/NOTES.md); run it again to resume where it stopped",
         ),
         Suite(
             "paper",
