@@ -135,3 +135,17 @@ def test_the_suite_refuses_to_retrain_what_was_carried_but_not_restored(halted, 
 
     carry.restore(tmp_path / "runs" / "tiny", carry_dir, say=lambda _: None)
     assert run_cli(lambda: run_suite.main(["tiny", "--dry-run"]), "run_suite") == 0
+
+
+def test_git_tracks_every_file_a_carried_run_holds():
+    # `git add benchmark/carry/<suite>` must take the whole run: the W&B offline files too, which the
+    # repository's `wandb/` ignore rule would otherwise drop in silence (and with them the history
+    # that a later `wandb sync` uploads)
+    if subprocess.run(["git", "-C", str(ROOT), "rev-parse"], capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout")
+    carried = ["checkpoint.pt", "metrics.jsonl", "wandb/offline-run-20260101_000000-abc/run-abc.wandb"]
+    paths = [f"benchmark/carry/suite/run__1/{name}" for name in carried]
+    ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", *paths], capture_output=True, text=True)
+    assert ignored.stdout.split() == [], ignored.stdout
+    # the rule it overrides still holds elsewhere, so the un-ignore is not a blanket one
+    assert subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", "wandb/x.wandb"]).returncode == 0
