@@ -129,6 +129,9 @@ class Row:
     sparsity: float | None
     params: float | None
     compression_params: float | None
+    stored_values: float | None
+    """numbers the compressed policy's file holds (zeros of bitmask-encoded tensors are not stored;
+    None for compress reports written before compress counted them)"""
     bytes: float | None
     compression_bytes: float | None
     latency_original_us: float | None
@@ -201,6 +204,7 @@ def make_row(label: str, variant: str, method: str, records: list[Record], reps:
         sparsity=_mean([sparsity(r) for r in (records if trained else with_report)]),
         params=_mean([f["params"] for f in finals]),
         compression_params=_mean([f["compression_params"] for f in finals]),
+        stored_values=_mean([f["stored_values"] for f in finals if "stored_values" in f]),
         bytes=_mean([f["bytes"] for f in finals]),
         compression_bytes=_mean([f["compression_bytes"] for f in finals]),
         latency_original_us=_mean([r.compress[method]["stages"][0]["latency_us"] for r in with_report]),
@@ -473,9 +477,9 @@ def table(rows: list[Row]) -> list[str]:
     success = any(r.success_rate is not None for r in rows)  # goal-conditioned tasks (NeedleReach)
     lines = [
         "| variant | seeds | trained return, IQM [95 % CI] | sparsity | compressed return, IQM [95 % CI] "
-        "| params (compressed) | fewer params | bytes (compressed) | fewer bytes "
+        "| params (compressed) | fewer params | stored values | bytes (compressed) | fewer bytes "
         "| latency us (original -> compressed, x dense) | SPS |" + (" success |" if success else ""),
-        "|---" * (12 if success else 11) + "|",
+        "|---" * (13 if success else 12) + "|",
     ]
     for r in rows:
         latency = "-" if r.latency_us is None else f"{r.latency_original_us:.1f} -> {r.latency_us:.1f}"
@@ -484,7 +488,7 @@ def table(rows: list[Row]) -> list[str]:
         lines.append(
             f"| {r.label} | {len(r.seeds)} | {_est(r.trained_return)} | {_pct(r.sparsity)} | "
             f"{_est(r.compressed_return)} | {_num(r.params)} | {_pct(r.compression_params)} | "
-            f"{_num(r.bytes)} | {_pct(r.compression_bytes)} | {latency} | {_num(r.sps)} |"
+            f"{_num(r.stored_values)} | {_num(r.bytes)} | {_pct(r.compression_bytes)} | {latency} | {_num(r.sps)} |"
             + (f" {_pct(r.success_rate)} |" if success else "")
         )
     return lines
@@ -542,7 +546,9 @@ def header(
         f"confidence intervals ({reps} repetitions, seed {stats.BOOTSTRAP_SEED}); other columns are means "
         "over seeds. Trained return: the run's final evaluation (deterministic gates, greedy actions). "
         "Compressed return: the same policy after the final compress stage (low rank), on the compress "
-        "evaluation seeds. Fewer params / bytes: relative to the dense architecture. Latency: one "
+        "evaluation seeds. Fewer params / bytes: relative to the dense architecture. Stored values: the "
+        "numbers the compressed file holds (a tensor saved as bitmask + values stores only its non-zeros). "
+        "Latency: one "
         "observation, one thread; x dense: the compressed policy's latency over the hardened (dense-"
         "architecture) policy's, timed interleaved in the same compress call (median over rounds).",
         f"- Hardware: report built on {hw['cpu']} ({hw['cores']} cores); runs trained on "

@@ -5,6 +5,9 @@ biases of its Linear/Conv2d layers, before anything is zeroed, removed or factor
 - parameters: numbers a stage stores in Linear/Conv2d weights and biases. Gate parameters never
   count; a zero inside a stored tensor still counts (see non-zeros), removed units do not.
 - non-zeros: stored parameters (weights and biases) that are not exactly zero.
+- stored values: the numbers the stage's saved policy file holds (see bytes): every element of a
+  tensor saved dense, only the non-zeros of one saved as bitmask + values. For a gate-free stage it
+  lies between non-zeros and parameters; the original (gated) policy also stores its gate parameters.
 - sparsity % = share of the dense architecture's weights (not biases) that are exactly zero or
   removed = 1 - non-zero stored weights / dense architecture weights (for a factorised layer its
   two factors' non-zero weights stand in for it).
@@ -38,7 +41,7 @@ import torch
 from torch import nn
 
 from l0rl import l0
-from l0rl.compress.serialize import policy_blob, to_bytes
+from l0rl.compress.serialize import encode_state, policy_blob, to_bytes
 from l0rl.policy import trace, weight_layers
 
 
@@ -58,6 +61,15 @@ def counts(chain: nn.Sequential) -> dict[str, int]:
                 out["params"] += m.bias.numel()
                 out["nonzeros"] += int(torch.count_nonzero(m.bias))
     return out
+
+
+def stored_values(chain: nn.Sequential) -> int:
+    """How many numbers the saved policy file holds: every tensor of its state_dict in the encoding
+    compress saves it in (dense: all of it; bitmask + values: its non-zeros)."""
+    total = 0
+    for enc in encode_state(chain.state_dict()).values():
+        total += enc["values"].numel() if isinstance(enc, dict) else enc.numel()
+    return total
 
 
 def policy_bytes(chain: nn.Sequential, force_dense: bool = False) -> int:
@@ -184,6 +196,7 @@ def stage_figures(chain: nn.Sequential, obs_shape: tuple[int, ...], dense: dict[
     return {
         "params": c["params"],
         "nonzeros": c["nonzeros"],
+        "stored_values": stored_values(chain),
         "sparsity": 1.0 - c["nonzero_weights"] / dense["weights"],
         "compression_params": 1.0 - c["params"] / dense["params"],
         "bytes": size,

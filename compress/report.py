@@ -11,6 +11,7 @@ COLUMNS = [
     ("stage", "stage", str),
     ("params", "params", lambda v: f"{v:,}"),
     ("nonzeros", "non-zeros", lambda v: f"{v:,}"),
+    ("stored_values", "stored", lambda v: f"{v:,}"),
     ("sparsity", "sparsity", lambda v: f"{100 * v:.1f}%"),
     ("compression_params", "compr.(params)", lambda v: f"{100 * v:.1f}%"),
     ("bytes", "bytes", lambda v: f"{v:,}"),

@@ -348,6 +348,22 @@ def test_figures_match_a_hand_built_example():
         assert small[2].bias[0] == pytest.approx(0.3 + 2.0 * math.tanh(0.5))  # the folded constant
 
 
+def test_stored_values_count_what_the_file_holds():
+    """A large, mostly zero weight is saved as bitmask + values: only its non-zeros are stored numbers;
+    the small dense tensors store every element, zeros included."""
+    net = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 2))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.arange(1.0, 4097.0).reshape(64, 64))
+        net[0].weight.view(-1)[torch.arange(4096) % 10 != 0] = 0.0  # 410 of 4096 left
+        net[2].weight[0, :5] = 0.0  # zeros inside a tensor saved dense still take space
+    f = stage_figures(net, (64,), dense_reference(net))
+    assert f["stored_values"] == 410 + 64 + 128 + 2
+    assert f["nonzeros"] == 410 + 64 + 123 + 2 < f["stored_values"] < f["params"] == 4096 + 64 + 128 + 2
+    blob = torch.load(io.BytesIO(to_bytes(policy_blob(net))), weights_only=True)
+    held = sum(v["values"].numel() if isinstance(v, dict) else v.numel() for v in blob["state"].values())
+    assert held == f["stored_values"]
+
+
 def _busy(us: float):
     """A call that spins for `us` microseconds of wall time."""
 

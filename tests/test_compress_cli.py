@@ -62,6 +62,8 @@ def check_table(report: dict, stages: list[str]) -> None:
         assert s["compression_bytes"] == pytest.approx(1.0 - s["bytes"] / dense["bytes"])
         assert s["nonzeros"] <= s["params"] and s["latency_us"] > 0
         assert math.isfinite(s["return_mean"]) and math.isfinite(s["return_std"])
+    for s in report["stages"][1:]:  # gate-free stages: the file stores at least every non-zero
+        assert s["nonzeros"] <= s["stored_values"] <= s["params"]
     hardened = report["stages"][1]
     assert hardened["compression_params"] == 0.0 and hardened["params"] == report["dense"]["params"]
     assert report["stages"][0]["return_mean"] == hardened["return_mean"]  # same outputs, same seeds
