@@ -254,3 +254,31 @@ def test_bad_input_subprocess_exit_code(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "is it a run directory" in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_benchmark_evaluate_replays_compress_episodes(run_dir, tmp_path):
+    """python -m benchmark.evaluate plays a saved policy as compress evaluated it (same settings and
+    episode seeds), so with compress's episode count it gives compress's returns; its JSON is never
+    overwritten, and a file that is not a policy is refused in one line."""
+    from benchmark.evaluate import main as evaluate_main
+    from l0rl.errors import UsageError
+
+    run = tmp_path / run_dir.name
+    shutil.copytree(run_dir, run)
+    report = compress_run(run, method="magnitude", sparsity=0.9, episodes=5, wandb_mode="disabled")
+    out = tmp_path / "eval.json"
+    rows = evaluate_main(
+        [str(run / "compressed_magnitude.pt"), str(run), "--episodes", "5", "--json", str(out)]
+    )
+    assert rows[0]["return_mean"] == report["stages"][-1]["return_mean"]
+    assert rows[1]["return_mean"] == report["stages"][1]["return_mean"]  # the run: its hardened policy
+    assert rows[0]["first_seed"] == report["seed"] and len(rows[0]["returns"]) == 5
+    assert json.loads(out.read_text()) == json.loads(json.dumps(rows))
+    before = out.read_bytes()
+    with pytest.raises(UsageError, match="exists"):
+        evaluate_main([str(run), "--episodes", "1", "--json", str(out)])
+    assert out.read_bytes() == before
+    with pytest.raises(UsageError, match="not a policy file"):
+        evaluate_main([str(run / "metrics.jsonl")])
+    with pytest.raises(UsageError, match="does not exist"):
+        evaluate_main([str(run / "nothing.pt")])
