@@ -2,7 +2,8 @@
 and report what was saved.
 
 Stages, each evaluated on the same evaluation seeds:
-  original -> hardened -> [pruned, --method magnitude] -> shrunk -> low-rank   (--method l0 / magnitude)
+  original -> hardened -> [pruned, --method magnitude] -> shrunk -> [blocked, --channel-block]
+      -> low-rank                                                              (--method l0 / magnitude)
   original -> hardened -> low-rank                                            (--method svd)
 Only the run directory is read; results are written next to checkpoint.pt (never over it).
 """
@@ -17,7 +18,15 @@ from l0rl.compress.measure import dense_reference, stage_figures, torch_latencie
 from l0rl.compress.onnx_export import export_onnx, require_onnx
 from l0rl.compress.report import log_report
 from l0rl.compress.serialize import compressed_bytes
-from l0rl.compress.stages import choose_ranks, harden, low_rank, magnitude_prune, search_ranks, shrink
+from l0rl.compress.stages import (
+    choose_ranks,
+    harden,
+    low_rank,
+    magnitude_prune,
+    round_channels,
+    search_ranks,
+    shrink,
+)
 from l0rl.errors import UsageError
 from l0rl.policy import as_chain, build_policy, build_space, weight_layers
 from l0rl.runkit import (
@@ -59,6 +68,7 @@ def check_options(
     sparsity: float | None,
     episodes: int,
     wandb_mode: str,
+    channel_block: int | None = None,
 ) -> None:
     """Raise a one-line ValueError for any option out of range or not applying to this method."""
     if method not in METHODS:
@@ -79,6 +89,12 @@ def check_options(
         raise UsageError("--tolerance applies to --rank-search only")
     if episodes < 1:
         raise UsageError(f"--episodes must be >= 1, got {episodes}")
+    if channel_block is not None and channel_block < 2:
+        raise UsageError(
+            f"--channel-block must be >= 2, got {channel_block}; e.g. 16 on an AVX-512 CPU, 8 on AVX2"
+        )
+    if channel_block is not None and method == "svd":
+        raise UsageError("--channel-block applies after shrink, which --method svd does not run")
     if wandb_mode not in WANDB_MODES:
         raise UsageError(f"unknown --wandb-mode {wandb_mode!r}; use one of {', '.join(WANDB_MODES)}")
 
@@ -180,6 +196,9 @@ class _StageRunner:
         if method != "svd":
             base = shrink(base, self.obs_shape)
             rows.append(self.record("shrunk", base))
+        if options.get("channel_block"):
+            base = round_channels(base, self.obs_shape, options["channel_block"])
+            rows.append(self.record("blocked", base))
         if options["rank_search"]:
             reference = rows[1]["return_mean"]
             floor = reference - options["tolerance"] * abs(reference)
@@ -211,6 +230,7 @@ def compress_run(
     wandb_mode: str = "auto",
     progress: bool = False,
     latency_s: float = 1.0,
+    channel_block: int | None = None,
 ) -> dict:
     """Compress the policy of `run_dir` and write compressed[_<method>].pt, compress[_<method>].json
     (this dict), optionally compressed[_<method>].onnx, and a W&B run (job_type "compress") whose
@@ -220,9 +240,10 @@ def compress_run(
     rank_search: instead, the smallest ranks whose return stays within `tolerance` (relative,
     default 0.05) of the hardened policy's; sparsity: --method magnitude's target (default 0.9);
     seed: first evaluation seed (default: the run's seed + 10000, as its final evaluation);
-    latency_s: seconds spent timing all stages together (longer = a tighter latency ratio).
+    latency_s: seconds spent timing all stages together (longer = a tighter latency ratio);
+    channel_block: after shrink, round hidden conv widths down to multiples of it (stages.round_channels).
     Nothing is written unless every stage ran; bad input raises UsageError (RunError, EnvError)."""
-    check_options(method, energy, rank_search, tolerance, sparsity, episodes, wandb_mode)
+    check_options(method, energy, rank_search, tolerance, sparsity, episodes, wandb_mode, channel_block)
     if not latency_s > 0:
         raise UsageError(
             f"--latency-seconds must be > 0, got {latency_s}; e.g. 1 (the default) or 20 for Mario"
@@ -236,6 +257,7 @@ def compress_run(
         "sparsity": (DEFAULT_SPARSITY if sparsity is None else sparsity)
         if method in PRUNING_METHODS
         else None,
+        "channel_block": channel_block,
     }
     ckpt_path = resolve_checkpoint(run_dir)
     ckpt = load_checkpoint(ckpt_path)

@@ -585,3 +585,14 @@ def test_windows_table_holds_each_runs_mean_return_count_and_last_sparsity(tmp_p
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         f"benchmark.windows: error: {tmp_path / 'nope'}: no metrics.jsonl; pass run directories (runs/<run_name>)"
     ]
+
+
+def test_conv_blocks_times_every_width_up_to_the_dense_one():
+    from benchmark.conv_blocks import main as conv_blocks
+    from l0rl.errors import UsageError
+
+    result = conv_blocks(["--layer", "3", "--rounds", "1"])
+    assert list(result) == [1, 4, 8, 9, 12, 16, 17, 24, 32, 33, 48, 64]
+    assert all(us > 0 for us in result.values())
+    with pytest.raises(UsageError, match="--layer must be 1, 2 or 3"):
+        conv_blocks(["--layer", "4"])

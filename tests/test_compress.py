@@ -1,5 +1,6 @@
 """Unit tests of compress's stages and measurements on hand-built policies (no env, no training)."""
 
+import copy
 import io
 import math
 import time
@@ -33,7 +34,7 @@ from l0rl.compress.serialize import (
     policy_blob,
     to_bytes,
 )
-from l0rl.compress.stages import max_saving_rank
+from l0rl.compress.stages import max_saving_rank, round_channels
 
 OBS_MLP = (5,)
 OBS_CNN = (2, 9, 9)
@@ -306,6 +307,37 @@ def test_magnitude_prune_zeroes_the_smallest_weights_globally():
     for bad in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError, match="sparsity"):
             magnitude_prune(hard, bad)
+
+
+def test_round_channels_removes_the_least_salient_channels_down_to_a_block():
+    """5 and 6 conv channels become 4 and 4 (block 4): the channels removed are those with the
+    smallest own-weight norm x read-weight norm, and the result is the policy with exactly those
+    channels zeroed, shrunk. A layer already a multiple of the block, and Linear units, stay."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(2, 5, 3), nn.ReLU(), nn.Conv2d(5, 6, 3), nn.ReLU(), nn.Conv2d(6, 4, 3), nn.ReLU(),
+        nn.Flatten(), nn.Linear(4 * 3 * 3, 7), nn.Tanh(), nn.Linear(7, 3),
+    )  # fmt: skip
+    with torch.no_grad():
+        net[0].weight[3] *= 1e-3  # conv 1 (5 -> 4): channel 3 is the least salient
+        net[2].weight[4] *= 1e-3  # conv 2 (6 -> 4): channel 4 (tiny own weights) and channel 0
+        net[4].weight[:, 0] *= 1e-3  # (hardly read by conv 3) are the least salient
+    blocked = round_channels(net, OBS_CNN, 4)
+    assert sizes(blocked) == [(4, 2, 3, 3), (4, 4, 3, 3), (4, 4, 3, 3), (7, 36), (3, 7)]
+    by_hand = copy.deepcopy(net)
+    with torch.no_grad():
+        by_hand[0].weight[3] = 0.0
+        by_hand[2].weight[[0, 4]] = 0.0
+    x = batch(OBS_CNN)
+    with torch.no_grad():
+        torch.testing.assert_close(blocked(x), shrink(by_hand, OBS_CNN)(x))
+        assert not torch.allclose(blocked(x), net(x))  # it changes the policy (compress evaluates it)
+    assert sizes(round_channels(net, OBS_CNN, 8)) == sizes(shrink(net, OBS_CNN))  # <= block: untouched
+    padded = nn.Sequential(nn.Conv2d(2, 5, 3), nn.ReLU(), nn.Conv2d(5, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                           nn.Linear(4 * 7 * 7, 3))  # fmt: skip
+    assert sizes(round_channels(padded, OBS_CNN, 4))[0] == (5, 2, 3, 3)  # shrink could not remove one
+    with pytest.raises(ValueError, match="channel-block"):
+        round_channels(net, OBS_CNN, 1)
 
 
 # ---------------------------------------------------------------- figures

@@ -225,6 +225,8 @@ BAD_OPTIONS = {
     "sparsity_l0": (["--sparsity", "0.5"], "--method magnitude / magnitude-layer only"),
     "energy_and_search": (["--energy", "0.9", "--rank-search"], "pass one of them"),
     "no_onnx": (["--onnx"], 'pip install -e ".[onnx]"'),
+    "channel_block_one": (["--channel-block", "1"], "--channel-block must be >= 2"),
+    "channel_block_svd": (["--method", "svd", "--channel-block", "16"], "which --method svd does not run"),
 }
 
 
@@ -282,3 +284,15 @@ def test_benchmark_evaluate_replays_compress_episodes(run_dir, tmp_path):
         evaluate_main([str(run / "metrics.jsonl")])
     with pytest.raises(UsageError, match="does not exist"):
         evaluate_main([str(run / "nothing.pt")])
+
+
+def test_channel_block_adds_a_blocked_stage(run_dir, tmp_path):
+    """--channel-block evaluates and records a 'blocked' stage after shrink; an MLP has no conv
+    channels to round, so it is the shrunk policy again (round_channels' own test covers a CNN)."""
+    run = tmp_path / run_dir.name
+    shutil.copytree(run_dir, run)
+    report = compress_run(run, channel_block=16, episodes=1, wandb_mode="disabled")
+    check_table(report, ["original", "hardened", "shrunk", "blocked", "low-rank"])
+    shrunk, blocked = report["stages"][2], report["stages"][3]
+    assert blocked["layers"] == shrunk["layers"] and blocked["return_mean"] == shrunk["return_mean"]
+    assert report["options"]["channel_block"] == 16
