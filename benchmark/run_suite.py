@@ -128,21 +128,26 @@ def reached_sparsity(run_dir: Path) -> float:
     return round(min(max(float(summary["sparsity"]), low), high), 4)
 
 
-def same_compression(old: dict, options: dict, run_dir: Path) -> bool:
-    """Whether a compress report answers these options: the run's current checkpoint, the same
-    episode count and every option asked for (a changed suite or --episodes compresses again)."""
-    if (
-        old["global_step"] != load_checkpoint(run_dir)["global_step"]
-        or old["episodes"] != options["episodes"]
-    ):
+NOT_COMPRESS_OPTIONS = ("method", "wandb_mode", "episodes")
+"""keys of a compress call that its report keeps elsewhere than under "options" (or not at all)"""
+
+
+def same_compression(old: dict, options: dict, global_step: int) -> bool:
+    """Whether a compress report answers these options: the run's current checkpoint step, the same
+    episode count and every option asked for (a changed suite or --episodes compresses again). An
+    option asked for that the report does not record (written before compress had it) is a change."""
+    if old["global_step"] != global_step or old["episodes"] != options["episodes"]:
         return False
     for name, value in options.items():
-        if name in old["options"] and value is not None:
-            if isinstance(value, float) and old["options"][name] is not None:
-                if abs(old["options"][name] - value) > 1e-9:
-                    return False
-            elif old["options"][name] != value:
+        if name in NOT_COMPRESS_OPTIONS or value is None:
+            continue
+        if name not in old["options"]:
+            return False
+        if isinstance(value, float) and old["options"][name] is not None:
+            if abs(old["options"][name] - value) > 1e-9:
                 return False
+        elif old["options"][name] != value:
+            return False
     return True
 
 
@@ -254,7 +259,9 @@ class Runner:
             **(self.suite.compress_options if method == "l0" else {}),
         }
         report = run_dir / output_names(method)["report"]
-        if report.exists() and same_compression(json.loads(report.read_text()), options, run_dir):
+        if report.exists() and same_compression(
+            json.loads(report.read_text()), options, load_checkpoint(run_dir)["global_step"]
+        ):
             return f"compressed: {report.name}", None
         flags = suites.to_flags({k: v for k, v in options.items() if v is not None})
         return "compress", Inline(

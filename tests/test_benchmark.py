@@ -596,3 +596,25 @@ def test_conv_blocks_times_every_width_up_to_the_dense_one():
     assert all(us > 0 for us in result.values())
     with pytest.raises(UsageError, match="--layer must be 1, 2 or 3"):
         conv_blocks(["--layer", "4"])
+
+
+def test_a_compress_report_answers_only_the_options_it_recorded():
+    """The runner skips a compression whose report matches: same checkpoint step, episodes and every
+    option asked for; an option the report predates (not recorded) means compressing again."""
+    from benchmark.run_suite import same_compression
+
+    old = {
+        "global_step": 1000,
+        "episodes": 10,
+        "options": {"rank_search": True, "tolerance": 0.05, "sparsity": None},
+    }
+    asked = {"method": "l0", "sparsity": None, "episodes": 10, "wandb_mode": "offline", "rank_search": True}
+    assert same_compression(old, asked, 1000)
+    assert not same_compression(old, asked, 2000)  # the run trained further
+    assert not same_compression(old, {**asked, "episodes": 20}, 1000)
+    assert not same_compression(old, {**asked, "rank_search": False}, 1000)
+    assert not same_compression(old, {**asked, "channel_block": 16}, 1000)  # the report predates it
+    assert same_compression(old, {**asked, "channel_block": None}, 1000)  # not asked for
+    magnitude = {**old, "options": {**old["options"], "sparsity": 0.9}}
+    assert same_compression(magnitude, {**asked, "method": "magnitude", "sparsity": 0.9 + 1e-12}, 1000)
+    assert not same_compression(magnitude, {**asked, "method": "magnitude", "sparsity": 0.85}, 1000)
