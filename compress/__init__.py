@@ -7,7 +7,7 @@
     policy = load_compressed("runs/<run_name>/compressed.pt")   # plain torch nn.Sequential
 
 Stages are pure functions on a canonical nn.Sequential chain (l0rl.policy): `harden`,
-`magnitude_prune`, `shrink`, `low_rank`; figures and their definitions live in compress.measure.
+`magnitude_prune`, `shrink`, `round_channels`, `low_rank`; figures and their definitions live in compress.measure.
 """
 
 if __name__ != "l0rl.compress":  # one file, one import name: this folder installs as l0rl.compress
@@ -24,6 +24,7 @@ from l0rl.compress.stages import (
     harden,
     low_rank,
     magnitude_prune,
+    round_channels,
     search_ranks,
     shrink,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "macs",
     "magnitude_prune",
     "policy_bytes",
+    "round_channels",
     "search_ranks",
     "shrink",
 ]
