@@ -460,7 +460,7 @@ def test_in_progress_reports_a_halted_run_at_its_checkpoint_and_only_on_request(
 def test_the_frontier_figure_is_drawn_for_several_sparsity_levels(tmp_path):
     cell = suites.SUITES["frontier"].cells[0]
     rows = [
-        report.Row(v.label, v.name, "l0", [1], stats.Estimate(r, r - 5, r + 5), None, s, *[None] * 9)
+        report.Row(v.label, v.name, "l0", [1], stats.Estimate(r, r - 5, r + 5), None, s, *[None] * 10)
         for v, r, s in zip(
             cell.variants, np.linspace(500, 300, len(cell.variants)), np.linspace(0, 0.99, len(cell.variants))
         )
