@@ -22,9 +22,7 @@ from l0rl import load_policy
 from l0rl.errors import UsageError
 from l0rl.runkit.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from l0rl.runkit.cli import run_cli
-from l0rl.runkit.evaluate import evaluate
-
-SEED_OFFSET = 10_000  # compress's first evaluation seed is the run's seed + 10,000
+from l0rl.runkit.evaluate import evaluate_as_run, first_eval_seed
 
 
 def run_dir_of(path: Path) -> Path:
@@ -42,27 +40,16 @@ def evaluate_path(path: Path, episodes: int, seed: int | None) -> dict:
         raise UsageError(f"{path} is not a policy file; pass a run's checkpoint.pt or compressed*.pt")
     ckpt = load_checkpoint(run_dir_of(path))
     policy = load_policy(str(path))
-    args = ckpt["args"]
-    first = args.get("seed", 0) + SEED_OFFSET if seed is None else seed
-    result = evaluate(
-        policy,
-        ckpt["env_id"],
-        ckpt["env_options"],
-        episodes,
-        first,
-        greedy=args.get("eval_greedy", True),
-        max_steps=args.get("eval_max_steps"),
-        progress=True,
-        label=f"evaluate {path.name}",
-    )
+    first = first_eval_seed(ckpt) if seed is None else seed
+    result = evaluate_as_run(policy, ckpt, episodes, first, progress=True, label=f"evaluate {path.name}")
     returns = np.asarray(result["returns"], dtype=np.float64)
     return {
         "path": str(path),
         "env_id": ckpt["env_id"],
         "episodes": episodes,
         "first_seed": first,
-        "greedy": args.get("eval_greedy", True),
-        "max_steps": args.get("eval_max_steps"),
+        "greedy": ckpt["args"].get("eval_greedy", True),
+        "max_steps": ckpt["args"].get("eval_max_steps"),
         "return_mean": float(returns.mean()),
         "return_std": float(returns.std()),
         "return_sem": float(returns.std(ddof=1) / math.sqrt(episodes)) if episodes > 1 else None,

@@ -36,7 +36,8 @@ from l0rl.runkit import (
     Tracker,
     atomic_write_json,
     eval_metrics,
-    evaluate,
+    evaluate_as_run,
+    first_eval_seed,
     load_checkpoint,
     resolve_checkpoint,
 )
@@ -144,17 +145,8 @@ class _StageRunner:
     def play(self, module: nn.Module, stage: str = "") -> dict:
         """Return mean / std (and success rate) over the evaluation episodes, evaluated as the run's
         own final evaluation was (greedy or sampled actions, step cap)."""
-        args = self.ckpt["args"]
-        result = evaluate(
-            module,
-            self.ckpt["env_id"],
-            self.ckpt["env_options"],
-            self.episodes,
-            self.seed,
-            greedy=args.get("eval_greedy", True),
-            max_steps=args.get("eval_max_steps"),
-            progress=self.progress,
-            label=f"compress {stage}".rstrip(),
+        result = evaluate_as_run(
+            module, self.ckpt, self.episodes, self.seed, self.progress, f"compress {stage}".rstrip()
         )
         m = eval_metrics(result, "")
         return {
@@ -264,7 +256,7 @@ def compress_run(
     policy = load_policy(ckpt, ckpt_path)
     run_path = ckpt_path.parent
     check_writable(run_path)  # before minutes of evaluation, not at the first write
-    seed = int(ckpt["args"].get("seed", 0)) + 10_000 if seed is None else seed
+    seed = first_eval_seed(ckpt) if seed is None else seed
     stages = _StageRunner(ckpt, policy, episodes, seed, progress, latency_s)
     rows, final, chosen = stages.run(method, options)
 

@@ -24,7 +24,7 @@ from l0rl.runkit.checkpoint import (
     to_bytes,
 )
 from l0rl.runkit.cli import run_cli
-from l0rl.runkit.evaluate import eval_metrics, evaluate
+from l0rl.runkit.evaluate import eval_metrics, evaluate, evaluate_as_run, first_eval_seed
 from l0rl.runkit.progress import Progress
 from l0rl.runkit.replay import BUFFER_NAME, EpisodeReplayBuffer, ReplayBuffer
 from l0rl.runkit.returns import bootstrap_truncations, gae
@@ -67,6 +67,8 @@ __all__ = [
     "family_defaults",
     "gae",
     "evaluate",
+    "evaluate_as_run",
+    "first_eval_seed",
     "load_checkpoint",
     "make_scheduler",
     "parse_args",

@@ -14,6 +14,10 @@ from torch import nn
 from l0rl.envs import make_env
 from l0rl.runkit.progress import Progress
 
+EVAL_SEED_OFFSET = 10_000
+"""A run's final evaluation, and every later evaluation of its policies (compress, benchmark.evaluate),
+plays episodes seeded from the run's seed + this: apart from its training episodes, the same for all."""
+
 
 @torch.no_grad()
 def evaluate(
@@ -79,3 +83,33 @@ def eval_metrics(result: dict, prefix: str = "eval/") -> dict[str, float]:
     if result["successes"] is not None:
         out[f"{prefix}success_rate"] = float(np.mean(result["successes"]))
     return out
+
+
+def evaluate_as_run(
+    policy: nn.Module,
+    ckpt: dict,
+    episodes: int,
+    seed: int | None = None,
+    progress: bool = False,
+    label: str = "eval",
+) -> dict:
+    """`evaluate` with the evaluation settings of the run a checkpoint (dict) belongs to: its env and
+    options, greedy or sampled actions, step cap, and first seed (the run's seed + EVAL_SEED_OFFSET
+    unless `seed` is given): a saved policy of a run plays what the run's final evaluation played."""
+    args = ckpt["args"]
+    return evaluate(
+        policy,
+        ckpt["env_id"],
+        ckpt["env_options"],
+        episodes,
+        first_eval_seed(ckpt) if seed is None else seed,
+        greedy=args.get("eval_greedy", True),
+        max_steps=args.get("eval_max_steps"),
+        progress=progress,
+        label=label,
+    )
+
+
+def first_eval_seed(ckpt: dict) -> int:
+    """The first evaluation seed of the run a checkpoint (dict) belongs to."""
+    return int(ckpt["args"].get("seed", 0)) + EVAL_SEED_OFFSET

@@ -49,7 +49,7 @@ from l0rl.runkit.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from l0rl.runkit.evaluate import eval_metrics, evaluate
+from l0rl.runkit.evaluate import EVAL_SEED_OFFSET, eval_metrics, evaluate
 from l0rl.runkit.progress import Progress
 from l0rl.runkit.replay import BUFFER_NAME
 from l0rl.runkit.tracker import METRICS_NAME, Tracker, resolve_wandb_mode
@@ -634,7 +634,7 @@ class Run:
                 a.env_id,
                 self.env_options,
                 a.eval_episodes,
-                a.seed + 10_000,
+                a.seed + EVAL_SEED_OFFSET,
                 greedy=a.eval_greedy,
                 max_steps=a.eval_max_steps,
                 device=device,
