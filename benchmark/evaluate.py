@@ -22,7 +22,7 @@ from l0rl import load_policy
 from l0rl.errors import UsageError
 from l0rl.runkit.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from l0rl.runkit.cli import run_cli
-from l0rl.runkit.evaluate import evaluate_as_run, first_eval_seed
+from l0rl.runkit.evaluate import eval_settings, evaluate_as_run, first_eval_seed
 
 
 def run_dir_of(path: Path) -> Path:
@@ -48,8 +48,7 @@ def evaluate_path(path: Path, episodes: int, seed: int | None) -> dict:
         "env_id": ckpt["env_id"],
         "episodes": episodes,
         "first_seed": first,
-        "greedy": ckpt["args"].get("eval_greedy", True),
-        "max_steps": ckpt["args"].get("eval_max_steps"),
+        **eval_settings(ckpt),
         "return_mean": float(returns.mean()),
         "return_std": float(returns.std()),
         "return_sem": float(returns.std(ddof=1) / math.sqrt(episodes)) if episodes > 1 else None,

@@ -96,18 +96,22 @@ def evaluate_as_run(
     """`evaluate` with the evaluation settings of the run a checkpoint (dict) belongs to: its env and
     options, greedy or sampled actions, step cap, and first seed (the run's seed + EVAL_SEED_OFFSET
     unless `seed` is given): a saved policy of a run plays what the run's final evaluation played."""
-    args = ckpt["args"]
     return evaluate(
         policy,
         ckpt["env_id"],
         ckpt["env_options"],
         episodes,
         first_eval_seed(ckpt) if seed is None else seed,
-        greedy=args.get("eval_greedy", True),
-        max_steps=args.get("eval_max_steps"),
+        **eval_settings(ckpt),
         progress=progress,
         label=label,
     )
+
+
+def eval_settings(ckpt: dict) -> dict:
+    """How the run a checkpoint (dict) belongs to evaluates: greedy or sampled actions, step cap."""
+    args = ckpt["args"]
+    return {"greedy": args.get("eval_greedy", True), "max_steps": args.get("eval_max_steps")}
 
 
 def first_eval_seed(ckpt: dict) -> int:
