@@ -2,13 +2,16 @@
 
 A run directory `runs/<env_id>__<exp_name>__<seed>__<timestamp>/` holds `checkpoint.pt` (plain data:
 it loads with `torch.load(weights_only=True)`, so reading it never runs code), `env_state.pkl` (the
-exact vector env for --resume, a pickle: only --resume reads it, and resuming trusts its run
-directory like any pickle), `metrics.jsonl` and `summary.json` (the local record), W&B's files under
-`wandb/`, and whatever compress adds next to them.
+exact vector env for --resume, a pickle: only --resume reads it, and only when the checkpoint holds
+its HMAC under this user's own key, i.e. this user wrote it; a run directory from anyone else resumes
+with its episodes restarted), `metrics.jsonl` and `summary.json` (the local record), W&B's files
+under `wandb/`, and whatever compress adds next to them.
 """
 
 import errno
 import fcntl
+import hashlib
+import hmac
 import io
 import json
 import math
@@ -16,6 +19,8 @@ import os
 import pickle
 import random
 import re
+import secrets
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +36,8 @@ FORMAT_VERSION = 2
 CHECKPOINT_NAME = "checkpoint.pt"
 ENV_STATE_NAME = "env_state.pkl"
 LOCK_NAME = ".lock"
+KEY_FILE_ENV = "L0RL_KEY_FILE"
+"""Environment variable naming the file of this user's resume key (default ~/.config/l0rl/resume.key)."""
 REQUIRED_KEYS = (
     "format_version",
     "algo",
@@ -182,11 +189,14 @@ def save_checkpoint(run_dir: str | Path, payload: dict, envs: Any = None) -> Pat
         raise ValueError(f"checkpoint payload misses {missing}")
     check_finite(payload["networks"], payload["global_step"])
     run_dir = Path(run_dir)
-    if envs is not None:
-        atomic_write_bytes(
-            run_dir / ENV_STATE_NAME, pickle.dumps({"global_step": payload["global_step"], "envs": envs})
-        )
-    payload = {**payload, "env_state_step": payload["global_step"] if envs is not None else None}
+    key = resume_key() if envs is not None else None
+    mac = None
+    if key is not None:
+        blob = pickle.dumps({"global_step": payload["global_step"], "envs": envs})
+        atomic_write_bytes(run_dir / ENV_STATE_NAME, blob)
+        mac = _mac(key, blob)
+    # the MAC travels in the plain-data checkpoint: only a holder of the key can make a pickle resume reads
+    payload = {**payload, "env_state_step": payload["global_step"] if mac else None, "env_state_mac": mac}
     path = run_dir / CHECKPOINT_NAME
     atomic_torch_save(path, payload)
     return path
@@ -236,14 +246,49 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+def resume_key() -> bytes | None:
+    """This user's secret for signing `env_state.pkl` (32 random bytes, created on first use with mode
+    0600), or None where it can be neither read nor created (the envs are then not saved)."""
+    default = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "l0rl" / "resume.key"
+    path = Path(os.environ.get(KEY_FILE_ENV) or default)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    try:
+        key = path.read_bytes()
+    except OSError:
+        return None
+    return key if len(key) >= 16 else None
+
+
+def _mac(key: bytes, blob: bytes) -> str:
+    return hmac.new(key, blob, hashlib.sha256).hexdigest()
+
+
 def load_env_state(run_dir: str | Path, ckpt: dict) -> Any:
-    """The pickled vector env saved with this checkpoint, or None. Only --resume calls this: a pickle
-    runs code when loaded, so it is read only from a run directory the user resumes, i.e. trusts."""
+    """The pickled vector env saved with this checkpoint, or None. Only --resume calls this. A pickle
+    runs code when loaded, so it is unpickled only when its HMAC under this user's key matches the one
+    the checkpoint holds: a run directory written by anyone else (or changed since) is not trusted,
+    and the algorithm restarts the episodes in flight instead."""
     path = Path(run_dir) / ENV_STATE_NAME
     if ckpt.get("env_state_step") is None or not path.exists():
         return None
-    with open(path, "rb") as f:
-        state = pickle.load(f)
+    blob = path.read_bytes()
+    key, mac = resume_key(), ckpt.get("env_state_mac")
+    if key is None or not isinstance(mac, str) or not hmac.compare_digest(_mac(key, blob), mac):
+        print(
+            f"{path} was not written under this user's resume key (another machine or user, or changed "
+            "since): not loaded, as a pickle can run code; the episodes in flight restart",
+            file=sys.stderr,
+        )
+        return None
+    state = pickle.loads(blob)
     return state["envs"] if state.get("global_step") == ckpt["env_state_step"] else None
 
 

@@ -93,6 +93,29 @@ def test_compress_and_load_policy_never_read_the_env_state(finished_run, tmp_pat
     assert not marker.exists() and (run / "compressed.pt").exists()
 
 
+def test_resume_unpickles_only_an_env_state_signed_with_this_users_key(tmp_path, monkeypatch, capsys):
+    """env_state.pkl is a pickle, so --resume loads it only when the checkpoint holds its HMAC under
+    this user's key: the user's own halted run gets its exact envs back; a run written under another
+    key, or a planted pickle, resumes to the end with its episodes restarted and runs no code."""
+    mine, theirs = tmp_path / "mine.key", tmp_path / "theirs.key"
+    monkeypatch.setenv(ckpt_mod.KEY_FILE_ENV, str(mine))
+    run = Path(ppo_l0.train(tiny(tmp_path, halt_after=64)))
+    ckpt = load_checkpoint(run)
+    assert ckpt["env_state_step"] == 64 and mine.stat().st_mode & 0o777 == 0o600
+    own = ckpt_mod.load_env_state(run, ckpt)
+    assert own is not None and own.num_envs == 2
+    own.close()
+    monkeypatch.setenv(ckpt_mod.KEY_FILE_ENV, str(theirs))  # the same run, opened by another user
+    assert ckpt_mod.load_env_state(run, ckpt) is None and "not loaded" in capsys.readouterr().err
+    monkeypatch.setenv(ckpt_mod.KEY_FILE_ENV, str(mine))
+    marker = tmp_path / "pwned"
+    planted = pickle.dumps({"global_step": 64, "envs": Exploit(str(marker))})
+    (run / ckpt_mod.ENV_STATE_NAME).write_bytes(planted)
+    done = ppo_l0.train(ppo_l0.Args(resume=str(run), wandb_mode="disabled", progress=False))
+    assert not marker.exists() and "not loaded" in capsys.readouterr().err
+    assert load_checkpoint(done)["finished"] and load_checkpoint(done)["global_step"] == 512
+
+
 def test_the_run_directory_is_locked_while_a_process_trains_it(tmp_path):
     run_dir = ppo_l0.train(tiny(tmp_path, halt_after=64))
     lock = RunLock(run_dir)  # stands for a training process still running
