@@ -249,8 +249,14 @@ def load_checkpoint(path: str | Path) -> dict:
 def resume_key() -> bytes | None:
     """This user's secret for signing `env_state.pkl` (32 random bytes, created on first use with mode
     0600), or None where it can be neither read nor created (the envs are then not saved)."""
-    default = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "l0rl" / "resume.key"
-    path = Path(os.environ.get(KEY_FILE_ENV) or default)
+    try:
+        config = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    except (RuntimeError, KeyError):  # no home directory to keep a key in
+        config = None
+    path = os.environ.get(KEY_FILE_ENV) or (config and Path(config) / "l0rl" / "resume.key")
+    if not path:
+        return None
+    path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
