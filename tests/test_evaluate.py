@@ -47,7 +47,11 @@ def test_mario_family_defaults_and_explicit_flags_win():
     for old_or_new in ("LunarLander-v3", "LunarLander-v2"):
         lunar = parse_args(ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, ["--env-id", old_or_new])
         assert (lunar.num_envs, lunar.num_steps, lunar.gamma, lunar.l0_lr) == (16, 1024, 0.999, 6e-4)
-        assert lunar.l0_schedule == "linear"
+        assert (lunar.l0_schedule, lunar.l0_train_gates, lunar.total_timesteps) == (
+            "linear",
+            "deterministic",
+            3_000_000,
+        )
     flagged = ["--env-id", "LunarLander-v2", "--num-steps", "128"]
     assert parse_args(ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, flagged).num_steps == 128
 
