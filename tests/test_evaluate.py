@@ -50,7 +50,7 @@ def test_mario_family_defaults_and_explicit_flags_win():
         assert (lunar.l0_schedule, lunar.l0_train_gates, lunar.total_timesteps) == (
             "linear",
             "deterministic",
-            3_000_000,
+            5_000_000,
         )
     flagged = ["--env-id", "LunarLander-v2", "--num-steps", "128"]
     assert parse_args(ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, flagged).num_steps == 128
