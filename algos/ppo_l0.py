@@ -47,8 +47,8 @@ MARIO |= dict(l0_lambda_critic=0.5, l0_lr=1e-2, l0_anneal_lr=False, l0_schedule=
 # LunarLander takes its usual rollout shape (16 x 1024 steps, minibatches of 64, gamma 0.999, GAE
 # 0.98): 4x CartPole's gate updates per env step, so a 4x lower gate rate. Its budget is 5M steps
 # (L0's greedy policy hovers at 2M and lands on one seed of two at 3M: 150 / 12; at 5M it scores
-# 260 / 254 at 97.9 / 97.7 %) and its rollouts act through the test-time gates (at 1M: greedy -56 at
-# 93 % against the sampled gates' -924 / -415 at 95 %; benchmark/results/sweep-lunar/NOTES.md).
+# 260 / 254 / 250 at 97.3-97.9 %, dense 240 / 214 / 237) and its rollouts act through the test-time
+# gates (at 1M: greedy -56 at 93 % against the sampled gates' -924 / -415 at 95 %; sweep-lunar/NOTES.md).
 ACROBOT = {"l0_schedule": "linear", "l0_lambda_actor": 3.5}
 LUNAR = ACROBOT | dict(num_envs=16, num_steps=1024, num_minibatches=256, gamma=0.999, gae_lambda=0.98)
 LUNAR |= dict(l0_lr=6e-4, total_timesteps=5_000_000, l0_train_gates="deterministic")
