@@ -113,6 +113,9 @@ class Args(RunArgs):
     l0_anneal_lr: bool = False
     """anneal the gates' rate (--l0-lr) linearly to 0 over the run, so the sparsity map settles and
     the Q-network's last updates fit the map it ends with (the weights' rate stays constant)"""
+    l0_freeze_at: float = 1.0
+    """fraction of training after which the sparsity map stays fixed (lambda 0, gates' rate 0), so the
+    last updates fit weights to a mask that no longer moves, as GMP stops pruning at --gmp-end; 1: never"""
 
     # to be filled in runtime
     num_iterations: int = 0
@@ -148,7 +151,9 @@ class QNetwork(nn.Sequential):
 
 def check_args(args: Args) -> None:
     validate(
-        args, positive=("learning_rate", "l0_lr", "l0_dual_lr"), unit=("gamma", "tau", "exploration_fraction")
+        args,
+        positive=("learning_rate", "l0_lr", "l0_dual_lr"),
+        unit=("gamma", "tau", "exploration_fraction", "l0_freeze_at"),
     )
     validate(args, at_least_one=("num_envs", "batch_size", "train_frequency", "target_network_frequency"))
     if args.buffer_size < 2 * args.num_envs:
@@ -260,6 +265,8 @@ def train(args: Args) -> str:
                     optimizer.param_groups[0]["lr"] = frac * args.learning_rate
                 if args.l0_anneal_lr:
                     optimizer.param_groups[1]["lr"] = frac * args.l0_lr
+                if scheduler is not None and global_step > args.l0_freeze_at * args.total_timesteps:
+                    lam, optimizer.param_groups[1]["lr"] = 0.0, 0.0  # the map is fixed from here on
                 data = [torch.as_tensor(x, device=device) for x in rb.sample(args.batch_size)]
                 b_obs, b_actions, b_next_obs, b_rewards, b_dones = data
                 with torch.no_grad():

@@ -288,6 +288,21 @@ def test_deterministic_training_gates_pass_td_gradient_only_to_gates_not_fully_o
         assert not moved.any()
 
 
+@pytest.mark.parametrize("freeze_at", [0.5, 1.0])
+def test_freeze_fixes_the_sparsity_map_but_not_the_weights(freeze_at, tmp_path):
+    # gradient steps past env step freeze_at x 400 leave log_alpha as the halt at step 200 saw it
+    kw = dict(eval_episodes=0, l0_lr=0.05, l0_drop_rate=0.5, l0_lambda=5.0, l0_freeze_at=freeze_at)
+    part = dqn.train(tiny_args(tmp_path, halt_after=200, **kw))
+    halted = load_checkpoint(part)
+    end = load_checkpoint(resume(part))
+    assert optimizer_steps(end) > optimizer_steps(halted) + 20
+    before, after = halted["networks"]["q_network"], end["networks"]["q_network"]
+    assert all(not torch.equal(before[k], after[k]) for k in after if k.endswith("weight.original"))
+    assert torch.equal(gate_logits(halted), gate_logits(end)) == (freeze_at < 1.0)
+    gates_lr = end["optimizers"]["q_network"]["param_groups"][1]["lr"]
+    assert gates_lr == (0.0 if freeze_at < 1.0 else 0.05)
+
+
 @pytest.mark.parametrize("mode", ["constant", "linear", "cosine", "target", "gmp", "anneal", "deterministic"])
 def test_resume_is_bit_exact(mode, tmp_path):
     kw = dict(sparsity="gmp", gmp_every=5) if mode == "gmp" else dict(l0_schedule=mode)
@@ -372,6 +387,7 @@ def cli(tmp_path: Path, capsys, *argv: str) -> subprocess.CompletedProcess:
         (["--end-e", "1.5"], "--start-e and --end-e must be in [0, 1]"),
         (["--l0-lambda", "-1"], "--l0-lambda must be >= 0"),
         (["--l0-drop-rate", "1"], "--l0-drop-rate must be in (0, 1)"),
+        (["--l0-freeze-at", "0"], "--l0-freeze-at must be in (0, 1]"),
         (["--l0-schedule", "linear", "--l0-ramp-end", "0.05"], "--l0-schedule linear: ramp_end"),
         (["--env-id", "Pendulum-v1"], "Pendulum-v1: DQN needs a discrete action space; use sac_l0.py"),
         (["--no-l0", "--l0-lambda", "5"], "--l0-lambda applies to --sparsity l0 only"),
