@@ -116,6 +116,9 @@ class Args(RunArgs):
     l0_freeze_at: float = 1.0
     """fraction of training after which the sparsity map stays fixed (lambda 0, gates' rate 0), so the
     last updates fit weights to a mask that no longer moves, as GMP stops pruning at --gmp-end; 1: never"""
+    l0_freeze_sparsity: float = 1.0
+    """fix the sparsity map (as --l0-freeze-at) from the first gradient step at which the Q-network is at
+    least this sparse; it then stays so, which makes the freeze stateless and resumable; 1: never"""
 
     # to be filled in runtime
     num_iterations: int = 0
@@ -153,7 +156,7 @@ def check_args(args: Args) -> None:
     validate(
         args,
         positive=("learning_rate", "l0_lr", "l0_dual_lr"),
-        unit=("gamma", "tau", "exploration_fraction", "l0_freeze_at"),
+        unit=("gamma", "tau", "exploration_fraction", "l0_freeze_at", "l0_freeze_sparsity"),
     )
     validate(args, at_least_one=("num_envs", "batch_size", "train_frequency", "target_network_frequency"))
     if args.buffer_size < 2 * args.num_envs:
@@ -256,17 +259,20 @@ def train(args: Args) -> str:
         # multiple of it this vector step passed (several when --num-envs exceeds it).
         if global_step > learn_from and len(rb) > 0:
             for _ in range(run.due(global_step, args.num_envs, args.train_frequency)):
-                lam = 0.0
-                if scheduler is not None:  # only the target mode's controller reads the sparsity
-                    sparsity = l0.stats(q_network)["l0/sparsity"] if scheduler.mode == "target" else None
+                lam, frozen = 0.0, False
+                if scheduler is not None:  # the target mode's controller and the freeze read the sparsity
+                    reads = scheduler.mode == "target" or args.l0_freeze_sparsity < 1.0
+                    sparsity = l0.stats(q_network)["l0/sparsity"] if reads else None
                     lam = scheduler.step(global_step, sparsity)
+                    frozen = global_step > args.l0_freeze_at * args.total_timesteps
+                    frozen |= sparsity is not None and sparsity >= args.l0_freeze_sparsity
                 frac = 1.0 - (global_step - 1.0) / args.total_timesteps  # from the step: resumable
                 if args.anneal_lr:
                     optimizer.param_groups[0]["lr"] = frac * args.learning_rate
                 if args.l0_anneal_lr:
                     optimizer.param_groups[1]["lr"] = frac * args.l0_lr
-                if scheduler is not None and global_step > args.l0_freeze_at * args.total_timesteps:
-                    lam, optimizer.param_groups[1]["lr"] = 0.0, 0.0  # the map is fixed from here on
+                if frozen:  # the map is fixed from here on
+                    lam, optimizer.param_groups[1]["lr"] = 0.0, 0.0
                 data = [torch.as_tensor(x, device=device) for x in rb.sample(args.batch_size)]
                 b_obs, b_actions, b_next_obs, b_rewards, b_dones = data
                 with torch.no_grad():

@@ -303,6 +303,23 @@ def test_freeze_fixes_the_sparsity_map_but_not_the_weights(freeze_at, tmp_path):
     assert gates_lr == (0.0 if freeze_at < 1.0 else 0.05)
 
 
+def test_freeze_at_a_sparsity_holds_the_map_from_the_step_it_is_reached(tmp_path):
+    def sparsity(run_dir: str) -> float:  # as the training loop measures it
+        return l0.stats(trained_policy(run_dir))["l0/sparsity"]
+
+    kw = dict(eval_episodes=0, l0_lr=0.1, l0_drop_rate=0.5, l0_lambda=20.0)
+    reached = sparsity(dqn.train(tiny_args(tmp_path / "free", halt_after=200, **kw)))
+    assert 0.0 < reached < 1.0, "the free run closed some gates by step 200"
+    # the same seed follows the free run's path until it first reaches that sparsity, by step 200
+    part = dqn.train(tiny_args(tmp_path / "frozen", halt_after=200, l0_freeze_sparsity=reached, **kw))
+    halted, at_halt = load_checkpoint(part), sparsity(part)
+    end = load_checkpoint(resume(part))
+    assert optimizer_steps(end) > optimizer_steps(halted) + 20
+    assert torch.equal(gate_logits(halted), gate_logits(end))
+    assert sparsity(part) == at_halt >= reached
+    assert end["optimizers"]["q_network"]["param_groups"][1]["lr"] == 0.0
+
+
 @pytest.mark.parametrize("mode", ["constant", "linear", "cosine", "target", "gmp", "anneal", "deterministic"])
 def test_resume_is_bit_exact(mode, tmp_path):
     kw = dict(sparsity="gmp", gmp_every=5) if mode == "gmp" else dict(l0_schedule=mode)
@@ -388,6 +405,7 @@ def cli(tmp_path: Path, capsys, *argv: str) -> subprocess.CompletedProcess:
         (["--l0-lambda", "-1"], "--l0-lambda must be >= 0"),
         (["--l0-drop-rate", "1"], "--l0-drop-rate must be in (0, 1)"),
         (["--l0-freeze-at", "0"], "--l0-freeze-at must be in (0, 1]"),
+        (["--l0-freeze-sparsity", "1.5"], "--l0-freeze-sparsity must be in (0, 1]"),
         (["--l0-schedule", "linear", "--l0-ramp-end", "0.05"], "--l0-schedule linear: ramp_end"),
         (["--env-id", "Pendulum-v1"], "Pendulum-v1: DQN needs a discrete action space; use sac_l0.py"),
         (["--no-l0", "--l0-lambda", "5"], "--l0-lambda applies to --sparsity l0 only"),
