@@ -97,6 +97,9 @@ class Args(RunArgs):
     l0_lambda: float = 20.0
     """L0 strength for the Q-network (penalty = expected share of non-zero gated weights, in [0, 1]);
     it must hold its own against TD losses of Q-values near 100 (CartPole: 20 -> 80-84% sparse)"""
+    l0_cost: Literal["params", "macs", "erk"] = "params"
+    """the penalty's price of a weight: 1 (params), its MACs per observation (macs), or fan_in x fan_out /
+    (fan_in + fan_out) of its layer (erk: the wide hidden layer pays, the narrow input layer stays denser)"""
     l0_drop_rate: float = 0.05
     """initial drop rate of the gates, in (0, 1); nearly open (log_alpha 2.9) keeps the gap
     between test-time and mean sampled gates, hence the target's overestimate, small"""
@@ -152,6 +155,14 @@ class QNetwork(nn.Sequential):
         super().__init__(*layers)
 
 
+def gate(q_network: QNetwork, args: Args, obs_shape: tuple[int, ...]) -> None:
+    """Gate every layer (the output layer per weight: a unit gate would delete an action), each
+    weight priced by args.l0_cost."""
+    l0.sparsify(q_network, args.l0_granularity, args.l0_drop_rate, output_granularity="weight")
+    example = torch.zeros((1, *obs_shape), device=next(q_network.parameters()).device)
+    l0.set_costs(q_network, args.l0_cost, example if args.l0_cost == "macs" else None)
+
+
 def check_args(args: Args) -> None:
     validate(
         args,
@@ -192,8 +203,8 @@ def train(args: Args) -> str:
     spaces = (envs.single_observation_space, envs.single_action_space)
     q_network, target_network = QNetwork(*spaces).to(device), QNetwork(*spaces).to(device)
     schedulers, scheduler, pruner = {}, None, None
-    if args.sparsity == "l0":  # every layer; the output layer per weight: a unit gate would delete an action
-        l0.sparsify(q_network, args.l0_granularity, args.l0_drop_rate, output_granularity="weight")
+    if args.sparsity == "l0":
+        gate(q_network, args, envs.single_observation_space.shape)
         scheduler = schedulers["q_network"] = make_scheduler(args, args.l0_lambda)
     elif args.sparsity == "gmp":
         sparse = {"q_network": gmp.attach(q_network)}

@@ -105,8 +105,8 @@ class Args(RunArgs):
     """L0: learning rate of the gates' log_alpha (sparsity grows with lambda x this rate)"""
     l0_schedule: Literal["constant", "linear", "cosine", "target"] = "constant"
     """L0: sparsity-map schedule (PPO: constant, the full lambda from the first step)"""
-    l0_cost: Literal["params", "macs"] = "params"
-    """what the penalty counts: open weights (params) or the MACs they cost (macs: pushes conv channels shut)"""
+    l0_cost: Literal["params", "macs", "erk"] = "params"
+    """price of a weight in the penalty: 1 (params), its MACs (macs: conv channels shut), ERK (erk: wide layers pay)"""
     l0_conv_cost: float = 1.0
     """multiplies the penalty's price of every conv weight (below 1: Linear weights close first, features stay)"""
     l0_train_gates: Literal["sampled", "deterministic"] = "sampled"

@@ -18,7 +18,7 @@ Per-layer distribution: Erdos-Renyi-Kernel (ERK), per network. A global magnitud
 removes the output layer first (it is initialised 100x smaller than the hidden layers), and a
 uniform share starves the narrow input layer (4 x 64 weights in CartPole); ERK keeps a density
 proportional to (fan_in + fan_out [+ kernel dims]) / weights, so small layers stay denser.
-Depends on torch only.
+Depends on torch and l0rl.l0 (whose erk_score also prices L0 gates with set_costs(kind='erk')).
 """
 
 if __name__ != "l0rl.gmp":  # one file, one import name: this folder installs as l0rl.gmp

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from l0rl.l0 import erk_score
+
 MASKABLE = (nn.Linear, nn.Conv2d)
 _MASK_KEY = "parametrizations.weight.0.mask"
 
@@ -74,7 +76,7 @@ def erk_densities(shapes: list[tuple[int, ...]], density: float) -> list[float]:
     """Per-layer densities whose weighted mean is `density`, each proportional to the ERK score
     sum(shape) / prod(shape); layers that would exceed 1 stay dense and the rest are rescaled."""
     sizes = [float(torch.Size(s).numel()) for s in shapes]
-    scores = [sum(s) / n for s, n in zip(shapes, sizes)]
+    scores = [erk_score(s) for s in shapes]
     dense: set[int] = set()
     while True:
         budget = density * sum(sizes) - sum(sizes[i] for i in dense)

@@ -227,7 +227,13 @@ def set_temperature(model: nn.Module, beta: float) -> None:
         gate.beta.fill_(beta)
 
 
-COST_KINDS = ("params", "macs")
+COST_KINDS = ("params", "macs", "erk")
+
+
+def erk_score(shape: Sequence[int]) -> float:
+    """Erdos-Renyi-Kernel score of a weight of this shape, sum(shape) / prod(shape): the density
+    ERK gives a layer is proportional to it, so a wide layer ends sparser than a narrow one."""
+    return sum(shape) / torch.Size(shape).numel()
 
 
 @torch.no_grad()
@@ -245,6 +251,10 @@ def set_costs(
     `example_input` (a batch of one); the penalty is then the expected share of the gated layers'
     MACs, which pushes the optimiser to close conv channels, where CPU latency is. The cost is
     static: it does not shrink when a neighbouring unit closes.
+    "erk": a weight costs 1 / erk_score(its layer's weight shape), fan_in x fan_out / (fan_in +
+    fan_out) for a Linear layer, so the penalty's balance matches the per-layer densities of
+    Erdos-Renyi-Kernel pruning: a narrow input or output layer is cheap to keep and stays denser,
+    while the wide hidden layers carry the sparsity.
     conv_scale multiplies the cost of every Conv2d weight on top of `kind` (below 1: the penalty
     closes Linear weights first and leaves the features the convolutions extract; 0 prices conv
     gates at nothing, so only the RL loss moves them)."""
@@ -256,6 +266,11 @@ def set_costs(
     costs: dict[int, float] = {}
     if kind == "macs":
         costs = _mac_costs(model, example_input)
+    elif kind == "erk":
+        costs = {
+            key: 1.0 / erk_score(m.parametrizations["weight"].original.shape)
+            for key, (m, _) in layers.items()
+        }
     for key, (module, gate) in layers.items():
         scale = conv_scale if isinstance(module, nn.Conv2d) else 1.0
         gate.cost_per_weight = costs.get(key, 1.0) * scale
@@ -289,8 +304,8 @@ def penalty(model: nn.Module, normalize: str = "mean") -> torch.Tensor:
     normalize="mean" (default) divides by the number of gated weights: the penalty is then the
     expected share of gated weights that are non-zero, in [0, 1], so lambda means the same thing
     for a 4k-weight MLP and a 1.7M-weight CNN. normalize="sum" gives the paper's raw sum.
-    Each weight counts with its gate's cost (1 unless `set_costs` chose MACs): with MAC costs the
-    penalty is the expected share of MACs left open.
+    Each weight counts with its gate's cost (1 unless `set_costs` chose another kind): with MAC
+    costs the penalty is the expected share of MACs left open.
     """
     if normalize not in ("mean", "sum"):
         raise ValueError(f"unknown normalize {normalize!r}; use 'mean' or 'sum'")

@@ -288,6 +288,29 @@ def test_deterministic_training_gates_pass_td_gradient_only_to_gates_not_fully_o
         assert not moved.any()
 
 
+@pytest.mark.parametrize(
+    ("cost", "prices"), [("params", [1, 1, 1]), ("erk", [480 / 124, 10080 / 204, 168 / 86])]
+)
+def test_l0_cost_prices_each_layer_of_the_q_network(cost, prices, tmp_path):
+    # erk: fan_in x fan_out / (fan_in + fan_out) per weight of the 4-120-84-2 CartPole network, so the
+    # penalty's gradient on one input weight is 12.8x smaller than on one hidden weight
+    args = parse_args(dqn.Args, argv=["--l0-cost", cost])
+    q_network = dqn.QNetwork(gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2))
+    dqn.gate(q_network, args, (4,))
+    assert [g.cost_per_weight for _, _, g in l0.gated_layers(q_network)] == pytest.approx(prices)
+    # the loop's penalty is lambda x the share of open weights at these prices: the last update's,
+    # recomputed from the checkpoint (the gates' rate is annealed to 1/400 by then, so they hardly move)
+    kw = dict(eval_episodes=0, l0_cost=cost, l0_lambda=5.0, l0_lr=0.05, l0_drop_rate=0.5, l0_anneal_lr=True)
+    run_dir = dqn.train(tiny_args(tmp_path, **kw))
+    logged = [r["losses/l0_penalty"] for r in read_metrics(run_dir) if r["global_step"] == 400][0]
+    net = trained_policy(run_dir)
+    l0.set_costs(net, cost)
+    assert logged == pytest.approx(5.0 * float(l0.penalty(net).detach()), rel=5e-4)  # measured: 5e-5
+    # and not at the other prices (the hidden layer dominates both shares: they differ by 0.5 %)
+    l0.set_costs(net, "erk" if cost == "params" else "params")
+    assert logged != pytest.approx(5.0 * float(l0.penalty(net).detach()), rel=2e-3)
+
+
 @pytest.mark.parametrize("freeze_at", [0.5, 1.0])
 def test_freeze_fixes_the_sparsity_map_but_not_the_weights(freeze_at, tmp_path):
     # gradient steps past env step freeze_at x 400 leave log_alpha as the halt at step 200 saw it

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from l0rl import l0
+from l0rl import gmp, l0
 from l0rl.l0.gates import deterministic_gate, log_alpha_init, prob_nonzero, sample_gate
 
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1  # the paper's defaults, restated on purpose
@@ -857,3 +857,31 @@ def test_cost_weighted_penalty_equals_its_closed_form():
     conv_only = l0.sparsify(nn.Sequential(nn.Conv2d(1, 2, 3)), "unit", 0.3)
     with pytest.raises(ValueError, match="conv_scale 0"):
         l0.set_costs(conv_only, "params", conv_scale=0.0)
+    # ERK: a weight costs prod(shape) / sum(shape) of its layer's weight, conv kernel dims included
+    l0.set_costs(net, "erk")
+    conv_cost, lin_cost = 18 / (2 + 1 + 3 + 3), 96 / (3 + 32)
+    assert (conv_gate.cost_per_weight, lin_gate.cost_per_weight) == pytest.approx((conv_cost, lin_cost))
+    by_erk = (conv_open * conv_cost + lin_open * lin_cost) / (18 * conv_cost + 96 * lin_cost)
+    torch.testing.assert_close(l0.penalty(net), by_erk)
+    l0.set_costs(net, "erk", conv_scale=0.5)
+    torch.testing.assert_close(
+        l0.penalty(net), (conv_open * conv_cost / 2 + lin_open * lin_cost) / (9 * conv_cost + 96 * lin_cost)
+    )
+    with pytest.raises(ValueError, match="unknown cost kind 'flops'; use one of params, macs, erk"):
+        l0.set_costs(net, "flops")
+
+
+def test_erk_costs_are_the_inverse_of_the_densities_gmp_gives_each_layer():
+    # one ERK formula: at a budget where no layer is capped at 1, GMP's density of a layer times
+    # the L0 price of its weights is the same constant for every layer
+    shapes = [(120, 4), (84, 120), (2, 84)]
+    net = l0.sparsify(
+        nn.Sequential(nn.Linear(4, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 2))
+    )
+    l0.set_costs(net, "erk")
+    prices = [g.cost_per_weight for _, _, g in l0.gated_layers(net)]
+    assert prices == pytest.approx([480 / 124, 10080 / 204, 168 / 86])
+    densities = gmp.erk_densities(shapes, 0.05)
+    assert max(densities) < 1.0
+    products = [d * c for d, c in zip(densities, prices)]
+    assert products == pytest.approx([products[0]] * 3)
