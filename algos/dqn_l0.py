@@ -122,6 +122,9 @@ class Args(RunArgs):
     l0_freeze_sparsity: float = 1.0
     """fix the sparsity map (as --l0-freeze-at) from the first gradient step at which the Q-network is at
     least this sparse; it then stays so, which makes the freeze stateless and resumable; 1: never"""
+    l0_random_closed: float = 0.0
+    """share of the gates closed at random before training (ERK shares per layer, l0.close_random); the
+    penalty then picks the final map among the rest, inside a wide random one. 0: none"""
 
     # to be filled in runtime
     num_iterations: int = 0
@@ -161,6 +164,7 @@ def gate(q_network: QNetwork, args: Args, obs_shape: tuple[int, ...]) -> None:
     l0.sparsify(q_network, args.l0_granularity, args.l0_drop_rate, output_granularity="weight")
     example = torch.zeros((1, *obs_shape), device=next(q_network.parameters()).device)
     l0.set_costs(q_network, args.l0_cost, example if args.l0_cost == "macs" else None)
+    l0.close_random(q_network, args.l0_random_closed)  # seeded: runs after seed_everything
 
 
 def check_args(args: Args) -> None:
@@ -177,6 +181,8 @@ def check_args(args: Args) -> None:
     validate(
         args, non_negative=("learning_starts", "save_buffer_max_mb", "l0_lambda")
     )  # lambda 0: no penalty
+    if not 0.0 <= args.l0_random_closed < 1.0:
+        raise UsageError(f"--l0-random-closed must be in [0, 1), got {args.l0_random_closed}; 0 closes none")
     if args.total_timesteps < args.num_envs:
         raise UsageError(f"--total-timesteps must be >= --num-envs ({args.num_envs})")
     if args.sparsity == "l0":

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from l0rl.l0 import erk_score
+from l0rl.l0 import erk_densities
 
 MASKABLE = (nn.Linear, nn.Conv2d)
 _MASK_KEY = "parametrizations.weight.0.mask"
@@ -70,22 +70,6 @@ def scheduled_sparsity(
     """s_t = s_f + (s_i - s_f) * (1 - p)^3 with p = (progress - start) / (end - start) clipped to [0, 1]."""
     p = min(max((progress - start) / (end - start), 0.0), 1.0)
     return target + (initial - target) * (1.0 - p) ** 3
-
-
-def erk_densities(shapes: list[tuple[int, ...]], density: float) -> list[float]:
-    """Per-layer densities whose weighted mean is `density`, each proportional to the ERK score
-    sum(shape) / prod(shape); layers that would exceed 1 stay dense and the rest are rescaled."""
-    sizes = [float(torch.Size(s).numel()) for s in shapes]
-    scores = [erk_score(s) for s in shapes]
-    dense: set[int] = set()
-    while True:
-        budget = density * sum(sizes) - sum(sizes[i] for i in dense)
-        free = [i for i in range(len(shapes)) if i not in dense]
-        scale = budget / sum(scores[i] * sizes[i] for i in free) if free else 0.0
-        over = [i for i in free if scale * scores[i] > 1.0]
-        if not over:
-            return [1.0 if i in dense else scale * scores[i] for i in range(len(shapes))]
-        dense.update(over)
 
 
 @torch.no_grad()

@@ -236,6 +236,41 @@ def erk_score(shape: Sequence[int]) -> float:
     return sum(shape) / torch.Size(shape).numel()
 
 
+def erk_densities(shapes: list[tuple[int, ...]], density: float) -> list[float]:
+    """Per-layer densities whose weighted mean is `density`, each proportional to the ERK score
+    sum(shape) / prod(shape); layers that would exceed 1 stay dense and the rest are rescaled."""
+    sizes = [float(torch.Size(s).numel()) for s in shapes]
+    scores = [erk_score(s) for s in shapes]
+    dense: set[int] = set()
+    while True:
+        budget = density * sum(sizes) - sum(sizes[i] for i in dense)
+        free = [i for i in range(len(shapes)) if i not in dense]
+        scale = budget / sum(scores[i] * sizes[i] for i in free) if free else 0.0
+        over = [i for i in free if scale * scores[i] > 1.0]
+        if not over:
+            return [1.0 if i in dense else scale * scores[i] for i in range(len(shapes))]
+        dense.update(over)
+
+
+@torch.no_grad()
+def close_random(model: nn.Module, sparsity: float, generator: torch.Generator | None = None) -> None:
+    """Close a random share `sparsity` of the gates before training: each layer keeps a random
+    round(density x gates) of its gates as they are, with ERK densities (erk_densities), and the
+    rest get log_alpha = LOG_ALPHA_MIN. The penalty and the RL loss then choose among the open ones.
+    A closed gate stays closed under deterministic gates (its gate is clamped at 0, so the loss has
+    no gradient for it, and clamp_log_alpha_ holds it at the floor); sampled gates can reopen one
+    only through noise rarer than 1 in 4 000 per forward. Why: a wide random map keeps more units
+    alive at the same sparsity than the penalty alone, which concentrates on the units in use."""
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"random-start sparsity must be in [0, 1), got {sparsity}; 0 closes nothing")
+    layers = [(m, gate) for _, m, gate in gated_layers(model)]
+    shapes = [tuple(m.parametrizations["weight"].original.shape) for m, _ in layers]
+    for (_, gate), density in zip(layers, erk_densities(shapes, 1.0 - sparsity)):
+        flat = gate.log_alpha.view(-1)
+        order = torch.randperm(flat.numel(), generator=generator).to(flat.device)
+        flat[order[round(density * flat.numel()) :]] = LOG_ALPHA_MIN
+
+
 @torch.no_grad()
 def set_costs(
     model: nn.Module,

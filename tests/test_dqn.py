@@ -343,6 +343,24 @@ def test_freeze_at_a_sparsity_holds_the_map_from_the_step_it_is_reached(tmp_path
     assert end["optimizers"]["q_network"]["param_groups"][1]["lr"] == 0.0
 
 
+def test_gates_closed_at_random_before_training_stay_closed_to_the_end(tmp_path):
+    # the map drawn before the first gradient step (the checkpoint of a halt at step 100) holds the
+    # ERK shares, and deterministic training gates keep every one of those gates at the floor
+    kw = dict(eval_episodes=0, l0_random_closed=0.9, l0_train_gates="deterministic", l0_drop_rate=0.3)
+    part = dqn.train(tiny_args(tmp_path, halt_after=100, l0_lr=0.05, **kw))
+    halted = gate_logits(load_checkpoint(part))
+    start = halted == l0.LOG_ALPHA_MIN
+    sizes = [480, 10080, 168]
+    kept = [round(d * n) for d, n in zip(l0.erk_densities([(120, 4), (84, 120), (2, 84)], 0.1), sizes)]
+    assert int(start.sum()) == sum(sizes) - sum(kept)
+    end = load_checkpoint(resume(part))
+    assert optimizer_steps(end) > 50
+    logits = gate_logits(end)
+    assert bool((logits[start] == l0.LOG_ALPHA_MIN).all())
+    assert not torch.equal(logits[~start], halted[~start])
+    assert closed_share(trained_policy(part)) >= 1 - sum(kept) / sum(sizes)
+
+
 @pytest.mark.parametrize("mode", ["constant", "linear", "cosine", "target", "gmp", "anneal", "deterministic"])
 def test_resume_is_bit_exact(mode, tmp_path):
     kw = dict(sparsity="gmp", gmp_every=5) if mode == "gmp" else dict(l0_schedule=mode)
@@ -429,6 +447,7 @@ def cli(tmp_path: Path, capsys, *argv: str) -> subprocess.CompletedProcess:
         (["--l0-drop-rate", "1"], "--l0-drop-rate must be in (0, 1)"),
         (["--l0-freeze-at", "0"], "--l0-freeze-at must be in (0, 1]"),
         (["--l0-freeze-sparsity", "1.5"], "--l0-freeze-sparsity must be in (0, 1]"),
+        (["--l0-random-closed", "1"], "--l0-random-closed must be in [0, 1), got 1.0"),
         (["--l0-schedule", "linear", "--l0-ramp-end", "0.05"], "--l0-schedule linear: ramp_end"),
         (["--env-id", "Pendulum-v1"], "Pendulum-v1: DQN needs a discrete action space; use sac_l0.py"),
         (["--no-l0", "--l0-lambda", "5"], "--l0-lambda applies to --sparsity l0 only"),

@@ -885,3 +885,45 @@ def test_erk_costs_are_the_inverse_of_the_densities_gmp_gives_each_layer():
     assert max(densities) < 1.0
     products = [d * c for d, c in zip(densities, prices)]
     assert products == pytest.approx([products[0]] * 3)
+
+
+def test_close_random_closes_each_layer_by_its_erk_share_and_deterministic_training_keeps_them():
+    def net() -> nn.Module:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 2))
+        return l0.sparsify(model, drop_rate=0.3)
+
+    model = net()
+    l0.close_random(model, 0.9, torch.Generator().manual_seed(1))
+    sizes = [480, 10080, 168]
+    kept = [round(d * n) for d, n in zip(l0.erk_densities([(120, 4), (84, 120), (2, 84)], 0.1), sizes)]
+    floors = [gate.log_alpha == l0.LOG_ALPHA_MIN for _, _, gate in l0.gated_layers(model)]
+    assert [int(f.sum()) for f in floors] == [n - k for n, k in zip(sizes, kept)]
+    assert kept[2] == 168 and kept[1] < 600, "ERK: the narrow output layer stays dense, the wide one pays"
+    assert l0.stats(model)["l0/sparsity"] == pytest.approx(1 - sum(kept) / sum(sizes))
+    # the map is the generator's: the same seed draws it again, another seed draws another
+    again, other = net(), net()
+    l0.close_random(again, 0.9, torch.Generator().manual_seed(1))
+    l0.close_random(other, 0.9, torch.Generator().manual_seed(2))
+    assert all(
+        torch.equal(a.log_alpha, b.log_alpha)
+        for (_, _, a), (_, _, b) in zip(l0.gated_layers(model), l0.gated_layers(again))
+    )
+    assert not torch.equal(l0.gate_parameters(model)[1], l0.gate_parameters(other)[1])
+    # training with deterministic gates moves the open gates and leaves every closed one at the floor
+    opt = torch.optim.Adam(l0.param_groups(model, 1e-2, 0.1))
+    x, y = torch.randn(64, 4), torch.randn(64, 2)
+    before = [g.clone() for g in l0.gate_parameters(model)]
+    with l0.deterministic_gates(model):
+        for _ in range(20):
+            opt.zero_grad()
+            (nn.functional.mse_loss(model(x), y) + 0.5 * l0.penalty(model)).backward()
+            opt.step()
+            l0.clamp_log_alpha_(model)
+    after = l0.gate_parameters(model)
+    for f, b, a in zip(floors, before, after):
+        assert torch.equal(a[f], b[f])
+        assert not torch.equal(a[~f], b[~f])
+    assert all(int((l0.harden(model)[i].weight[f] != 0).sum()) == 0 for i, f in zip((0, 2, 4), floors))
+    with pytest.raises(ValueError, match=r"random-start sparsity must be in \[0, 1\), got 1.0"):
+        l0.close_random(model, 1.0)
