@@ -22,6 +22,7 @@ Loss: MSE, as CleanRL's DQN; Huber (Nature DQN) let these CartPole defaults dive
 transitions that anchor Q.
 """
 
+import copy
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Literal
@@ -46,6 +47,7 @@ from l0rl.runkit import (
     parse_args,
     run_cli,
     seed_everything,
+    update_average,
     update_target,
     validate,
 )
@@ -87,6 +89,13 @@ class Args(RunArgs):
     double_dqn: bool = True
     """Double-DQN target: the online network (deterministic gates) picks the next action,
     the target network values it; --no-double-dqn uses the target network's max"""
+    huber: bool = False
+    """Huber (smooth L1) TD loss instead of the squared error: each sample's gradient is bounded, as in
+    the DQN paper's error clipping and SB3's DQN"""
+    swa_start: float = 1.0
+    """fraction of training after which the policy saved and evaluated is the mean of the Q-network's
+    weights over every later gradient step (stochastic weight averaging, with the Q-network's own
+    sparsity map): it smooths the swings of DQN's greedy return between updates; 1: the last weights"""
     save_buffer_max_mb: float = 200.0
     """save the replay buffer (replay_buffer.pt) at each checkpoint when it takes at most
     this many MB, so --resume is exact: vector obs yes, a 100k Mario buffer (2.8 GB) no;
@@ -171,7 +180,7 @@ def check_args(args: Args) -> None:
     validate(
         args,
         positive=("learning_rate", "l0_lr", "l0_dual_lr"),
-        unit=("gamma", "tau", "exploration_fraction", "l0_freeze_at", "l0_freeze_sparsity"),
+        unit=("gamma", "tau", "exploration_fraction", "swa_start", "l0_freeze_at", "l0_freeze_sparsity"),
     )
     validate(args, at_least_one=("num_envs", "batch_size", "train_frequency", "target_network_frequency"))
     if args.buffer_size < 2 * args.num_envs:
@@ -219,6 +228,7 @@ def train(args: Args) -> str:
         )
     optimizer = optim.Adam(l0.param_groups(q_network, args.learning_rate, args.l0_lr))
     update_target(target_network, q_network, 1.0)
+    average = copy.deepcopy(q_network) if args.swa_start < 1.0 else None  # --swa-start's weight mean
     # only now, with every argument accepted, does the run directory appear
     run.open(*spaces, args.num_iterations * args.num_envs)
 
@@ -230,9 +240,12 @@ def train(args: Args) -> str:
     global_step, learn_from = run.start_step, args.learning_starts
     obs, _ = envs.reset(seed=args.seed)
     states = {"networks": {"q_network": q_network, "target_network": target_network}}
+    states["networks"] |= {"average": average} if average is not None else {}
+    averaged = 0  # gradient steps in the weight mean
     states |= {"optimizers": {"q_network": optimizer}, "schedulers": schedulers}
     loop = run.restore(**states)
     if loop is not None:
+        averaged = int(loop.get("averaged", 0))
         saved = torch.load(buffer_path, weights_only=True) if buffer_path.exists() else None
         if saved is not None and saved["global_step"] == global_step:  # not one written after checkpoint.pt
             rb.load_state_dict(saved["buffer"])
@@ -307,7 +320,7 @@ def train(args: Args) -> str:
                     else nullcontext()
                 ):
                     old_val = q_network(b_obs.float()).gather(1, b_actions.unsqueeze(1)).squeeze(1)
-                td_loss = F.mse_loss(old_val, td_target)
+                td_loss = (F.smooth_l1_loss if args.huber else F.mse_loss)(old_val, td_target)
                 # L0 LOGIC: expected share of open gated weights, weighted by the scheduled lambda
                 l0_loss = lam * l0.penalty(q_network) if args.sparsity == "l0" else torch.zeros(())
 
@@ -319,6 +332,9 @@ def train(args: Args) -> str:
                     l0.clamp_log_alpha_(q_network)
                 if pruner is not None:
                     pruner.step(global_step)
+                if average is not None and global_step > args.swa_start * args.total_timesteps:
+                    averaged += 1
+                    update_average(average, q_network, averaged)
 
             # update target network
             if run.due(global_step, args.num_envs, args.target_network_frequency):
@@ -341,12 +357,14 @@ def train(args: Args) -> str:
                 atomic_torch_save(buffer_path, {"global_step": global_step, "buffer": rb.state_dict()})
             else:  # outgrew the limit: no stale buffer stays behind
                 buffer_path.unlink(missing_ok=True)
-            loop = {"obs": obs, "learn_from": learn_from}
-            run.checkpoint(global_step, **states, loop=loop, envs=envs, policy=q_network)
+            loop = {"obs": obs, "learn_from": learn_from, "averaged": averaged}
+            run.checkpoint(
+                global_step, **states, loop=loop, envs=envs, policy=average if averaged else q_network
+            )
         if run.halting(global_step):
             break
     envs.close()
-    return run.finish(global_step, q_network, device)
+    return run.finish(global_step, average if averaged else q_network, device)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from l0rl.runkit.run import (
     sparsity_stats,
     validate,
 )
-from l0rl.runkit.targets import update_target
+from l0rl.runkit.targets import update_average, update_target
 from l0rl.runkit.tracker import WANDB_MODES, Tracker, read_metrics, resolve_wandb_mode
 
 __all__ = [
@@ -77,6 +77,7 @@ __all__ = [
     "resolve_wandb_mode",
     "run_cli",
     "seed_everything",
+    "update_average",
     "update_target",
     "sparsity_stats",
     "to_bytes",

@@ -2,6 +2,7 @@
 (effective weights of the online one), the replay buffer (true final observations, uint8 frames,
 stated size, episodes cut on resume), bit-exact resume, and bad input / divergence at the CLI."""
 
+import copy
 import dataclasses
 import subprocess
 from pathlib import Path
@@ -32,6 +33,7 @@ from l0rl.runkit import (
     parse_args,
     read_metrics,
     run_cli,
+    update_average,
     update_target,
 )
 
@@ -111,6 +113,54 @@ def test_mario_smoke(tmp_path):
 
 
 SPACES = (gym.spaces.Box(-np.inf, np.inf, (4,), np.float32), gym.spaces.Discrete(2))
+
+
+@pytest.mark.parametrize("kind", ["l0", "gmp"])
+def test_weight_average_is_the_mean_of_the_weights_with_the_latest_map(kind):
+    torch.manual_seed(0)
+    q = dqn.QNetwork(*SPACES)
+    pruner = None
+    if kind == "l0":
+        l0.sparsify(q, "weight", 0.5)
+    else:
+        pruner = gmp.GradualMagnitudePruner({"q": gmp.attach(q)}, 0.5, 1)
+    average = copy.deepcopy(q)
+    seen = []
+    for count in (1, 2, 3):
+        with torch.no_grad():
+            for p in q.parameters():
+                p.uniform_(-3, 3)  # new weights, and for l0 new gates (some closed, some open)
+        if pruner is not None:
+            pruner.apply(0.3 * count)  # a new mask each time
+        seen.append({k: v.clone() for k, v in q.state_dict().items()})
+        update_average(average, q, count)
+    for key, value in average.state_dict().items():
+        if key.endswith("original") or key.endswith("bias"):  # weights: the mean of the three
+            torch.testing.assert_close(value, sum(s[key] for s in seen) / 3, rtol=0, atol=1e-6)
+        else:  # log_alpha, gate constants, masks: the latest
+            assert torch.equal(value, seen[-1][key]), key
+    assert (
+        l0.stats(average) == l0.stats(q)
+        and gmp.stats(average)["gmp/sparsity"] == gmp.stats(q)["gmp/sparsity"]
+    )
+    with pytest.raises(ValueError, match="count is the number of updates averaged"):
+        update_average(average, q, 0)
+
+
+def test_swa_run_saves_and_evaluates_the_weight_average(tmp_path):
+    kw = dict(swa_start=0.5, l0_train_gates="deterministic", l0_random_closed=0.5)
+    halfway = load_checkpoint(dqn.train(tiny_args(tmp_path / "half", halt_after=200, eval_episodes=0, **kw)))
+    run_dir = dqn.train(tiny_args(tmp_path / "full", **kw))
+    ckpt = load_checkpoint(run_dir)
+    average, online = ckpt["networks"]["average"], ckpt["networks"]["q_network"]
+    assert ckpt["loop"]["averaged"] == optimizer_steps(ckpt) - optimizer_steps(halfway) > 20
+    assert_same_state(ckpt["policy"]["state"], average)
+    assert all(not torch.equal(average[k], online[k]) for k in online if k.endswith("original"))
+    assert all(torch.equal(average[k], online[k]) for k in online if k.endswith("log_alpha"))
+    # the closing evaluation played the saved average, and its sparsity is the online network's map
+    result = evaluate(l0rl.load_policy(run_dir), "CartPole-v1", {}, 2, seed=1 + 10_000, greedy=True)
+    assert eval_metrics(result)["eval/episodic_return"] == summary(run_dir)["eval/episodic_return"]
+    assert summary(run_dir)["l0/sparsity"] == closed_share(trained_policy(run_dir)) > 0
 
 
 @pytest.mark.parametrize("kind", ["l0", "gmp"])
@@ -361,9 +411,13 @@ def test_gates_closed_at_random_before_training_stay_closed_to_the_end(tmp_path)
     assert closed_share(trained_policy(part)) >= 1 - sum(kept) / sum(sizes)
 
 
-@pytest.mark.parametrize("mode", ["constant", "linear", "cosine", "target", "gmp", "anneal", "deterministic"])
+MODES = ["constant", "linear", "cosine", "target", "gmp", "anneal", "deterministic", "swa"]
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_resume_is_bit_exact(mode, tmp_path):
     kw = dict(sparsity="gmp", gmp_every=5) if mode == "gmp" else dict(l0_schedule=mode)
+    kw = dict(swa_start=0.3, huber=True) if mode == "swa" else kw  # the mean spans the halt at 200
     kw = dict(l0_anneal_lr=True, anneal_lr=True) if mode == "anneal" else kw
     kw = dict(l0_train_gates="deterministic", l0_schedule="linear") if mode == "deterministic" else kw
     kw |= dict(eval_episodes=0, target_network_frequency=50)
@@ -376,7 +430,7 @@ def test_resume_is_bit_exact(mode, tmp_path):
     a, b = load_checkpoint(full), load_checkpoint(part)
     assert b["finished"] and a["global_step"] == b["global_step"] == 400
     assert 0 < optimizer_steps(halted) < optimizer_steps(b), "learning both before and after the halt"
-    for net in ("q_network", "target_network"):
+    for net in ("q_network", "target_network") + (("average",) if mode == "swa" else ()):
         assert_same_state(a["networks"][net], b["networks"][net])
     assert a["schedulers"] == b["schedulers"]
     assert td_losses(full) == td_losses(part), "resumed record must not repeat or skip steps"
