@@ -89,9 +89,6 @@ class Args(RunArgs):
     double_dqn: bool = True
     """Double-DQN target: the online network (deterministic gates) picks the next action,
     the target network values it; --no-double-dqn uses the target network's max"""
-    huber: bool = False
-    """Huber (smooth L1) TD loss instead of the squared error: each sample's gradient is bounded, as in
-    the DQN paper's error clipping and SB3's DQN"""
     swa_start: float = 1.0
     """fraction of training after which the policy saved and evaluated is the mean of the Q-network's
     weights over every later gradient step (stochastic weight averaging, with the Q-network's own
@@ -322,7 +319,7 @@ def train(args: Args) -> str:
                     else nullcontext()
                 ):
                     old_val = q_network(b_obs.float()).gather(1, b_actions.unsqueeze(1)).squeeze(1)
-                td_loss = (F.smooth_l1_loss if args.huber else F.mse_loss)(old_val, td_target)
+                td_loss = F.mse_loss(old_val, td_target)
                 # L0 LOGIC: expected share of open gated weights, weighted by the scheduled lambda
                 l0_loss = lam * l0.penalty(q_network) if args.sparsity == "l0" else torch.zeros(())
 
