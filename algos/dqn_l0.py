@@ -131,8 +131,6 @@ class Args(RunArgs):
     l0_random_closed: float = 0.0
     """share of the gates closed at random before training (ERK shares per layer, l0.close_random); the
     penalty then picks the final map among the rest, inside a wide random one. 0: none"""
-    l0_random_rescale: bool = False
-    """with --l0-random-closed: scale each unit's weights by sqrt(fan_in / open fan_in) (l0.close_random)"""
 
     # to be filled in runtime
     num_iterations: int = 0
@@ -172,7 +170,7 @@ def gate(q_network: QNetwork, args: Args, obs_shape: tuple[int, ...]) -> None:
     l0.sparsify(q_network, args.l0_granularity, args.l0_drop_rate, output_granularity="weight")
     example = torch.zeros((1, *obs_shape), device=next(q_network.parameters()).device)
     l0.set_costs(q_network, args.l0_cost, example if args.l0_cost == "macs" else None)
-    l0.close_random(q_network, args.l0_random_closed, rescale=args.l0_random_rescale)  # seeded
+    l0.close_random(q_network, args.l0_random_closed)  # seeded: runs after seed_everything
 
 
 def check_args(args: Args) -> None:

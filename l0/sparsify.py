@@ -253,32 +253,22 @@ def erk_densities(shapes: list[tuple[int, ...]], density: float) -> list[float]:
 
 
 @torch.no_grad()
-def close_random(
-    model: nn.Module, sparsity: float, generator: torch.Generator | None = None, rescale: bool = False
-) -> None:
+def close_random(model: nn.Module, sparsity: float, generator: torch.Generator | None = None) -> None:
     """Close a random share `sparsity` of the gates before training: each layer keeps a random
     round(density x gates) of its gates as they are, with ERK densities (erk_densities), and the
     rest get log_alpha = LOG_ALPHA_MIN. The penalty and the RL loss then choose among the open ones.
     A closed gate stays closed under deterministic gates (its gate is clamped at 0, so the loss has
     no gradient for it, and clamp_log_alpha_ holds it at the floor); sampled gates can reopen one
     only through noise rarer than 1 in 4 000 per forward. Why: a wide random map keeps more units
-    alive at the same sparsity than the penalty alone, which concentrates on the units in use.
-    rescale: multiply each output unit's weights by sqrt(fan_in / open fan_in), so that its
-    pre-activation keeps the variance the dense initialisation gave it (a unit left with 6 of 120
-    inputs would otherwise start 4.5x quieter); per-weight gates only, unit gates keep whole fan-ins."""
+    alive at the same sparsity than the penalty alone, which concentrates on the units in use."""
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"random-start sparsity must be in [0, 1), got {sparsity}; 0 closes nothing")
     layers = [(m, gate) for _, m, gate in gated_layers(model)]
     shapes = [tuple(m.parametrizations["weight"].original.shape) for m, _ in layers]
-    for (module, gate), density in zip(layers, erk_densities(shapes, 1.0 - sparsity)):
+    for (_, gate), density in zip(layers, erk_densities(shapes, 1.0 - sparsity)):
         flat = gate.log_alpha.view(-1)
         order = torch.randperm(flat.numel(), generator=generator).to(flat.device)
         flat[order[round(density * flat.numel()) :]] = LOG_ALPHA_MIN
-        original = module.parametrizations["weight"].original
-        if rescale and gate.granularity == "weight":
-            open_in = (gate.log_alpha > LOG_ALPHA_MIN).flatten(1).sum(1).clamp(min=1)
-            scale = (original[0].numel() / open_in).sqrt()
-            original.mul_(scale.view(-1, *(1,) * (original.dim() - 1)).to(original.dtype))
 
 
 @torch.no_grad()

@@ -927,18 +927,3 @@ def test_close_random_closes_each_layer_by_its_erk_share_and_deterministic_train
     assert all(int((l0.harden(model)[i].weight[f] != 0).sum()) == 0 for i, f in zip((0, 2, 4), floors))
     with pytest.raises(ValueError, match=r"random-start sparsity must be in \[0, 1\), got 1.0"):
         l0.close_random(model, 1.0)
-
-
-@pytest.mark.parametrize("layer", [nn.Linear(120, 84), nn.Conv2d(8, 16, 3)])
-def test_close_random_rescale_gives_each_unit_its_dense_fan_in_scale(layer):
-    plain, scaled = (l0.sparsify(nn.Sequential(copy.deepcopy(layer))) for _ in range(2))
-    l0.close_random(plain, 0.9, torch.Generator().manual_seed(3))
-    l0.close_random(scaled, 0.9, torch.Generator().manual_seed(3), rescale=True)
-    (_, p, gate), (_, s, _) = next(l0.gated_layers(plain)), next(l0.gated_layers(scaled))
-    fan_in = p.parametrizations["weight"].original[0].numel()
-    open_in = (gate.log_alpha > l0.LOG_ALPHA_MIN).flatten(1).sum(1)
-    assert 0 < int(open_in.min()) < fan_in, "every unit keeps some inputs and loses some"
-    ratio = s.parametrizations["weight"].original / p.parametrizations["weight"].original
-    expected = (fan_in / open_in.float()).sqrt().view(-1, *(1,) * (ratio.dim() - 1)).expand_as(ratio)
-    torch.testing.assert_close(ratio, expected)
-    assert torch.equal(*(l0.gate_parameters(m)[0] == l0.LOG_ALPHA_MIN for m in (plain, scaled)))
