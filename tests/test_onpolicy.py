@@ -144,6 +144,35 @@ def test_mario_smoke(algo, tmp_path):
     assert isinstance(trained_policy(run_dir)[1], torch.nn.Conv2d)
 
 
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_the_shared_cnn_torso_runs_once_with_both_heads_outputs_and_gradients(algo):
+    # get_action_and_value runs the torso once for actor and critic (it holds ~all the MACs); it
+    # must give what the two networks give on their own, in outputs and in every gradient
+    torch.manual_seed(0)
+    obs = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    agent = ALGOS[algo].Agent(obs, gym.spaces.Discrete(7)).to(memory_format=torch.channels_last)
+    for net in (agent.actor, agent.critic_own):
+        l0.sparsify(net, "mixed", output_granularity="weight")
+    calls = []
+    agent.actor[1].register_forward_hook(lambda *_: calls.append(1))
+    x, actions = torch.randint(0, 256, (5, *obs.shape), dtype=torch.uint8), torch.randint(0, 7, (5,))
+    with l0.frozen_gates(agent):  # one gate draw for both computations
+        _, logprob, entropy, value = agent.get_action_and_value(x, actions)
+        assert len(calls) == 1
+        (logprob.sum() + entropy.sum() + value.sum()).backward()
+        once = {name: p.grad.clone() for name, p in agent.named_parameters()}
+        agent.zero_grad()
+        dist = torch.distributions.Categorical(logits=agent.actor(x))
+        ref_value = agent.critic(x)
+        assert len(calls) == 3
+        assert torch.equal(logprob, dist.log_prob(actions)) and torch.equal(value, ref_value)
+        (dist.log_prob(actions).sum() + dist.entropy().sum() + ref_value.sum()).backward()
+    gated = [name for name in once if name.endswith("log_alpha")]
+    assert len(gated) == 6 and all(once[n].abs().sum() > 0 for n in once)
+    for name, p in agent.named_parameters():
+        torch.testing.assert_close(once[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_mac_costs_with_a_gated_critic_on_the_shared_cnn(tmp_path):
     # Mario's defaults gate the critic's head, which sits on the torso's 512 features: the MACs of
     # every gate are counted from the observation through the whole network (20x20, 9x9 and 7x7
