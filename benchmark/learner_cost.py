@@ -4,13 +4,15 @@
     python -m benchmark.learner_cost --per-head            # the torso run once per head (the code before 0.2.1)
     python -m benchmark.learner_cost --contiguous          # conv kernels in torch's default layout
     python -m benchmark.learner_cost --widths 21 32 56     # a torso narrowed to these conv widths
+    python -m benchmark.learner_cost --closed 11 32 8      # that many conv channels of each layer gated shut
 
 One iteration is what `algos/ppo_l0.py` does besides stepping the emulators: num_envs x num_steps
 rollout forwards (batch num_envs, gates cached), then update_epochs x num_minibatches minibatches of
 forward, backward and Adam, inside one frozen gate draw, with Mario's mixed L0 gates. Frames are
 random (the cost does not depend on them). `--widths` answers "what would removing closed channels
 during training buy": a torso built at those widths costs what a loop skipping the closed channels
-would. Prints one line per repeat and returns the figures.
+would; `--closed` shuts that many channels' unit gates, which the loop still computes (as zeros).
+Prints one line per repeat and returns the figures.
 """
 
 import argparse
@@ -79,6 +81,7 @@ def iteration(agent: ppo_l0.Agent, optimizer, args: ppo_l0.Args, per_head: bool)
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m benchmark.learner_cost", description=__doc__.split("\n\n")[0])
     p.add_argument("--widths", type=int, nargs=3, metavar="C", help="conv widths (default 32 64 64)")
+    p.add_argument("--closed", type=int, nargs=3, metavar="K", help="conv channels gated shut per layer")
     p.add_argument("--per-head", action="store_true", help="run the torso once per head")
     p.add_argument("--contiguous", action="store_true", help="conv kernels not channels-last")
     p.add_argument("--repeats", type=int, default=3, help="iterations to time (default 3)")
@@ -89,6 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
     a = p.parse_args(argv)
     if a.widths is not None and min(a.widths) < 1:
         raise UsageError(f"--widths must be 3 positive conv widths, got {a.widths}")
+    if a.closed is not None and not all(0 <= k < w for k, w in zip(a.closed, a.widths or (32, 64, 64))):
+        raise UsageError(f"--closed must leave every conv at least one open channel, got {a.closed}")
     if min(a.repeats, a.num_envs, a.num_steps, a.num_minibatches, a.update_epochs) < 1:
         raise UsageError(
             "--repeats, --num-envs, --num-steps, --num-minibatches and --update-epochs must be >= 1"
@@ -107,17 +112,22 @@ def main(argv: list[str] | None = None) -> dict:
         agent = agent.to(memory_format=torch.channels_last)
     nets = {"actor": agent.actor, "critic": agent.critic_own}
     ppo_l0.gate(agent, nets, args, FRAMES)
+    gates = {id(module): gate for _, module, gate in l0.gated_layers(agent)}
+    with torch.no_grad():
+        for pos, k in zip(CONVS, a.closed or (0, 0, 0)):
+            gates[id(agent.actor[pos])].log_alpha[:k] = l0.LOG_ALPHA_MIN
     optimizer = torch.optim.Adam(l0.param_groups(agent, args.learning_rate, args.l0_lr), eps=1e-5)
     calls = []
     agent.actor[CONVS[0]].register_forward_hook(lambda *_: calls.append(1))
-    result = {"widths": [agent.actor[i].out_channels for i in CONVS], "per_head": a.per_head}
+    result = {"widths": [agent.actor[i].out_channels for i in CONVS], "closed": a.closed or [0, 0, 0]}
+    result |= {"per_head": a.per_head}
     result |= {"channels_last": not a.contiguous, "threads": torch.get_num_threads(), "repeats": []}
     for _ in range(a.repeats):
         calls.clear()
         rollout, update = iteration(agent, optimizer, args, a.per_head)
         result["repeats"].append({"rollout_s": rollout, "update_s": update, "first_conv_calls": len(calls)})
         print(
-            f"widths {'/'.join(map(str, result['widths']))} | rollout {rollout:.2f} s | update {update:.2f} s "
+            f"widths {'/'.join(map(str, result['widths']))}, closed {'/'.join(map(str, result['closed']))} | rollout {rollout:.2f} s | update {update:.2f} s "
             f"| total {rollout + update:.2f} s"
         )
     return result

@@ -625,14 +625,17 @@ def test_learner_cost_runs_the_torso_once_per_forward_unless_per_head():
     from l0rl.errors import UsageError
 
     tiny = ["--num-envs", "2", "--num-steps", "4", "--num-minibatches", "2", "--update-epochs", "1"]
-    once = learner_cost([*tiny, "--repeats", "1", "--widths", "8", "16", "16"])
+    once = learner_cost([*tiny, "--repeats", "1", "--widths", "8", "16", "16", "--closed", "2", "0", "3"])
     twice = learner_cost([*tiny, "--repeats", "1", "--per-head", "--contiguous"])
     # 4 rollout forwards + 2 minibatches: one torso pass each, or one per head
     assert [r["first_conv_calls"] for r in once["repeats"]] == [6]
     assert [r["first_conv_calls"] for r in twice["repeats"]] == [12]
     assert once["widths"] == [8, 16, 16] and twice["widths"] == [32, 64, 64]
+    assert once["closed"] == [2, 0, 3] and twice["closed"] == [0, 0, 0]
     assert once["channels_last"] and not twice["channels_last"]
     with pytest.raises(UsageError, match="--num-minibatches must divide"):
         learner_cost(["--num-envs", "3", "--num-steps", "1", "--num-minibatches", "2"])
     with pytest.raises(UsageError, match="--widths must be 3 positive"):
         learner_cost(["--widths", "0", "1", "1"])
+    with pytest.raises(UsageError, match="--closed must leave every conv at least one open channel"):
+        learner_cost(["--widths", "8", "16", "16", "--closed", "0", "16", "0"])
