@@ -1,7 +1,7 @@
 """Seconds of learner work in one PPO iteration on the Mario Nature CNN, emulators left out.
 
     python -m benchmark.learner_cost                       # Mario's PPO defaults, as ppo_l0 runs them
-    python -m benchmark.learner_cost --per-head            # the torso run once per head (the code before 0.2.1)
+    python -m benchmark.learner_cost --per-head            # the torso run once per head, as before 2026-11-28
     python -m benchmark.learner_cost --contiguous          # conv kernels in torch's default layout
     python -m benchmark.learner_cost --widths 21 32 56     # a torso narrowed to these conv widths
     python -m benchmark.learner_cost --closed 11 32 8      # that many conv channels of each layer gated shut
@@ -10,7 +10,7 @@ One iteration is what `algos/ppo_l0.py` does besides stepping the emulators: num
 rollout forwards (batch num_envs, gates cached), then update_epochs x num_minibatches minibatches of
 forward, backward and Adam, inside one frozen gate draw, with Mario's mixed L0 gates. Frames are
 random (the cost does not depend on them). `--widths` answers "what would removing closed channels
-during training buy": a torso built at those widths costs what a loop skipping the closed channels
+during training buy": a torso built at those widths costs what a network rebuilt at its open widths
 would; `--closed` shuts that many channels' unit gates, which the loop still computes (as zeros).
 Prints one line per repeat and returns the figures.
 """
@@ -126,10 +126,10 @@ def main(argv: list[str] | None = None) -> dict:
         calls.clear()
         rollout, update = iteration(agent, optimizer, args, a.per_head)
         result["repeats"].append({"rollout_s": rollout, "update_s": update, "first_conv_calls": len(calls)})
-        print(
-            f"widths {'/'.join(map(str, result['widths']))}, closed {'/'.join(map(str, result['closed']))} | rollout {rollout:.2f} s | update {update:.2f} s "
-            f"| total {rollout + update:.2f} s"
+        shape = (
+            f"widths {'/'.join(map(str, result['widths']))}, closed {'/'.join(map(str, result['closed']))}"
         )
+        print(f"{shape} | rollout {rollout:.2f} s | update {update:.2f} s | total {rollout + update:.2f} s")
     return result
 
 
