@@ -54,11 +54,16 @@ def evaluate_path(path: Path, episodes: int, seed: int | None) -> dict:
         "return_sem": float(returns.std(ddof=1) / math.sqrt(episodes)) if episodes > 1 else None,
         "returns": returns.tolist(),
         "lengths": [int(n) for n in result["lengths"]],
+        "x_pos": result["x_pos"],
+        "flags": result["flags"],
     }
 
 
 def table(rows: list[dict]) -> list[str]:
-    lines = ["| policy | episodes | return mean | std | standard error |", "|---|---|---|---|---|"]
+    mario = any(r["x_pos"] is not None for r in rows)  # Mario: how far it got, beside the return
+    head = "| policy | episodes | return mean | std | standard error |"
+    lines = [head + (" furthest x (mean) | best | flags |" if mario else ""), "|---|---|---|---|---|"]
+    lines[1] += "---|---|---|" if mario else ""
     for r in rows:
         sem = "-" if r["return_sem"] is None else f"{r['return_sem']:.1f}"
         name = (
@@ -66,7 +71,12 @@ def table(rows: list[dict]) -> list[str]:
             if r["path"].endswith(".pt")
             else r["path"]
         )
-        lines.append(f"| {name} | {r['episodes']} | {r['return_mean']:.1f} | {r['return_std']:.1f} | {sem} |")
+        line = f"| {name} | {r['episodes']} | {r['return_mean']:.1f} | {r['return_std']:.1f} | {sem} |"
+        if mario and r["x_pos"] is None:
+            line += " - | - | - |"
+        elif mario:
+            line += f" {np.mean(r['x_pos']):.0f} | {max(r['x_pos'])} | {sum(r['flags'])} |"
+        lines.append(line)
     return lines
 
 
