@@ -26,6 +26,7 @@ from l0rl import gmp, l0
 from l0rl.algos import dqn_l0 as dqn
 from l0rl.runkit import (
     BUFFER_NAME,
+    UsageError,
     ReplayBuffer,
     eval_metrics,
     evaluate,
@@ -201,6 +202,19 @@ def test_keep_best_saves_and_evaluates_the_best_candidate_and_trains_the_same_we
             == expected
         )
     assert summary(kept_dir)["l0/sparsity"] == closed_share(trained_policy(kept_dir)) > 0
+    # benchmark.evaluate --network q_network plays the last weights: what the run without a kept policy saved
+    from benchmark.evaluate import main as evaluate_main
+
+    (row,) = evaluate_main([kept_dir, "--network", "q_network", "--episodes", "2"])
+    assert (
+        row["return_mean"]
+        == summary(last_dir)["eval/episodic_return"]
+        != summary(kept_dir)["eval/episodic_return"]
+    )
+    with pytest.raises(
+        UsageError, match="no network 'online' in the checkpoint; it has q_network, target_network"
+    ):
+        evaluate_main([kept_dir, "--network", "online"])
 
 
 @pytest.mark.parametrize("kind", ["l0", "gmp"])
