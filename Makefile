@@ -40,7 +40,7 @@ format: setup
 	$(VENV)/bin/ruff format .
 
 bench: setup
-	$(PY) benchmark/l0_overhead.py
+	$(PY) -m benchmark.measure.l0_overhead
 
 # the committed comparison reports (benchmark/results/<suite>/REPORT.md); quick takes about 40 min on 2 cores
 bench-quick: setup

@@ -641,7 +641,7 @@ def test_windows_table_holds_each_runs_mean_return_count_and_last_sparsity(tmp_p
 
 
 def test_conv_blocks_times_every_width_up_to_the_dense_one():
-    from benchmark.conv_blocks import main as conv_blocks
+    from benchmark.measure.conv_blocks import main as conv_blocks
     from l0rl.errors import UsageError
 
     result = conv_blocks(["--layer", "3", "--rounds", "1"])
@@ -674,7 +674,7 @@ def test_a_compress_report_answers_only_the_options_it_recorded():
 
 
 def test_learner_cost_runs_the_torso_once_per_forward_unless_per_head():
-    from benchmark.learner_cost import main as learner_cost
+    from benchmark.measure.learner_cost import main as learner_cost
     from l0rl.errors import UsageError
 
     tiny = ["--num-envs", "2", "--num-steps", "4", "--num-minibatches", "2", "--update-epochs", "1"]
