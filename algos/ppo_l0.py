@@ -71,6 +71,8 @@ class Args(RunArgs):
     """anneal the gates' rate (--l0-lr) with the weights' (with --anneal-lr; turn off for --l0-schedule target)"""
     gamma: float = 0.99
     """the discount factor gamma"""
+    reward_scale: float = 1.0
+    """multiplies every reward the update sees (episode returns are logged unscaled)"""
     gae_lambda: float = 0.95
     """the lambda for the general advantage estimation"""
     num_minibatches: int = 4
@@ -201,7 +203,9 @@ def gate(agent: Agent, sparse: dict[str, nn.Module], args: Args, obs_shape: tupl
 
 def check_args(args: Args) -> None:
     validate(
-        args, positive=("learning_rate", "l0_lr", "max_grad_norm", "clip_coef"), unit=("gamma", "gae_lambda")
+        args,
+        positive=("learning_rate", "l0_lr", "max_grad_norm", "clip_coef", "reward_scale"),
+        unit=("gamma", "gae_lambda"),
     )
     validate(args, at_least_one=("num_envs", "num_steps", "num_minibatches", "update_epochs"))
     validate(args, non_negative=("l0_lambda_actor", "l0_lambda_critic", "l0_conv_cost"))  # 0: no penalty
@@ -302,7 +306,7 @@ def train(args: Args) -> str:
                     # TRY NOT TO MODIFY: execute the game and log data.
                     next_obs_np, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
                     next_done_np = np.logical_or(terminations, truncations)
-                    reward = torch.tensor(reward, dtype=torch.float32, device=device)
+                    reward = torch.tensor(reward, dtype=torch.float32, device=device) * args.reward_scale
                     # SAME_STEP autoreset: a truncated episode bootstraps from its true final obs
                     bootstrap_truncations(
                         reward, terminations, truncations, infos, agent.get_value, args.gamma, obs_dtype

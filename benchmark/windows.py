@@ -1,10 +1,10 @@
-"""Training return and sparsity of runs side by side, per window of env steps, as a markdown table:
+"""Training return, Mario's furthest x and sparsity of runs side by side, per window of env steps, as a markdown table:
 what a long run's notes quote while it trains (the report's curves are figures, this is their numbers).
 
     python -m benchmark.windows benchmark/runs/mario/*dense* benchmark/runs/mario/*ppo_l0__* --every 20000
 
 Each row is a window (step - every, step]: the mean return of the training episodes that ended in it
-(their count in brackets) and the sparsity last logged at or before its end, for every run that has
+(their count in brackets), for Mario their mean and best furthest x, and the sparsity last logged at or before its end, for every run that has
 reached the window's end.
 """
 
@@ -16,15 +16,21 @@ from l0rl.errors import UsageError
 from l0rl.runkit import read_metrics
 from l0rl.runkit.cli import run_cli
 
-RETURN, SPARSITY = "charts/episodic_return", ("l0/sparsity", "gmp/sparsity")
+RETURN, X, SPARSITY = "charts/episodic_return", "charts/x_pos", ("l0/sparsity", "gmp/sparsity")
 
 
-def window_stats(rows: list[dict], end: int, every: int) -> tuple[float | None, int, float | None]:
-    """(mean training return, episodes, sparsity) of one run's record for the window (end - every, end]."""
-    returns = [r[RETURN] for r in rows if RETURN in r and end - every < r["global_step"] <= end]
+def _in(rows: list[dict], key: str, end: int, every: int) -> list[float]:
+    return [r[key] for r in rows if key in r and end - every < r["global_step"] <= end]
+
+
+def window_stats(rows: list[dict], end: int, every: int) -> tuple[float | None, int, float | None, str]:
+    """(mean training return, episodes, sparsity, Mario's "x mean (best)" or "") of one run's record
+    for the window (end - every, end]."""
+    returns, xs = _in(rows, RETURN, end, every), _in(rows, X, end, every)
     logged = [r[k] for r in rows if r["global_step"] <= end for k in SPARSITY if r.get(k) is not None]
     mean = math.fsum(returns) / len(returns) if returns else None
-    return mean, len(returns), logged[-1] if logged else None
+    x = f" x {math.fsum(xs) / len(xs):,.0f} ({max(xs):,.0f})" if xs else ""
+    return mean, len(returns), logged[-1] if logged else None, x
 
 
 def table(runs: dict[str, list[dict]], every: int, start: int = 0) -> list[str]:
@@ -37,8 +43,8 @@ def table(runs: dict[str, list[dict]], every: int, start: int = 0) -> list[str]:
             if not rows or rows[-1]["global_step"] < end:  # not there yet: no partial window
                 cells.append("-")
                 continue
-            mean, n, sparsity = window_stats(rows, end, every)
-            cell = "-" if mean is None else f"{mean:.0f} ({n})"
+            mean, n, sparsity, x = window_stats(rows, end, every)
+            cell = "-" if mean is None else f"{mean:.0f} ({n}){x}"
             cells.append(cell + ("" if sparsity is None else f" / {sparsity * 100:.1f} %"))
         lines.append(f"| {end:,} | " + " | ".join(cells) + " |")
     return lines

@@ -143,8 +143,8 @@ class _StageRunner:
         self.dense = dense_reference(self.hardened)
 
     def play(self, module: nn.Module, stage: str = "") -> dict:
-        """Return mean / std (and success rate) over the evaluation episodes, evaluated as the run's
-        own final evaluation was (greedy or sampled actions, step cap)."""
+        """Return mean / std (and success rate, Mario's mean furthest x and flag rate) over the evaluation
+        episodes, evaluated as the run's own final evaluation was (greedy or sampled actions, step cap)."""
         result = evaluate_as_run(
             module, self.ckpt, self.episodes, self.seed, self.progress, f"compress {stage}".rstrip()
         )
@@ -153,6 +153,8 @@ class _StageRunner:
             "return_mean": m["episodic_return"],
             "return_std": m["episodic_return_std"],
             "success_rate": m.get("success_rate"),
+            "x_pos": m.get("x_pos"),
+            "flag_rate": m.get("flag_rate"),
         }
 
     def record(self, name: str, chain: nn.Sequential, runnable: nn.Module | None = None) -> dict:

@@ -21,23 +21,32 @@ COLUMNS = [
     ("latency_vs", "vs dense [IQR]", str),
     ("return", "return", str),
     ("success_rate", "success", lambda v: "-" if v is None else f"{100 * v:.0f}%"),
+    ("x_pos", "furthest x", lambda v: f"{v:,.0f}"),
+    ("flag_rate", "flags", lambda v: f"{100 * v:.0f}%"),
 ]
+OPTIONAL = ("x_pos", "flag_rate")
+"""Columns shown only for envs that report them (Mario's progress: the return alone hides how far it got)."""
 
 
-def _cells(stage: dict) -> list[str]:
+def _columns(stages: list[dict]) -> list[tuple]:
+    return [c for c in COLUMNS if c[0] not in OPTIONAL or any(s.get(c[0]) is not None for s in stages)]
+
+
+def _cells(stage: dict, columns: list[tuple]) -> list[str]:
     values = {
         **stage,
         "return": f"{stage['return_mean']:.2f} +- {stage['return_std']:.2f}",
         "latency_vs": f"{stage['latency_ratio']:.2f}x [{stage['latency_ratio_q25']:.2f}-"
         f"{stage['latency_ratio_q75']:.2f}]",
     }
-    return [fmt(values[key]) for key, _, fmt in COLUMNS]
+    return [fmt(values[key]) for key, _, fmt in columns]
 
 
 def format_table(stages: list[dict]) -> str:
     """The stage table as aligned plain text (first column left-aligned, numbers right-aligned)."""
-    rows = [[header for _, header, _ in COLUMNS]] + [_cells(s) for s in stages]
-    widths = [max(len(r[j]) for r in rows) for j in range(len(COLUMNS))]
+    columns = _columns(stages)
+    rows = [[header for _, header, _ in columns]] + [_cells(s, columns) for s in stages]
+    widths = [max(len(r[j]) for r in rows) for j in range(len(columns))]
     lines = []
     for n, row in enumerate(rows):
         cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]

@@ -14,13 +14,12 @@ from functools import partial
 import gymnasium as gym
 import numpy as np
 
+from l0rl.envs.mario import MarioFrames, grey_table
 from l0rl.envs.needle_reach import REWARD_TYPES, NeedleReach, goal_reward
 from l0rl.envs.registry import EnvError, family, resolve_env_id
 from l0rl.envs.surrol_adapter import make_surrol
 
 GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
-MARIO_FRAME_SIZE = (84, 84)
-MARIO_STACK = 4
 
 
 def _check_reward_type(value) -> None:
@@ -99,18 +98,14 @@ def _gym_pipeline(env_id: str, video_dir: str | None, **options) -> gym.Env:
 
 
 def _mario_pipeline(env_id: str, video_dir: str | None, skip: int = 4) -> gym.Env:
-    """The NES emulator with the 7 SIMPLE_MOVEMENT actions, then Nature-DQN style frame preprocessing."""
+    """The NES emulator with the 7 SIMPLE_MOVEMENT actions, then Nature-DQN style frames (envs.mario)."""
     # Optional packages, imported only when a Mario env is built (envs.registry checked them).
     import gym_super_mario_bros
     from gym_super_mario_bros.actions import SIMPLE_MOVEMENT
     from nes_py.wrappers import JoypadSpace
 
     env = gym_super_mario_bros.make(env_id, render_mode="rgb_array" if video_dir else None)
-    env = _record(JoypadSpace(env, SIMPLE_MOVEMENT), video_dir)
-    env = gym.wrappers.MaxAndSkipObservation(env, skip=skip)
-    env = gym.wrappers.GrayscaleObservation(env)
-    env = gym.wrappers.ResizeObservation(env, MARIO_FRAME_SIZE)
-    return gym.wrappers.FrameStackObservation(env, MARIO_STACK)
+    return MarioFrames(_record(JoypadSpace(env, SIMPLE_MOVEMENT), video_dir), skip=skip)
 
 
 def _surrol_pipeline(env_id: str, video_dir: str | None) -> gym.Env:
@@ -152,6 +147,8 @@ def make_env(env_id: str, seed: int, idx: int, capture_video: bool, run_name: st
     """
     env_id = resolve_env_id(env_id)
     check_options(env_id, options)
+    if family(env_id) == "mario":
+        grey_table()  # built here, once: forked vector-env workers share the parent's copy
     video_dir = f"videos/{run_name}" if capture_video and idx == 0 else None
     if video_dir and importlib.util.find_spec("moviepy") is None:
         raise EnvError('capture_video needs moviepy: pip install -e ".[video]"')

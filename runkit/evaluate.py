@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from l0rl.envs import make_env
+from l0rl.envs.mario import FLAG, FURTHEST_X
 from l0rl.runkit.progress import Progress
 
 EVAL_SEED_OFFSET = 10_000
@@ -32,7 +33,8 @@ def evaluate(
     progress: bool = False,
     label: str = "eval",
 ) -> dict:
-    """Run `episodes` episodes; returns lists of returns, lengths and (where reported) successes.
+    """Run `episodes` episodes; returns lists of returns, lengths and, where the env reports them,
+    successes (goal envs) and each episode's furthest x and flag (Mario: "x_pos", "flags").
     With greedy=False a discrete policy samples its actions (seeded): the only source of variety in
     a deterministic emulator such as Mario's, where greedy episodes from one start are all the same."""
     env = make_env(env_id, seed, 0, False, "", **(env_options or {}))()
@@ -40,7 +42,7 @@ def evaluate(
     gen = torch.Generator().manual_seed(seed)
     was_training = policy.training
     policy.eval()
-    returns, lengths, successes = [], [], []
+    returns, lengths, successes, furthest, flags = [], [], [], [], []
     shown = Progress(episodes, enabled=progress, every_s=10.0, desc=f"{label} {env_id}", unit="episode")
     try:
         for i in range(episodes):
@@ -64,16 +66,26 @@ def evaluate(
             lengths.append(steps)
             if "is_success" in info:
                 successes.append(float(info["is_success"]))
+            if FURTHEST_X in info:  # Mario: how far the episode got, whatever its return says
+                furthest.append(int(info[FURTHEST_X]))
+                flags.append(bool(info[FLAG]))
             shown.update(i + 1, ret=float(np.mean(returns)))
     finally:
         shown.close()
         env.close()
         policy.train(was_training)
-    return {"returns": returns, "lengths": lengths, "successes": successes or None}
+    return {
+        "returns": returns,
+        "lengths": lengths,
+        "successes": successes or None,
+        "x_pos": furthest or None,
+        "flags": flags or None,
+    }
 
 
 def eval_metrics(result: dict, prefix: str = "eval/") -> dict[str, float]:
-    """Mean and std of an `evaluate` result, named for logging."""
+    """Mean and std of an `evaluate` result, named for logging; Mario's progress as x_pos (mean furthest
+    x), x_pos_max and flag_rate."""
     r = np.asarray(result["returns"], dtype=np.float64)
     out = {
         f"{prefix}episodic_return": float(r.mean()),
@@ -82,6 +94,10 @@ def eval_metrics(result: dict, prefix: str = "eval/") -> dict[str, float]:
     }
     if result["successes"] is not None:
         out[f"{prefix}success_rate"] = float(np.mean(result["successes"]))
+    if result.get("x_pos") is not None:
+        out[f"{prefix}x_pos"] = float(np.mean(result["x_pos"]))
+        out[f"{prefix}x_pos_max"] = float(np.max(result["x_pos"]))
+        out[f"{prefix}flag_rate"] = float(np.mean(result["flags"]))
     return out
 
 

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from l0rl import gmp, l0
+from l0rl.envs.mario import FLAG, FURTHEST_X
 from l0rl.envs.registry import family, resolve_env_id
 from l0rl.errors import NonFiniteError, UsageError
 from l0rl.policy import policy_record
@@ -518,6 +519,7 @@ class Run:
         self.global_step = self.start_step = self.ckpt["global_step"] if self.ckpt else 0
         self.recent_returns: list[float] = []
         self.recent_successes: list[float] = []  # goal envs (info "is_success"): the last 20 episodes
+        self.recent_x: list[int] = []  # Mario: the furthest x of the last 20 episodes
 
     def _fork(self, args: Any) -> Any:
         """The source run's arguments with the forkable ones this command changed (parse_args made the
@@ -718,9 +720,13 @@ class Run:
         )
 
     def log_episodes(self, infos: dict, global_step: int) -> None:
-        """Log every episode that ended in this vector step (RecordEpisodeStatistics infos), and for
-        goal envs the success rate over the last 20 episodes."""
+        """Log every episode that ended in this vector step (RecordEpisodeStatistics infos), for goal
+        envs the success rate over the last 20 episodes, and for Mario each episode's furthest x and flag."""
         final_info = infos.get("final_info", {})
+        for i in np.nonzero(final_info.get(f"_{FURTHEST_X}", []))[0]:
+            x, flag = int(final_info[FURTHEST_X][i]), float(final_info[FLAG][i])
+            self.recent_x = (self.recent_x + [x])[-20:]
+            self.tracker.log({"charts/x_pos": x, "charts/flag_get": flag}, global_step)
         for i in np.nonzero(final_info.get("_is_success", []))[0]:
             self.recent_successes = (self.recent_successes + [float(final_info["is_success"][i])])[-20:]
             self.tracker.log({"charts/success_rate": float(np.mean(self.recent_successes))}, global_step)
@@ -749,6 +755,8 @@ class Run:
         ret = float(np.mean(self.recent_returns)) if self.recent_returns else None
         if self.recent_successes:
             shown.setdefault("success", float(np.mean(self.recent_successes)))
+        if self.recent_x:
+            shown.setdefault("x", int(np.mean(self.recent_x)))
         self.progress.update(global_step, SPS=sps, ret=ret, **shown)
         self.global_step = global_step
 
@@ -823,6 +831,11 @@ class Run:
         if "eval/episodic_return" in final:
             parts.append(
                 f"eval return {final['eval/episodic_return']:.1f} +- {final['eval/episodic_return_std']:.1f}"
+            )
+        if "eval/x_pos" in final:
+            parts.append(
+                f"furthest x {final['eval/x_pos']:,.0f} (best {final['eval/x_pos_max']:,.0f}) | "
+                f"flag rate {100 * final['eval/flag_rate']:.0f} %"
             )
         if "sparsity" in final and self.args.sparsity != "none":
             parts.append(f"sparsity {100 * final['sparsity']:.1f} %")
