@@ -14,6 +14,7 @@ data to check, never a path to follow. The directory itself is the one the user 
 
 import errno
 import io
+import json
 import os
 import pickle
 import stat
@@ -107,6 +108,20 @@ def read_text(path: str | Path, limit: int = TEXT_FILE_LIMIT) -> str:
         return data.decode()
     except UnicodeDecodeError as e:
         raise RunError(f"{path} is not UTF-8 text (byte {e.start}); it is not a file l0rl wrote") from None
+
+
+def read_json_object(path: str | Path, limit: int = TEXT_FILE_LIMIT) -> dict | None:
+    """A JSON object file read through read_text (None when there is none); anything else that is
+    there is a RunError naming it."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        obj = json.loads(read_text(path, limit))
+    except ValueError:
+        obj = None
+    if not isinstance(obj, dict):
+        raise RunError(f"{path} is not a JSON object; restore it from a copy, or delete it and rerun the step that wrote it")
+    return obj
 
 
 def real_dir(path: str | Path) -> Path:

@@ -19,7 +19,7 @@ from typing import Any
 
 from l0rl.errors import RunError, UsageError
 from l0rl.runkit.checkpoint import atomic_write_json, finite_or_none
-from l0rl.runkit.files import append_record, atomic_write_bytes, read_text, real_dir
+from l0rl.runkit.files import append_record, atomic_write_bytes, read_json_object, read_text, real_dir
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 METRICS_NAME = "metrics.jsonl"
@@ -248,13 +248,4 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 def read_summary(run_dir: str | Path) -> dict:
     """A run's summary.json ({} when it has none); one that is not a JSON object is a RunError."""
-    path = Path(run_dir) / SUMMARY_NAME
-    if not os.path.lexists(path):
-        return {}
-    try:
-        summary = json.loads(read_text(path))
-    except ValueError:
-        summary = None
-    if not isinstance(summary, dict):
-        raise RunError(f"{path} is not a JSON object; delete it (the next summary rewrites it) or restore it")
-    return summary
+    return read_json_object(Path(run_dir) / SUMMARY_NAME) or {}
