@@ -19,7 +19,9 @@ one. Without it a resumed run starts fresh episodes, as the asynchronous Mario e
 
 Neither direction ever replaces a more advanced run: `save` skips a run whose carried copy is at the
 same or a later step, and `restore` skips a run already present on this machine at the same or a
-later step.
+later step. The carry folder comes from git, so a symlink in it (a run, or a `<run>.partial` left in
+the way) is never followed or written through, only regular files are copied, and a run that cannot
+be copied is skipped with one line while the others are (exit 1 at the end).
 """
 
 import argparse

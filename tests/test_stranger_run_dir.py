@@ -21,7 +21,7 @@ from benchmark import carry
 from l0rl.algos import ppo_l0
 from l0rl.compress.__main__ import main as compress_main
 from l0rl.compress.serialize import FORMAT, VERSION, load_compressed, to_bytes
-from l0rl.errors import RunError, UsageError
+from l0rl.errors import NonFiniteError, RunError, UsageError
 from l0rl.runkit import checkpoint as ckpt_mod
 from l0rl.runkit import files, load_checkpoint, read_metrics, tracker
 from l0rl.runkit.cli import run_cli
@@ -455,3 +455,49 @@ def test_a_wandb_server_that_never_answers_costs_at_most_the_probe_deadline(tmp_
         assert time.time() - start < 2.0 and not (tmp_path / "runs").exists()
     finally:
         listener.close()
+
+
+# --- 9: every bad value and crafted field gets one line ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"seed": -1}, "--seed must be in"),
+        ({"seed": 2**40}, "--seed must be in"),
+        ({"l0_lambda_actor": float("nan")}, "--l0-lambda-actor must be a finite number"),
+        ({"ent_coef": float("nan")}, "--ent-coef must be a finite number"),
+        ({"learning_rate": float("inf")}, "--learning-rate must be a finite number"),
+    ],
+)
+def test_a_bad_number_is_refused_before_a_run_exists(tmp_path, option, message):
+    with pytest.raises(UsageError, match=message):
+        ppo_l0.train(tiny(tmp_path / "runs", **option))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_learning_rate_that_overflows_the_optimizer_is_divergence(tmp_path):
+    with pytest.raises(NonFiniteError, match="training diverged"):
+        ppo_l0.train(tiny(tmp_path / "runs", learning_rate=1e38))
+    freed()
+
+
+def test_crafted_plain_data_fields_in_a_checkpoint_are_one_line(tmp_path):
+    run = halted(tmp_path / "runs")
+    good = torch.load(run / "checkpoint.pt", weights_only=True)
+    crafted = [
+        (lambda c: c["args"].update(total_timesteps="512"), "saved --total-timesteps is '512'"),
+        (lambda c: c["args"].update(no_such_option=1), "--no-such-option, which this l0rl does not know"),
+        (lambda c: c.update(env_state_mac="é" * 64), "env_state_mac"),
+        (lambda c: c["rng"].update(python=(1, 2)), "RNG state is not one l0rl writes"),
+        (lambda c: c.update(loop={}), "loop state lacks"),
+    ]
+    for craft, message in crafted:
+        ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+        craft(ckpt)
+        torch.save(ckpt, run / "checkpoint.pt")
+        with pytest.raises(RunError, match=message):
+            resume(run)
+        freed()
+    torch.save(good, run / "checkpoint.pt")
+    assert load_checkpoint(resume(run))["finished"]
