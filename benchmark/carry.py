@@ -34,12 +34,12 @@ from benchmark import suites
 from benchmark.run_suite import default_runs_dir
 from l0rl.errors import UsageError
 from l0rl.runkit import RunError, load_checkpoint, run_cli
-from l0rl.runkit.checkpoint import CHECKPOINT_NAME, ENV_STATE_NAME, LOCK_NAME, RunLock
+from l0rl.runkit.checkpoint import CHECKPOINT_NAME, ENV_STATE_NAME, ENV_STATE_NEXT, LOCK_NAME, RunLock
 from l0rl.runkit.files import MiB, read_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 PROG = "python -m benchmark.carry"
-SKIPPED_NAMES = {LOCK_NAME, ENV_STATE_NAME, "latest-run"}
+SKIPPED_NAMES = {LOCK_NAME, ENV_STATE_NAME, ENV_STATE_NEXT, "latest-run"}
 """Never carried (see the module docstring), nor any `*.log` under wandb/."""
 MAX_FILE_MB = 95
 """A git host refuses files of 100 MB and more: a larger file is an error, not a silent drop."""
@@ -139,8 +139,8 @@ def transfer(src_root: Path, dst_root: Path, verb: str, live: str, say) -> tuple
     unreadable: a run directory without a checkpoint may still hold a log someone wants). The side
     named by `live` ("src" or "dst") is a machine's run directory: it is locked for the copy, which
     refuses a run that is training now (its checkpoint may be mid-write). A run that cannot be copied
-(a symlink, a file that is not a regular one or is too big) is skipped with one line and the others
-are copied. Returns (runs copied, runs that could not be)."""
+    (a symlink, a file that is not a regular one or is too big) is skipped with one line and the others
+    are copied. Returns (runs copied, runs that could not be)."""
     copied = failed = 0
     for link in linked_runs(src_root):
         say(f"[skip] {link.name}: a symlink in {src_root}, not a run directory; copy the run itself there")

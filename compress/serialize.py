@@ -55,10 +55,18 @@ def decode_tensor(x: torch.Tensor | dict) -> torch.Tensor:
     if not isinstance(shape, list) or len(shape) > 8 or any(type(d) is not int or d < 0 for d in shape):
         raise ValueError(f"a sparse record's shape {str(shape)[:40]} is not a list of sizes")
     numel = math.prod(shape)
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.uint8 or mask.shape != (math.ceil(numel / 8),):
+    if (
+        not isinstance(mask, torch.Tensor)
+        or mask.dtype != torch.uint8
+        or mask.shape != (math.ceil(numel / 8),)
+    ):
         raise ValueError(f"a sparse record's mask does not hold one bit per element of its shape {shape}")
     bits = torch.from_numpy(np.unpackbits(mask.numpy(), count=numel).astype(bool))
-    if not isinstance(values, torch.Tensor) or not values.is_floating_point() or values.shape != (int(bits.sum()),):
+    if (
+        not isinstance(values, torch.Tensor)
+        or not values.is_floating_point()
+        or values.shape != (int(bits.sum()),)
+    ):
         raise ValueError(f"a sparse record's values do not match its mask (shape {shape})")
     flat = torch.zeros(numel, dtype=values.dtype)
     flat[bits] = values
@@ -102,7 +110,9 @@ def load_compressed(path: str | Path, with_meta: bool = False) -> nn.Module | tu
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise RunError(f"{path} is not an l0rl compressed policy; write one with python -m l0rl.compress")
     if blob.get("version") != VERSION:
-        raise RunError(f"{path} has compressed format {str(blob.get('version'))[:20]}, this l0rl reads {VERSION}")
+        raise RunError(
+            f"{path} has compressed format {str(blob.get('version'))[:20]}, this l0rl reads {VERSION}"
+        )
     try:
         if not isinstance(blob.get("state"), dict):
             raise ValueError("its state is not a dict of tensors")

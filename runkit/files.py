@@ -120,7 +120,9 @@ def read_json_object(path: str | Path, limit: int = TEXT_FILE_LIMIT) -> dict | N
     except ValueError:
         obj = None
     if not isinstance(obj, dict):
-        raise RunError(f"{path} is not a JSON object; restore it from a copy, or delete it and rerun the step that wrote it")
+        raise RunError(
+            f"{path} is not a JSON object; restore it from a copy, or delete it and rerun the step that wrote it"
+        )
     return obj
 
 
