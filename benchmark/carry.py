@@ -157,18 +157,17 @@ def transfer(src_root: Path, dst_root: Path, verb: str, live: str, say) -> tuple
             say(f"[skip] {src.name}: {dst_root} already holds it, {describe(here)}")
             continue
         locked = src if live == "src" else dst
+        lock = RunLock(locked) if locked.exists() else None  # a run in training stops the carry
         try:  # one run that cannot be copied leaves the others to be
-            lock = RunLock(locked) if locked.exists() else None
-            try:
-                dst_root.mkdir(parents=True, exist_ok=True)
-                size = copy_run(src, dst)
-            finally:
-                if lock is not None:
-                    lock.release()
+            dst_root.mkdir(parents=True, exist_ok=True)
+            size = copy_run(src, dst)
         except (UsageError, OSError) as e:
             say(f"[skip] {src.name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
             failed += 1
             continue
+        finally:
+            if lock is not None:
+                lock.release()
         say(f"[{verb}] {src.name}: {describe(state)}, {size / 2**20:.1f} MB -> {dst}")
         copied += 1
     return copied, failed

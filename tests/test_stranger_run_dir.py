@@ -389,9 +389,11 @@ def test_a_crash_between_the_two_commits_resumes_exactly(tmp_path, capsys, momen
             return real_replace(src, dst)
 
         fault.setattr(os, "replace", replace)
-    with pytest.raises(Crash):
-        ppo_l0.train(tiny(tmp_path / "crashed"))
-    fault.undo()
+    try:
+        with pytest.raises(Crash):
+            ppo_l0.train(tiny(tmp_path / "crashed"))
+    finally:
+        fault.undo()
     freed()
     (run,) = (tmp_path / "crashed").iterdir()
     ckpt = load_checkpoint(run)
