@@ -284,9 +284,7 @@ def train(args: Args) -> str:
     loop = run.restore(**states)
     if loop is not None:
         averaged = int(loop.get("averaged", 0))
-        saved = torch.load(buffer_path, weights_only=True) if buffer_path.exists() else None
-        if saved is not None and saved["global_step"] == global_step:  # not one written after checkpoint.pt
-            rb.load_state_dict(saved["buffer"])
+        if rb.load(buffer_path, global_step):  # not one written after checkpoint.pt
             learn_from = loop["learn_from"]
         else:
             learn_from = global_step + args.learning_starts

@@ -290,10 +290,8 @@ def train(args: Args) -> str:
     loop = run.restore(**states)
     if loop is not None:
         updates = loop["updates"]
-        if save_buffer and (run.run_dir / BUFFER_NAME).exists():
-            buffer = torch.load(run.run_dir / BUFFER_NAME, weights_only=True)
-            if buffer.pop("global_step") == global_step:  # else a crash came between buffer and checkpoint
-                rb.load_state_dict(buffer)
+        if save_buffer:  # not one written after checkpoint.pt (a crash came between them)
+            rb.load(run.run_dir / BUFFER_NAME, global_step)
         if (saved_envs := run.resumed_envs(envs)) is not None:  # exact env state (classic control)
             envs, obs = saved_envs, loop["next_obs"].numpy()
         else:  # e.g. Box2D or the emulator: episodes in flight restart, seeded by the step

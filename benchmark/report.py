@@ -35,7 +35,8 @@ from benchmark.suites import Cell, RunSpec, Suite
 from l0rl.compress.pipeline import output_names
 from l0rl.errors import UsageError
 from l0rl.runkit import load_checkpoint, read_metrics, run_cli
-from l0rl.runkit.tracker import has_wandb_key
+from l0rl.runkit.files import read_json_object
+from l0rl.runkit.tracker import has_wandb_key, read_summary
 
 PROG = "python -m benchmark.report"
 CURVE_POINTS = 40
@@ -91,11 +92,10 @@ def collect(
         d = found.run_dir
         compress = {}
         for method in ("l0", "magnitude", "svd"):
-            path = d / output_names(method)["report"]
-            if path.exists():
-                compress[method] = json.loads(path.read_text())
-        bench = json.loads((d / BENCH_NAME).read_text()) if (d / BENCH_NAME).exists() else {}
-        summary = json.loads((d / "summary.json").read_text())
+            if (report := read_json_object(d / output_names(method)["report"])) is not None:
+                compress[method] = report
+        bench = read_json_object(d / BENCH_NAME) or {}
+        summary = read_summary(d)
         records.append(Record(spec, d, load_checkpoint(d)["args"], summary, read_metrics(d), compress, bench))
     return records, missing
 
@@ -108,7 +108,7 @@ def unfinished_record(spec: RunSpec, run_dir: Path, step: int) -> Record:
     logged = [m[key] for m in metrics if m.get(key) is not None]
     summary = {"sparsity": logged[-1] if logged else 0.0}
     args = load_checkpoint(run_dir)["args"]
-    bench = json.loads((run_dir / BENCH_NAME).read_text()) if (run_dir / BENCH_NAME).exists() else {}
+    bench = read_json_object(run_dir / BENCH_NAME) or {}
     return Record(spec, run_dir, args, summary, metrics, {}, bench, progress_step=step)
 
 

@@ -42,6 +42,7 @@ from l0rl.runkit import (
     resolve_checkpoint,
 )
 from l0rl.runkit.checkpoint import atomic_write_bytes, check_writable
+from l0rl.runkit.files import real_dir
 
 METHODS = ("l0", "magnitude", "magnitude-layer", "svd")
 PRUNING_METHODS = {"magnitude": False, "magnitude-layer": True}  # method -> per-layer threshold
@@ -313,8 +314,7 @@ def _log(
     """A W&B run of job_type "compress" in the training run's project and group; its local record
     (summary.json) goes to its own directory, never over the training run's."""
     args = ckpt["args"]
-    tracker_dir = run_path / tracker_name
-    tracker_dir.mkdir(exist_ok=True)
+    tracker_dir = real_dir(run_path / tracker_name)  # a symlink there would take the tracker's files
     tracker = Tracker(
         tracker_dir,
         f"{run_path.name}__{tracker_name}",

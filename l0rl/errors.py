@@ -1,13 +1,18 @@
 """The error types every l0rl entry point maps to exit codes (see l0rl.runkit.cli.run_cli).
 
 UsageError: an expected mistake by the user (bad option, unusable run directory): a one-line message
-that says how to fix it, exit 2. NonFiniteError: training produced NaN/inf, exit 3; the last good
-checkpoint is kept. Anything else is a failure and keeps its traceback.
+that says how to fix it, exit 2 (RunError: the same, for a run directory or one of its files).
+NonFiniteError: training produced NaN/inf, exit 3; the last good checkpoint is kept. Anything else
+is a failure and keeps its traceback.
 """
 
 
 class UsageError(ValueError):
     """A user-caused problem; the message is one actionable line (exit code 2)."""
+
+
+class RunError(UsageError):
+    """A user-caused problem with a run directory or one of its files; one actionable line (exit 2)."""
 
 
 class NonFiniteError(RuntimeError):

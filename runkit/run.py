@@ -15,10 +15,13 @@ Every cadence (--checkpoint-every, --log-every, --halt-after) counts env steps, 
 
 import dataclasses
 import json
+import math
 import os
 import stat
 import sys
 import time
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +40,6 @@ from l0rl.runkit.checkpoint import (
     FORMAT_VERSION,
     RunError,
     RunLock,
-    atomic_write_bytes,
     check_exp_name,
     check_writable,
     create_run_dir,
@@ -45,15 +47,17 @@ from l0rl.runkit.checkpoint import (
     load_env_state,
     remove_stale_temps,
     restorable_envs,
+    resume_key,
     rng_state,
     run_name,
     save_checkpoint,
     set_rng_state,
 )
 from l0rl.runkit.evaluate import EVAL_SEED_OFFSET, eval_metrics, evaluate
+from l0rl.runkit.files import TORCH_FILE_LIMIT, atomic_write_bytes, read_bytes
 from l0rl.runkit.progress import Progress
 from l0rl.runkit.replay import BUFFER_NAME
-from l0rl.runkit.tracker import METRICS_NAME, Tracker, resolve_wandb_mode
+from l0rl.runkit.tracker import METRICS_NAME, Tracker, reachable_mode, read_metrics, resolve_wandb_mode
 
 
 @dataclass
@@ -176,10 +180,51 @@ Mario is evaluated with sampled actions and at most 3000 agent steps (200 s of g
 """Options of one process, never taken from the run being resumed."""
 
 
-def _source_args(saved: dict, args_cls: type) -> dict:
-    """A fork source's saved arguments that this version's Args knows, less its own provenance."""
-    names = {f.name for f in dataclasses.fields(args_cls)} - {"resume", "fork_from"}
+SEED_LIMIT = 2**31
+"""--seed must be in [0, SEED_LIMIT): numpy seeds take 32 bits, and env seeds add offsets to it."""
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a saved argument has the type its Args field declares (bool is not an int here)."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return isinstance(value, str) and value in typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return type(value) in (int, float)
+    return type(value) is hint
+
+
+def check_saved_args(saved: dict, args_cls: type, path: Path, known_only: bool) -> dict:
+    """A checkpoint's saved arguments that `args_cls` knows, each of its field's type (a crafted or
+    damaged file is a RunError). known_only: refuse an option this l0rl does not know (a resume
+    must use every saved option; a fork keeps only the ones it knows)."""
+    hints = typing.get_type_hints(args_cls)
+    names = {f.name for f in dataclasses.fields(args_cls)}
+    unknown = sorted(k for k in saved if k not in names)
+    if unknown and known_only:
+        raise RunError(
+            f"{path} was trained with --{unknown[0].replace('_', '-')}, which this l0rl does not know; "
+            "resume it with the l0rl version that wrote it"
+        )
+    for k, v in saved.items():
+        if k in names and not _fits(v, hints[k]):
+            shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
+            raise RunError(
+                f"{path}: its saved --{k.replace('_', '-')} is {shown}, not {hints[k]}; the checkpoint is "
+                "damaged or not l0rl's"
+            )
     return {k: v for k, v in saved.items() if k in names}
+
+
+def _source_args(saved: dict, args_cls: type, path: Path) -> dict:
+    """A fork source's saved arguments that this version's Args knows (type-checked), less its own
+    provenance and its runs directory (a fork lands in the command's --runs-dir)."""
+    known = check_saved_args(saved, args_cls, path, known_only=False)
+    return {k: v for k, v in known.items() if k not in ("resume", "fork_from", "runs_dir")}
 
 
 def _checkpoint_dir(path: str, flag: str) -> Path:
@@ -333,8 +378,8 @@ def parse_args(
     if first.resume:
         return first
     if first.fork_from:  # the source run's arguments are the defaults: a flag is a change to them
-        saved = load_checkpoint(_checkpoint_dir(first.fork_from, "--fork-from"))["args"]
-        baseline = args_cls(**_source_args(saved, args_cls))
+        source = _checkpoint_dir(first.fork_from, "--fork-from")
+        baseline = args_cls(**_source_args(load_checkpoint(source)["args"], args_cls, source))
     else:
         baseline = family_defaults(args_cls, first.env_id, algo_defaults)
     args = _tyro_cli(args_cls, argv, default=baseline)
@@ -344,6 +389,13 @@ def parse_args(
 
 
 def _check_common(args: Any) -> None:
+    for f in dataclasses.fields(args):  # NaN passes every comparison below: refuse it (and inf) first
+        value = getattr(args, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
+    if not 0 <= args.seed < SEED_LIMIT:
+        raise UsageError(f"--seed must be in [0, 2**31), got {args.seed}")
+    check_exp_name(args.exp_name)
     validate(args, at_least_one=("total_timesteps", "checkpoint_every", "log_every", "gmp_every"))
     if args.halt_after is not None and args.halt_after < 1:
         raise UsageError(f"--halt-after must be >= 1 env step, got {args.halt_after}")
@@ -376,6 +428,66 @@ def sparsity_stats(policy: nn.Module, kind: str) -> dict[str, float]:
     return {"sparsity": 0.0}
 
 
+def _first(e: BaseException) -> str:
+    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+
+
+class LoopState(dict):
+    """The loop state a checkpoint saved; reading a key it lacks is a RunError, not a KeyError."""
+
+    def __missing__(self, key: str) -> Any:
+        raise RunError(f"the checkpoint's loop state lacks {key!r}; it is damaged or crafted")
+
+
+def guard_step(optimizer: torch.optim.Optimizer) -> None:
+    """Make `optimizer.step()` stop training (NonFiniteError, exit 3) when it overflows or leaves a
+    parameter NaN/inf: a learning rate such as 1e38 diverges within a step, before a loss shows it."""
+    step = optimizer.step
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            out = step(*args, **kwargs)
+        except RuntimeError as e:  # torch's "value cannot be converted to type float without overflow"
+            if "overflow" not in str(e):
+                raise
+            raise NonFiniteError.at(None, f"the optimizer step overflowed ({_first(e)})") from None
+        with torch.no_grad():  # one sum per tensor: inf or NaN when any element is (or when it overflows)
+            finite = bool(torch.isfinite(torch.stack([p.sum() for p in params]).sum()))
+        if not finite:
+            raise NonFiniteError.at(None, "an optimizer step made a parameter NaN/inf")
+        return out
+
+    optimizer.step = guarded
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, state: Any, key: str) -> None:
+    """Load a saved optimizer state, refused (RunError) unless it fits: the same groups, hyper-
+    parameters of the same types (finite numbers), per-parameter tensors shaped like their parameter."""
+    kinds = [{k: type(v) for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(state)
+    except (KeyError, TypeError, AttributeError, ValueError, RuntimeError, IndexError) as e:
+        raise RunError(f"the checkpoint's {key} optimizer does not fit this run's: {_first(e)}") from None
+    for group, kind in zip(optimizer.param_groups, kinds):
+        for name, t in kind.items():
+            v = group.get(name)
+            numbers = [v] if isinstance(v, int | float) else list(v) if isinstance(v, tuple) else []
+            if not (isinstance(v, t) or t is float and type(v) is int) or not all(
+                isinstance(x, int | float) and math.isfinite(x) for x in numbers
+            ):
+                raise RunError(
+                    f"the checkpoint's {key} optimizer has {name} {v!r:.40}; it is damaged or crafted"
+                )
+        for p in group["params"]:
+            for name, v in optimizer.state.get(p, {}).items():
+                if not isinstance(v, torch.Tensor) or v.dim() > 0 and v.shape != p.shape:
+                    raise RunError(
+                        f"the checkpoint's {key} optimizer state {name} does not fit its parameter; "
+                        "it is damaged or crafted"
+                    )
+
+
 class Run:
     """The plumbing of one training process (see the module docstring)."""
 
@@ -396,10 +508,12 @@ class Run:
                 args.exp_name = (
                     f"{algo.removesuffix('_l0')}_{'dense' if args.sparsity == 'none' else args.sparsity}"
                 )
-            check_exp_name(args.exp_name)
             self.name = run_name(args.env_id, args.exp_name, args.seed)
         _check_common(args)
-        resolve_wandb_mode(args.wandb_mode)  # online without a key is refused before anything exists
+        # before anything exists: online without a key, or without an answer, is refused (auto: offline)
+        if resolve_wandb_mode(args.wandb_mode) == "online":
+            reachable_mode(explicit=args.wandb_mode == "online")
+        resume_key()  # a key file that breaks its rules is refused now, not at the first checkpoint
         self.env_options = parse_env_options(args.env_options)
         self.args = args
         self.global_step = self.start_step = self.ckpt["global_step"] if self.ckpt else 0
@@ -416,20 +530,25 @@ class Run:
             raise RunError(
                 f"{source} was trained by {ckpt['algo']}, not {self.algo}; fork it with algos/{ckpt['algo']}.py"
             )
-        saved = _source_args(ckpt["args"], type(args))
+        saved = _source_args(ckpt["args"], type(args), source)
         given = {k: v for k, v in _given(args).items() if v != saved.get(k, v)}
+        defaults = type(args)()
         # a lambda of 0 leaves a network ungated in some algorithms: a fork keeps which networks carry gates
         fixed = [
             k
             for k in given
-            if not forkable(k) or (k.startswith("l0_lambda") and (given[k] > 0) != (saved[k] > 0))
+            if not forkable(k)
+            or (k.startswith("l0_lambda") and (given[k] > 0) != (saved.get(k, getattr(defaults, k)) > 0))
         ]
         if fixed:
             raise RunError(
                 f"--fork-from keeps the source run's {', '.join('--' + k.replace('_', '-') for k in fixed)}; "
                 "a fork may change the L0 options (except its gates' shape and prices), the budget and the bookkeeping"
             )
-        own = {k: getattr(args, k) for k in PER_PROCESS} | {"fork_from": str(source)}
+        own = {k: getattr(args, k) for k in PER_PROCESS} | {
+            "fork_from": str(source),
+            "runs_dir": args.runs_dir,
+        }
         args = type(args)(**{**saved, **given, **own})
         if ckpt["global_step"] >= args.total_timesteps:
             raise RunError(
@@ -454,7 +573,7 @@ class Run:
                 f"{ckpt_path} is read-only, and resuming would replace it; chmod u+w it or copy the run"
             )
         check_writable(run_dir)
-        saved, given = ckpt["args"], _given(args)
+        saved, given = check_saved_args(ckpt["args"], type(args), run_dir, known_only=True), _given(args)
         changed = [k for k, v in given.items() if k not in RESUMABLE and k in saved and v != saved[k]]
         if changed:
             raise RunError(
@@ -479,12 +598,11 @@ class Run:
         arguments, so a bad command leaves no directory behind."""
         a = self.args
         if self.ckpt is None or self.forked:
+            copies = self._fork_copies() if self.forked else {}  # read (and refused) before anything exists
             self.run_dir = create_run_dir(a.runs_dir, self.name)
             self._lock = RunLock(self.run_dir)
-            if self.forked:  # its source's record up to the fork (the tracker drops later rows) and replay
-                for name in (METRICS_NAME, BUFFER_NAME):  # buffer (plain data, checked against the step)
-                    if (Path(a.fork_from) / name).is_file():
-                        atomic_write_bytes(self.run_dir / name, (Path(a.fork_from) / name).read_bytes())
+            for name, data in copies.items():
+                atomic_write_bytes(self.run_dir / name, data)
         else:
             self.run_dir = Path(a.resume)
             remove_stale_temps(self.run_dir)
@@ -508,29 +626,74 @@ class Run:
         self.progress = Progress(total_steps, self.start_step, a.progress, desc=f"{self.algo} {a.env_id}")
         self.start_time = time.time()
 
+    def _fork_copies(self) -> dict[str, bytes]:
+        """What a fork takes from its source besides the checkpoint: the metrics record up to the
+        fork's step, and the replay buffer (plain data, checked against the step when loaded)."""
+        source, copies = Path(self.args.fork_from), {}
+        rows = [json.dumps(r) + "\n" for r in read_metrics(source) if r["global_step"] <= self.start_step]
+        if rows:
+            copies[METRICS_NAME] = "".join(rows).encode()
+        if os.path.lexists(source / BUFFER_NAME):
+            copies[BUFFER_NAME] = read_bytes(source / BUFFER_NAME, TORCH_FILE_LIMIT)
+        return copies
+
     def restore(self, networks: dict[str, nn.Module], optimizers: dict, schedulers: dict) -> dict | None:
-        """On --resume: load networks, optimizers, schedulers and RNGs; returns the loop state the
-        algorithm saved (None on a new run)."""
+        """Guard every optimizer's step (guard_step); on --resume / --fork-from load networks,
+        optimizers, schedulers and RNGs, and return the loop state the algorithm saved (None on a new
+        run). A checkpoint part that does not fit this run (damaged or crafted) is a RunError."""
+        for opt in optimizers.values():
+            guard_step(opt)
         if self.ckpt is None:
             return None
+        ckpt = self.ckpt
         for key, module in networks.items():
             try:
-                module.load_state_dict(self.ckpt["networks"][key])
-            except (KeyError, RuntimeError) as e:  # a fork that gates a network its source did not
+                module.load_state_dict(ckpt["networks"][key])
+            except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as e:
+                # e.g. a fork that gates a network its source did not
                 raise RunError(
-                    f"the checkpoint's {key} network does not fit this run's: {str(e).splitlines()[0]}"
+                    f"the checkpoint's {key} network does not fit this run's: {_first(e)}"
                 ) from None
         for key, opt in optimizers.items():
             rates = [g["lr"] for g in opt.param_groups]
-            opt.load_state_dict(self.ckpt["optimizers"][key])
+            load_optimizer(opt, ckpt.get("optimizers", {}).get(key), key)
             if self.forked:  # Adam's moments carry over, the learning rates are the fork's own
                 for g, lr in zip(opt.param_groups, rates):
                     g["lr"] = lr
         if not self.forked:  # a fork's schedules start afresh from its own options at the fork's step
             for key, sched in schedulers.items():
-                sched.load_state_dict(self.ckpt["schedulers"][key])
-        set_rng_state(self.ckpt["rng"])
-        return self.ckpt["loop"]
+                try:
+                    sched.load_state_dict(ckpt.get("schedulers", {})[key])
+                except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as e:
+                    raise RunError(
+                        f"the checkpoint's {key} schedule does not fit this run's: {_first(e)}"
+                    ) from None
+        set_rng_state(ckpt.get("rng"))
+        return self._loop_state(ckpt.get("loop"))
+
+    def _loop_state(self, loop: Any) -> "LoopState":
+        """The saved loop state, checked: numbers and tensors only, observation batches (`*obs`) and
+        done flags (`*done`) shaped for this run's envs; a key it lacks is a RunError when read."""
+        if not isinstance(loop, dict):
+            raise RunError("the checkpoint holds no loop state; it is damaged or crafted")
+        envs, obs_shape = getattr(self.args, "num_envs", None), self.spaces[0].shape
+        for k, v in loop.items():
+            want = None
+            if isinstance(v, torch.Tensor) and envs is not None:
+                want = (
+                    (envs, *obs_shape)
+                    if k.endswith("obs") and obs_shape
+                    else (envs,)
+                    if k.endswith("done")
+                    else None
+                )
+            ok = isinstance(v, torch.Tensor | int | float | bool) and (want is None or tuple(v.shape) == want)
+            if not ok:
+                shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+                raise RunError(
+                    f"the checkpoint's loop state {k!r} ({shape}) does not fit this run; it is damaged or crafted"
+                )
+        return LoopState(loop)
 
     def resumed_envs(self, envs: Any) -> Any:
         """The exact vector env saved with the checkpoint (closing `envs`), or None when it was not
