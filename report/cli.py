@@ -27,8 +27,8 @@ PROG = "l0rl report"
 DEFAULT_OUT = "l0rl-report"
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+def parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run directories, glob patterns or folders of runs")
     p.add_argument(
         "--out", type=Path, default=Path(DEFAULT_OUT), help=f"where REPORT.md and the figures go (default ./{DEFAULT_OUT})"
@@ -65,23 +65,23 @@ def markdown(cells: list, reports: list, records: list[Record], command: str, re
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> Path:
+def main(argv: list[str] | None = None, prog: str = PROG) -> Path:
     argv = sys.argv[1:] if argv is None else argv
-    a = parser().parse_args(argv)
+    a = parser(prog).parse_args(argv)
     validate_reps(a.reps)
     read = [r for r in (read_run(d) for d in find_run_dirs(a.runs)) if r is not None]
     if not read:
         raise UsageError("none of the runs given can be reported (see the warnings above)")
     cells, records = group_runs(read)
     out = check_out(Path(os.path.abspath(a.out)))
-    command = " ".join([PROG, *argv])
+    command = " ".join([prog, *argv])
     reports = build(cells, records, out, a.reps)
     data = {"runs": [str(r.run_dir) for r in records], **as_json(reports, a.reps)}
     write(out, markdown(cells, reports, records, command, a.reps), data)
     print(f"report: {out / 'REPORT.md'} ({len(records)} runs in {len(cells)} cells)")
     if a.publish:
         title = f"l0rl report: {len(records)} runs"
-        description = f"Produced by `{command} --publish`." if "--publish" not in argv else f"Produced by `{command}`."
+        description = f"Produced by `{command}` from the run directories it names."
         url = publish(title, description, [(c.cell, [r for r in records if r.cell == c.cell]) for c in reports], command)
         print(f"W&B report: {url}")
     return out

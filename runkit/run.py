@@ -751,7 +751,7 @@ class Run:
     def _estimate(self, global_step: int) -> None:
         """Once, after the first ESTIMATE_AFTER_S seconds: the time left at the speed so far."""
         elapsed = time.time() - self.start_time
-        if self._estimated or elapsed < ESTIMATE_AFTER_S or global_step <= self.start_step:
+        if self._estimated or elapsed < ESTIMATE_AFTER_S or not self.start_step < global_step < self.total_steps:
             return
         self._estimated = True
         rate = (global_step - self.start_step) / elapsed
