@@ -2,7 +2,8 @@
 request the same comparison as a W&B report. The numbers, figures and W&B report are `l0rl report`'s
 (l0rl.report); this adds what a suite knows: its runs by spec, each variant's command, the runs still
 missing, and the planned baselines (the dense run compressed at the sparsity its L0 run reached, SVD
-alone, a final one-shot magnitude step where a variant sets `magnitude_after`).
+alone, a final one-shot magnitude step where a variant sets `magnitude_after`), and where a cell has a
+target (benchmark/suites.py) a per-seed table with the share of seeds whose run meets it.
 
     python -m benchmark.report quick                     # benchmark/results/quick/REPORT.md + PNGs
     python -m benchmark.report quick --runs-dir DIR --out DIR
@@ -16,6 +17,7 @@ after writing the local report.
 
 import argparse
 import dataclasses
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmark import suites
@@ -26,7 +28,7 @@ from l0rl.report import stats
 from l0rl.report.collect import Record, read_run
 from l0rl.report.document import as_json, build, by_variant, cell_body, header_lines, validate_reps, write
 from l0rl.report.publish import publish
-from l0rl.report.tables import CellReport
+from l0rl.report.tables import CellReport, num, pct
 from l0rl.runkit import run_cli
 
 PROG = "python -m benchmark.report"
@@ -51,6 +53,90 @@ def collect(
             continue
         records.append(dataclasses.replace(record, cell=spec.cell, variant=spec.variant))
     return records, missing
+
+
+@dataclass
+class SeedRow:
+    """One run of a cell as its target reads it (final evaluation and sparsity), with its compressed
+    size and score (the final stage of its `--method l0` compression)."""
+
+    variant: str
+    seed: int
+    score: float | None
+    """final evaluation return, or success rate where the target reads success"""
+    sparsity: float | None
+    params: float | None
+    bytes: float | None
+    compressed_score: float | None
+    met: bool | None
+    """None: the cell has no target, or the run is dense"""
+
+
+def seed_rows(cell: suites.Cell, records: list[Record]) -> list[SeedRow]:
+    """Every finished run of the cell, variant by variant, seed by seed, against the cell's target."""
+    success = cell.target is not None and cell.target.metric == "success"
+    runs = by_variant(cell, records)
+    out = []
+    for v in cell.variants:
+        for r in sorted(runs.get(v.name, []), key=lambda r: r.seed):
+            if r.progress_step is not None:
+                continue
+            final = r.compress["l0"]["stages"][-1] if "l0" in r.compress else {}
+            score = r.summary.get("eval/success_rate" if success else "eval/episodic_return")
+            sparsity = r.summary.get("sparsity")
+            judged = cell.target is not None and v.sparsity != "none" and sparsity is not None
+            out.append(
+                SeedRow(
+                    variant=v.label,
+                    seed=r.seed,
+                    score=score,
+                    sparsity=sparsity,
+                    params=final.get("params"),
+                    bytes=final.get("bytes"),
+                    compressed_score=final.get("success_rate" if success else "return_mean"),
+                    met=cell.target.met(sparsity, score) if judged else None,
+                )
+            )
+    return out
+
+
+def met_counts(rows: list[SeedRow]) -> dict[str, tuple[int, int]]:
+    """variant -> (seeds meeting the target, seeds judged)."""
+    out: dict[str, tuple[int, int]] = {}
+    for r in (r for r in rows if r.met is not None):
+        met, n = out.get(r.variant, (0, 0))
+        out[r.variant] = (met + r.met, n + 1)
+    return out
+
+
+def seed_table(cell: suites.Cell, rows: list[SeedRow]) -> list[str]:
+    """The target, how many seeds of each variant meet it, and the per-seed table."""
+    success = cell.target is not None and cell.target.metric == "success"
+    score = "success rate" if success else "eval return"
+    fmt = pct if success else (lambda v: num(v, ".1f"))
+    lines = []
+    if cell.target is not None:
+        counts = ", ".join(f"{v} on {m} of {n} seeds" for v, (m, n) in met_counts(rows).items())
+        lines += [f"Target {cell.target}: {counts or 'no finished run yet'}.", ""]
+    lines += [
+        f"| variant | seed | {score} | sparsity | compressed params | compressed bytes | compressed {score} "
+        "| meets target |",
+        "|---" * 8 + "|",
+    ]
+    for r in rows:
+        met = "-" if r.met is None else ("yes" if r.met else "no")
+        lines.append(
+            f"| {r.variant} | {r.seed} | {fmt(r.score)} | {pct(r.sparsity)} | {num(r.params)} | "
+            f"{num(r.bytes)} | {fmt(r.compressed_score)} | {met} |"
+        )
+    return lines
+
+
+def target_json(cell: suites.Cell, rows: list[SeedRow]) -> dict:
+    """What report.json holds of a cell's target: the target, the seeds meeting it, the per-seed rows."""
+    target = None if cell.target is None else {**asdict(cell.target), "text": str(cell.target)}
+    met = {v: {"met": m, "seeds": n} for v, (m, n) in met_counts(rows).items()}
+    return {"target": target, "met": met, "seeds": [asdict(r) for r in rows]}
 
 
 def command_text(spec: RunSpec) -> str:
@@ -88,9 +174,9 @@ def header(
 
 
 def cell_section(
-    c: CellReport, specs: list[RunSpec], report_command: str, compress_flags: str = ""
+    c: CellReport, specs: list[RunSpec], report_command: str, compress_flags: str = "", seeds: list[SeedRow] = ()
 ) -> list[str]:
-    """A cell's commands, table, comparisons and figures; `specs`: one run of each variant."""
+    """A cell's commands, table, comparisons, per-seed targets and figures; `specs`: one run of each variant."""
     lines = [
         "",
         f"## {c.cell.title}",
@@ -109,7 +195,11 @@ def cell_section(
         for v in c.cell.variants
         if v.magnitude_after is not None
     ]
-    return lines + cell_body(c, report_command)
+    per_seed = []
+    if c.cell.target is not None and seeds:
+        per_seed = ["", "Per seed (final evaluation; compressed: the `--method l0` report's last stage):", ""]
+        per_seed += seed_table(c.cell, seeds)
+    return lines + cell_body(c, report_command, per_seed)
 
 
 def markdown(suite: Suite, cells: list[CellReport], records, missing, commands: dict, seeds, reps) -> str:
@@ -118,7 +208,8 @@ def markdown(suite: Suite, cells: list[CellReport], records, missing, commands: 
         of_cell = [s for s in suites.expand(suite, seeds) if s.cell == c.cell]
         specs = [s for s in of_cell if s.seed == of_cell[0].seed]  # one run per variant, for its command
         flags = " ".join(suites.to_flags(suite.compress_options))
-        lines += cell_section(c, specs, commands["report"], f" {flags}" if flags else "")
+        rows = seed_rows(c.cell, records)
+        lines += cell_section(c, specs, commands["report"], f" {flags}" if flags else "", rows)
     if missing:
         lines += ["", "## Missing runs", "", f"Not finished yet (run `{commands['runs']}`):", ""]
         lines += [f"- {s.key}" for s in missing]
@@ -170,10 +261,13 @@ def main(argv: list[str] | None = None) -> Path:
     if a.publish and a.in_progress:
         raise UsageError("--publish reports finished runs only; drop --in-progress to publish")
     cells = build(list(suite.cells), records, out, a.reps)
+    data = as_json(cells, a.reps)
+    for c, entry in zip(cells, data["cells"], strict=True):
+        entry.update(target_json(c.cell, seed_rows(c.cell, records)))
     write(
         out,
         markdown(suite, cells, records, missing, commands, seeds, a.reps),
-        {"suite": suite.name, **as_json(cells, a.reps), "missing": [s.key for s in missing]},
+        {"suite": suite.name, **data, "missing": [s.key for s in missing]},
     )
     print(f"report: {out / 'REPORT.md'} ({len(records)} runs, {len(missing)} missing)")
     if a.publish:

@@ -96,10 +96,10 @@ def header_lines(records: list[Record], reps: int) -> list[str]:
     ]
 
 
-def cell_body(c: CellReport, report_command: str) -> list[str]:
-    """A cell's table, comparisons and figures with their captions."""
+def cell_body(c: CellReport, report_command: str, extra: list[str] = ()) -> list[str]:
+    """A cell's table, comparisons, `extra` lines (a suite's per-seed targets) and figures with their captions."""
     lines = [""] + (table(c.rows) if c.rows else ["No finished runs yet."])
-    lines += comparison_lines(c)
+    lines += comparison_lines(c) + list(extra)
     for kind, name in c.figures.items():
         lines += ["", f"![{md_text(c.cell.title)} {kind}]({name})", "", f"*{caption(kind)} Command: `{report_command}`.*"]
     return lines
