@@ -589,12 +589,12 @@ class Run:
         verb = f"resuming at step {self.start_step:,}" if self.ckpt else "run directory"
         if self.forked:
             verb = f"forked from {a.fork_from} at step {self.start_step:,}: run directory"
+        self._catch_stop_signals()  # before the lines below: once they are out, Ctrl-C stops cleanly
         say = f"{self.label} {a.env_id}"
         print(f"{say}: {verb} {self.run_dir}", file=sys.stderr, flush=True)
         print(f"{say}: {self._plan(total_steps)}", file=sys.stderr, flush=True)
         self._warn_short_budget()
         self.progress = Progress(total_steps, self.start_step, a.progress, desc=say)
-        self._catch_stop_signals()
         self.start_time = time.time()
         self._estimated = False
 
