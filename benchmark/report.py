@@ -174,7 +174,11 @@ def header(
 
 
 def cell_section(
-    c: CellReport, specs: list[RunSpec], report_command: str, compress_flags: str = "", seeds: list[SeedRow] = ()
+    c: CellReport,
+    specs: list[RunSpec],
+    report_command: str,
+    compress_flags: str = "",
+    seeds: list[SeedRow] = (),
 ) -> list[str]:
     """A cell's commands, table, comparisons, per-seed targets and figures; `specs`: one run of each variant."""
     lines = [

@@ -38,7 +38,9 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
         action="store_true",
         help="record episodes to RUN/videos/play-<time>/ (gymnasium's schedule: 1st, 2nd, 9th, ...)",
     )
-    p.add_argument("--seed", type=int, default=None, help="first episode seed (default: the run's seed + 10000)")
+    p.add_argument(
+        "--seed", type=int, default=None, help="first episode seed (default: the run's seed + 10000)"
+    )
     return p
 
 

@@ -31,9 +31,14 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run directories, glob patterns or folders of runs")
     p.add_argument(
-        "--out", type=Path, default=Path(DEFAULT_OUT), help=f"where REPORT.md and the figures go (default ./{DEFAULT_OUT})"
+        "--out",
+        type=Path,
+        default=Path(DEFAULT_OUT),
+        help=f"where REPORT.md and the figures go (default ./{DEFAULT_OUT})",
     )
-    p.add_argument("--reps", type=int, default=stats.REPS, help=f"bootstrap repetitions (default {stats.REPS})")
+    p.add_argument(
+        "--reps", type=int, default=stats.REPS, help=f"bootstrap repetitions (default {stats.REPS})"
+    )
     p.add_argument("--publish", action="store_true", help="also save the comparison as a W&B report")
     return p
 
@@ -55,7 +60,13 @@ def markdown(cells: list, reports: list, records: list[Record], command: str, re
         *header_lines(records, reps),
     ]
     for c in reports:
-        lines += ["", f"## {md_text(c.cell.title)}", "", f"Budget up to {c.cell.total_timesteps:,} env steps. Runs:", ""]
+        lines += [
+            "",
+            f"## {md_text(c.cell.title)}",
+            "",
+            f"Budget up to {c.cell.total_timesteps:,} env steps. Runs:",
+            "",
+        ]
         for v in c.cell.variants:
             runs = [r for r in records if r.cell == c.cell and r.variant == v]
             seeds = ", ".join(str(r.seed) for r in runs)
@@ -82,7 +93,9 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> Path:
     if a.publish:
         title = f"l0rl report: {len(records)} runs"
         description = f"Produced by `{command}` from the run directories it names."
-        url = publish(title, description, [(c.cell, [r for r in records if r.cell == c.cell]) for c in reports], command)
+        url = publish(
+            title, description, [(c.cell, [r for r in records if r.cell == c.cell]) for c in reports], command
+        )
         print(f"W&B report: {url}")
     return out
 

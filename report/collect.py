@@ -229,7 +229,9 @@ def read_compress(path: Path) -> dict | None:
         for key in STAGE_NUMBERS:
             if key in stage and stage[key] is not None and not is_number(stage[key]):
                 bad.add(key)
-        clean.append({**stage, **{k: stage.get(k) if is_number(stage.get(k)) else None for k in STAGE_NUMBERS}})
+        clean.append(
+            {**stage, **{k: stage.get(k) if is_number(stage.get(k)) else None for k in STAGE_NUMBERS}}
+        )
     if bad:
         warn(f"{path}: {', '.join(sorted(bad))} not what compress writes, read as missing")
     return {**data, "stages": clean} if clean else None
@@ -306,7 +308,17 @@ def read_run(run_dir: str | Path, partial: bool | None = None) -> Record | None:
         logged = [m[key] for m in metrics if m.get(key) is not None]
         summary = {"sparsity": logged[-1] if logged else 0.0}
         return Record(
-            None, None, ckpt["algo"], args["seed"], run_dir, args, summary, metrics, {}, bench, progress_step=step
+            None,
+            None,
+            ckpt["algo"],
+            args["seed"],
+            run_dir,
+            args,
+            summary,
+            metrics,
+            {},
+            bench,
+            progress_step=step,
         )
     compress = {}
     for method in COMPRESS_METHODS:

@@ -72,7 +72,9 @@ def evaluation(records: list[Record]) -> str:
         return "deterministic gates, greedy actions"
     if len(sampled) == len(greedy):
         return "deterministic gates, actions sampled from the policy"
-    return f"deterministic gates, greedy actions ({', '.join(map(md_text, sampled))}: sampled from the policy)"
+    return (
+        f"deterministic gates, greedy actions ({', '.join(map(md_text, sampled))}: sampled from the policy)"
+    )
 
 
 def header_lines(records: list[Record], reps: int) -> list[str]:
@@ -101,7 +103,12 @@ def cell_body(c: CellReport, report_command: str, extra: list[str] = ()) -> list
     lines = [""] + (table(c.rows) if c.rows else ["No finished runs yet."])
     lines += comparison_lines(c) + list(extra)
     for kind, name in c.figures.items():
-        lines += ["", f"![{md_text(c.cell.title)} {kind}]({name})", "", f"*{caption(kind)} Command: `{report_command}`.*"]
+        lines += [
+            "",
+            f"![{md_text(c.cell.title)} {kind}]({name})",
+            "",
+            f"*{caption(kind)} Command: `{report_command}`.*",
+        ]
     return lines
 
 
@@ -128,7 +135,9 @@ def check_out(out: Path) -> Path:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; pass a folder for the report")
     if out.is_dir() and any(out.iterdir()) and not (out / REPORT_NAME).is_file():
-        raise UsageError(f"--out {out} holds other files; pass a new or empty folder (or an earlier report's)")
+        raise UsageError(
+            f"--out {out} holds other files; pass a new or empty folder (or an earlier report's)"
+        )
     return out
 
 

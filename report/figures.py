@@ -186,7 +186,9 @@ def plot_frontier(cell: Any, by_variant: dict[str, list[Record]], rows: list[Row
             ax.plot(x, y, label=f"{label} (n=1)", **look)
     dense = next((row_of[v.name] for v in cell.variants if v.sparsity == "none" and v.name in row_of), None)
     if dense is not None:
-        ax.axhline(dense.trained_return.point, color="black", linestyle=":", label=f"dense (n={len(dense.seeds)})")
+        ax.axhline(
+            dense.trained_return.point, color="black", linestyle=":", label=f"dense (n={len(dense.seeds)})"
+        )
         if dense.trained_return.has_interval:
             ax.axhspan(dense.trained_return.low, dense.trained_return.high, color="gray", alpha=0.15)
     ax.set(xlabel="sparsity reached", ylabel="eval return", title=title(f"{cell.title}: return vs sparsity"))
@@ -218,7 +220,14 @@ def plot_compress(cell: Any, by_variant: dict[str, list[Record]], rows: list[Row
             xs = [j + (i - (len(series) - 1) / 2) * width for j, m in enumerate(means) if m is not None]
             look = style(i, len(series))
             hatch = ("", "//", "..", "xx")[i % 4]
-            ax.bar(xs, [m for m in means if m is not None], width, label=plot_text(label), color=look["color"], hatch=hatch)
+            ax.bar(
+                xs,
+                [m for m in means if m is not None],
+                width,
+                label=plot_text(label),
+                color=look["color"],
+                hatch=hatch,
+            )
         if log:
             ax.set_yscale("log")
         ax.set_xticks(range(len(STAGES)), STAGES)
@@ -234,7 +243,9 @@ def plot_compress(cell: Any, by_variant: dict[str, list[Record]], rows: list[Row
     return True
 
 
-def draw_figures(cell: Any, by_variant: dict[str, list[Record]], rows: list[Row], out: Path, reps: int) -> dict:
+def draw_figures(
+    cell: Any, by_variant: dict[str, list[Record]], rows: list[Row], out: Path, reps: int
+) -> dict:
     """Every figure that applies to the cell, as PNGs in `out`; figure kind -> file name."""
     plots = {
         "return": lambda p: plot_curves(cell, by_variant, "return", p, reps),

@@ -224,7 +224,9 @@ def table(rows: list[Row]) -> list[str]:
         "|---" * (13 if success else 12) + "|",
     ]
     for r in rows:
-        latency = "-" if r.latency_us is None else f"{num(r.latency_original_us, '.1f')} -> {r.latency_us:.1f}"
+        latency = (
+            "-" if r.latency_us is None else f"{num(r.latency_original_us, '.1f')} -> {r.latency_us:.1f}"
+        )
         if r.latency_ratio is not None:
             latency += f" ({r.latency_ratio:.2f}x)"
         lines.append(
@@ -246,5 +248,8 @@ def comparison_lines(c: CellReport) -> list[str]:
             f"| {md_text(x.better)} > {md_text(x.than)} | {est(x.estimate, '.2f')} |" for x in c.comparisons
         ]
     if c.one_seed:
-        lines += ["", "No probability of improvement where a variant has one seed (n = 1): it needs two or more."]
+        lines += [
+            "",
+            "No probability of improvement where a variant has one seed (n = 1): it needs two or more.",
+        ]
     return lines

@@ -62,7 +62,7 @@ from l0rl.runkit.checkpoint import (
 from l0rl.runkit.evaluate import EVAL_SEED_OFFSET, eval_metrics, evaluate
 from l0rl.runkit.progress import Progress, duration
 from l0rl.runkit.replay import BUFFER_NAME
-from l0rl.runkit.tracker import METRICS_NAME, Tracker, resolve_wandb_mode, variant_group
+from l0rl.runkit.tracker import METRICS_NAME, Tracker, has_wandb_key, resolve_wandb_mode, variant_group
 
 VIDEO_DIR = "videos"
 """Where --capture-video records, inside the run directory."""
@@ -401,7 +401,14 @@ def _resolve_track(args: Any) -> Any:
     """--track (CleanRL's W&B switch) as the mode it means: online."""
     if args.track:
         if args.wandb_mode not in ("auto", "online"):
-            raise UsageError(f"--track turns W&B on and contradicts --wandb-mode {args.wandb_mode}; pass one of them")
+            raise UsageError(
+                f"--track turns W&B on and contradicts --wandb-mode {args.wandb_mode}; pass one of them"
+            )
+        if not has_wandb_key():
+            raise UsageError(
+                "--track logs to W&B online and needs an API key (wandb login, or WANDB_API_KEY); without "
+                "--track l0rl logs offline, for `wandb sync` later"
+            )
         args.wandb_mode, args.track = "online", False
     return args
 
@@ -547,12 +554,18 @@ class Run:
     def _new_run_dir(self) -> Path:
         planned = self._planned_dir
         # --capture-video: gymnasium's recorder made <run>/videos/ when the envs were built, just before
-        if self.args.capture_video and planned.is_dir() and [p.name for p in planned.iterdir()] == [VIDEO_DIR]:
+        if (
+            self.args.capture_video
+            and planned.is_dir()
+            and [p.name for p in planned.iterdir()] == [VIDEO_DIR]
+        ):
             check_writable(planned)
             return planned
         return create_run_dir(self.args.runs_dir, self.name)
 
-    def open(self, obs_space: Any, action_space: Any, total_steps: int, policy: nn.Module | None = None) -> None:
+    def open(
+        self, obs_space: Any, action_space: Any, total_steps: int, policy: nn.Module | None = None
+    ) -> None:
         """Check the deployable policy against the policy contract, create the run directory (or reuse
         the resumed one), start its tracker and the progress display, say where the run lives, what
         it will be and what a stop signal does. Call it after everything that can reject the
@@ -609,7 +622,9 @@ class Run:
             return f"{budget}, with the arguments given"
         if not sources:
             return f"{budget}; defaults: {self.algo}'s own (no family defaults for {self.args.env_id})"
-        named = "; ".join(f"{name}: " + ", ".join(f"{k}={v}" for k, v in values.items()) for name, values in sources)
+        named = "; ".join(
+            f"{name}: " + ", ".join(f"{k}={v}" for k, v in values.items()) for name, values in sources
+        )
         return f"{budget}; defaults: {self.algo}'s, with its {named} (flags given win)"
 
     def _warn_short_budget(self) -> None:
@@ -751,7 +766,11 @@ class Run:
     def _estimate(self, global_step: int) -> None:
         """Once, after the first ESTIMATE_AFTER_S seconds: the time left at the speed so far."""
         elapsed = time.time() - self.start_time
-        if self._estimated or elapsed < ESTIMATE_AFTER_S or not self.start_step < global_step < self.total_steps:
+        if (
+            self._estimated
+            or elapsed < ESTIMATE_AFTER_S
+            or not self.start_step < global_step < self.total_steps
+        ):
             return
         self._estimated = True
         rate = (global_step - self.start_step) / elapsed

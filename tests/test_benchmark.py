@@ -555,7 +555,9 @@ def test_the_wandb_report_selects_exactly_the_reported_runs_by_name(tiny):
         assert runset.groupby == [publish.GROUP_BY] and "== 'train'" in runset.filters
         names = sorted(r.run_dir.name for r in recs)
         assert len(names) == len(cell.variants) * len(TINY.seeds)
-        assert runset.filters.startswith('Metric("Name") in [') and all(f"'{n}'" in runset.filters for n in names)
+        assert runset.filters.startswith('Metric("Name") in [') and all(
+            f"'{n}'" in runset.filters for n in names
+        )
         plots = {p.title: p for p in train.panels}
         assert plots["episodic return"].y == ["charts/episodic_return"]
         assert plots["sparsity"].y == ["l0/sparsity", "gmp/sparsity"]
@@ -565,7 +567,9 @@ def test_the_wandb_report_selects_exactly_the_reported_runs_by_name(tiny):
         assert "== 'compress'" in table.filters
         # every compress run of these runs (the dense runs have three: l0, magnitude, svd), and no other
         expected = publish.compress_run_names(recs)
-        assert f"'{names[0]}__compress_l0'" in table.filters and all(f"'{n}'" in table.filters for n in expected)
+        assert f"'{names[0]}__compress_l0'" in table.filters and all(
+            f"'{n}'" in table.filters for n in expected
+        )
         assert len(expected) == sum(len(r.compress) for r in recs) > len(names)
         assert "summary:compress/low-rank/compression_params" in table.visible_columns
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 from helpers import ROOT, assert_one_line_error, assert_same_state, run_dirs, run_script
 from torch import nn
 
@@ -64,7 +63,9 @@ def test_a_report_of_two_hand_started_runs_is_written_outside_the_repository(two
     assert set(rows) == {"ppo_dense", "ppo_l0"}
     summaries = {p: json.loads((p / "summary.json").read_text()) for p in (dense, sparse)}
     assert rows["ppo_l0"]["trained_return"]["point"] == summaries[sparse]["eval/episodic_return"]
-    assert rows["ppo_dense"]["sparsity"] == 0.0 and rows["ppo_l0"]["sparsity"] == summaries[sparse]["sparsity"]
+    assert (
+        rows["ppo_dense"]["sparsity"] == 0.0 and rows["ppo_l0"]["sparsity"] == summaries[sparse]["sparsity"]
+    )
     text = (out / "REPORT.md").read_text()
     assert f"`{dense.name}`" in text and f"`{sparse.name}`" in text
     table = [line for line in text.splitlines() if line.startswith("| ppo_")]
@@ -110,7 +111,6 @@ def test_tensorboard_event_files_hold_the_metrics_record(two_runs):
 
 def test_play_replays_the_returns_evaluate_gives_for_the_same_seeds(two_runs, capsys):
     from benchmark.evaluate import main as evaluate_main
-
     from l0rl.play import main as play_main
 
     _, run_dir = two_runs
@@ -161,12 +161,36 @@ def test_sigint_stops_with_a_checkpoint_that_resumes_bit_exactly(tmp_path):
     assert not halted["finished"] and 0 < halted["global_step"] < total
     assert "SIGINT: stopping after this step with a checkpoint" in err
     assert f"stopped by SIGINT at step {halted['global_step']:,}" in out
-    assert f"next: python {ROOT / 'algos' / 'ppo_l0.py'} --resume {run_dir}" in out
+    assert f"next: python {ROOT / 'algos' / 'ppo_l0.py'} --resume {run_dir.relative_to(tmp_path)}" in out
     ppo_l0.train(ppo_l0.Args(resume=str(run_dir), wandb_mode="disabled", progress=False))
     full = ppo_l0.train(tiny(tmp_path / "full", total_timesteps=total, eval_episodes=0))
     a, z = load_checkpoint(full), load_checkpoint(run_dir)
     assert z["finished"] and z["global_step"] == a["global_step"] == total
     assert_same_state(a["networks"]["agent"], z["networks"]["agent"])
+
+
+def test_a_second_sigint_aborts_at_once_and_says_what_is_left(tmp_path):
+    flags = ["--num-envs", "2", "--num-steps", "2048", "--total-timesteps", "65536", "--no-progress"]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "algos" / "ppo_l0.py"), "--wandb-mode", "disabled", *flags],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stderr:
+        if "budget" in line:
+            proc.send_signal(signal.SIGINT)
+        if "stopping after this step" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    (run_dir,) = run_dirs(tmp_path)
+    if "aborted by a second SIGINT; no checkpoint was written yet" in err:  # mid-iteration: nothing saved
+        assert not (run_dir / "checkpoint.pt").exists()
+    else:  # the first stop's checkpoint was already written: it stands
+        assert load_checkpoint(run_dir)["global_step"] == 4096  # one iteration: 2 envs x 2048 steps
 
 
 def test_the_start_of_a_run_says_its_budget_defaults_and_a_short_budget_warning(tmp_path):
@@ -175,7 +199,9 @@ def test_the_start_of_a_run_says_its_budget_defaults_and_a_short_budget_warning(
     assert "ppo_l0 CartPole-v1: budget 64 env steps; defaults: ppo_l0's" in proc.stderr
     assert "warning: --total-timesteps 64 is 0% of the 500,000 steps" in proc.stderr
     assert "ppo_l0: finished 64 steps" in proc.stdout
-    dense = run_script("ppo", *TINY_FLAGS, "--total-timesteps", "64", "--no-l0", "--eval-episodes", "0", cwd=tmp_path)
+    dense = run_script(
+        "ppo", *TINY_FLAGS, "--total-timesteps", "64", "--no-l0", "--eval-episodes", "0", cwd=tmp_path
+    )
     assert dense.returncode == 0, dense.stderr
     assert "warning" not in dense.stderr and "ppo (dense) CartPole-v1: budget 64 env steps" in dense.stderr
     assert "ppo (dense): finished 64 steps" in dense.stdout and "ppo_l0:" not in dense.stdout
@@ -208,7 +234,7 @@ def test_an_actor_the_policy_contract_cannot_describe_is_refused_before_training
 def test_track_is_cleancrls_spelling_of_wandb_online(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    with pytest.raises(UsageError, match="online"):  # online without a key is refused at once
+    with pytest.raises(UsageError, match="--track logs to W&B online and needs an API key"):
         Run(tiny(tmp_path, wandb_mode="auto", track=True), "ppo_l0")
     with pytest.raises(UsageError, match="--track turns W&B on and contradicts --wandb-mode offline"):
         Run(tiny(tmp_path, wandb_mode="offline", track=True), "ppo_l0")
