@@ -709,3 +709,44 @@ def test_learner_cost_runs_the_torso_once_per_forward_unless_per_head():
         learner_cost(["--widths", "0", "1", "1"])
     with pytest.raises(UsageError, match="--closed must leave every conv at least one open channel"):
         learner_cost(["--widths", "8", "16", "16", "--closed", "0", "16", "0"])
+
+
+def test_the_per_seed_table_counts_the_seeds_that_meet_a_cells_target(tmp_path):
+    from l0rl.report.collect import Record
+
+    cell = suites.Cell(
+        "CartPole-v1", "ppo_l0", 500_000, (suites.DENSE, suites.L0), target=suites.Target(0.95, 475)
+    )
+    stage = {"stage": "low-rank", "params": 120.0, "bytes": 900.0, "return_mean": 480.0}
+
+    def record(variant, seed, ret, sparsity, step=None):
+        return Record(
+            cell,
+            variant,
+            "ppo_l0",
+            seed,
+            tmp_path / f"r{seed}",
+            {},
+            {"eval/episodic_return": ret, "sparsity": sparsity},
+            [],
+            {"l0": {"stages": [stage]}},
+            {},
+            progress_step=step,
+        )
+
+    records = [
+        record(suites.L0, 2, 500.0, 0.96),
+        record(suites.L0, 1, 470.0, 0.97),  # sparse enough, return too low
+        record(suites.L0, 3, 490.0, 0.5, step=1000),  # still training: not judged
+        record(suites.DENSE, 1, 500.0, 0.0),
+    ]
+    rows = report.seed_rows(cell, records)
+    assert [(r.variant, r.seed, r.met) for r in rows] == [
+        ("dense", 1, None),
+        ("L0", 1, False),
+        ("L0", 2, True),
+    ]
+    lines = report.seed_table(cell, rows)
+    assert lines[0] == "Target >= 95 % at eval >= 475: L0 on 1 of 2 seeds."
+    assert "| L0 | 2 | 500.0 | 96.0 % | 120 | 900 | 480.0 | yes |" in lines
+    assert report.target_json(cell, rows)["met"] == {"L0": {"met": 1, "seeds": 2}}
