@@ -233,9 +233,7 @@ class Runner:
                 [*script, "--resume", str(found.run_dir), *flags, *process],
             )
         gmp_target = reached_sparsity(self.finished(spec.gmp_source)) if spec.gmp_source else None
-        group = (
-            f"{self.suite.name}__{variant_group(spec.cell.env_id, spec.exp_name)}"  # a W&B group per variant
-        )
+        group = f"{self.suite.name}__{variant_group(spec.cell.env_id, spec.exp_name)}"  # one per variant
         where = ["--runs-dir", str(self.runs_dir), "--wandb-group", group]
         return "new run", [*script, *spec.train_args(gmp_target), *where, *process]
 
