@@ -241,7 +241,7 @@ def train(args: Args) -> str:
     # TRY NOT TO MODIFY: seeding
     seed_everything(args.seed, args.torch_deterministic)
     envs = make_vector_env(
-        args.env_id, args.num_envs, args.seed, args.capture_video, run.name, **run.env_options
+        args.env_id, args.num_envs, args.seed, args.capture_video, run.video_dir, **run.env_options
     )
     if not isinstance(envs.single_action_space, gym.spaces.Discrete):
         envs.close()
@@ -263,7 +263,7 @@ def train(args: Args) -> str:
     update_target(target_network, q_network, 1.0)
     average = copy.deepcopy(q_network) if args.swa_start < 1.0 else None  # --swa-start's weight mean
     # only now, with every argument accepted, does the run directory appear
-    run.open(*spaces, args.num_iterations * args.num_envs)
+    run.open(*spaces, args.num_iterations * args.num_envs, policy=q_network)
     keep = None
     if args.keep_best_every:  # its state travels with the schedulers': resumed exactly, fresh in a fork
         keep = schedulers["keep_best"] = KeepBest(

@@ -234,7 +234,7 @@ def train(args: Args) -> str:
     # TRY NOT TO MODIFY: seeding
     seed_everything(args.seed, args.torch_deterministic)
     envs = make_vector_env(
-        args.env_id, args.num_envs, args.seed, args.capture_video, run.name, **run.env_options
+        args.env_id, args.num_envs, args.seed, args.capture_video, run.video_dir, **run.env_options
     )
     envs.action_space.seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
@@ -278,7 +278,7 @@ def train(args: Args) -> str:
     save_buffer = args.save_buffer if args.save_buffer is not None else len(obs_space.shape) != 3
     rb = EpisodeReplayBuffer(args.buffer_size, args.num_envs, obs_space, action_space)
     # only now, with every argument accepted, does the run directory appear
-    run.open(obs_space, action_space, args.total_timesteps)
+    run.open(obs_space, action_space, args.total_timesteps, policy=policy)
 
     # TRY NOT TO MODIFY: start the game
     global_step, updates = run.start_step, 0

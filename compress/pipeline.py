@@ -43,6 +43,7 @@ from l0rl.runkit import (
 )
 from l0rl.runkit.checkpoint import atomic_write_bytes, check_writable
 from l0rl.runkit.files import real_dir
+from l0rl.runkit.tracker import variant_group
 
 METHODS = ("l0", "magnitude", "magnitude-layer", "svd")
 PRUNING_METHODS = {"magnitude": False, "magnitude-layer": True}  # method -> per-layer threshold
@@ -328,7 +329,7 @@ def _log(
         wandb_mode=wandb_mode,
         project=args.get("wandb_project", "l0rl"),
         entity=args.get("wandb_entity"),
-        group=args.get("wandb_group") or ckpt["env_id"],
+        group=args.get("wandb_group") or variant_group(ckpt["env_id"], args.get("exp_name", ckpt["algo"])),
         tags=[ckpt["env_id"], ckpt["algo"], "compress", report["method"]],
         job_type="compress",
     )

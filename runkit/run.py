@@ -5,20 +5,29 @@ and the closing summary line. An algorithm file keeps only what is its own.
     run = Run(args, ALGO)                 # validates; on --resume/--fork-from loads the checkpoint
     args = run.args
     ...build envs and networks...
-    run.open(obs_space, action_space, total_steps)       # run directory, tracker, progress
+    run.open(obs_space, action_space, total_steps, policy)  # checks the policy; run directory, tracker
     loop = run.restore(networks, optimizers, schedulers)  # None on a new run
     ...the loop: run.log_episodes / run.log / run.due / run.checkpoint / run.halting...
     return run.finish(global_step, policy, device)
 
 Every cadence (--checkpoint-every, --log-every, --halt-after) counts env steps, in every algorithm.
+
+Ctrl-C (SIGINT) or SIGTERM during training: the current iteration (vector step, for the off-policy
+algorithms) finishes, a checkpoint is written atomically, the resume command is printed and the
+process exits with 130 (SIGINT) or 143 (SIGTERM); run.halting() is what the loop asks, as for
+--halt-after. A second Ctrl-C aborts at once (exit 130): checkpoints are written to a temporary file
+and renamed, so the last complete one stays.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import signal
 import stat
 import sys
+import threading
 import time
 import types
 import typing
@@ -33,7 +42,7 @@ from torch import nn
 from l0rl import gmp, l0
 from l0rl.envs.mario import FLAG, FURTHEST_X
 from l0rl.envs.registry import family, resolve_env_id
-from l0rl.errors import NonFiniteError, UsageError
+from l0rl.errors import Interrupted, NonFiniteError, UsageError
 from l0rl.policy import policy_record
 from l0rl.runkit.checkpoint import (
     CHECKPOINT_NAME,
@@ -55,9 +64,25 @@ from l0rl.runkit.checkpoint import (
 )
 from l0rl.runkit.evaluate import EVAL_SEED_OFFSET, eval_metrics, evaluate
 from l0rl.runkit.files import TORCH_FILE_LIMIT, atomic_write_bytes, read_bytes
-from l0rl.runkit.progress import Progress
+from l0rl.runkit.progress import Progress, duration
 from l0rl.runkit.replay import BUFFER_NAME
-from l0rl.runkit.tracker import METRICS_NAME, Tracker, reachable_mode, read_metrics, resolve_wandb_mode
+from l0rl.runkit.tracker import (
+    METRICS_NAME,
+    Tracker,
+    has_wandb_key,
+    reachable_mode,
+    read_metrics,
+    resolve_wandb_mode,
+    variant_group,
+)
+
+VIDEO_DIR = "videos"
+"""Where --capture-video records, inside the run directory."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+ESTIMATE_AFTER_S = 10.0
+"""The time-left line comes at the first log call after this much training."""
+SHORT_BUDGET = 0.5
+"""Below this share of the budget the L0 defaults were tuned for, a run starts with a warning."""
 
 
 @dataclass
@@ -74,16 +99,20 @@ class RunArgs:
     """if toggled, cuda is used when available"""
     wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
     """W&B mode: auto (online with an API key and a reachable server, else offline), online, offline, disabled"""
+    track: bool = False
+    """CleanRL's spelling of W&B on: the same as --wandb-mode online (W&B logs anyway by default: online
+    with an API key, else offline)"""
     wandb_project: str = "l0rl"
     """the W&B project"""
     wandb_entity: str | None = None
     """the W&B entity (team)"""
     wandb_group: str | None = None
-    """the W&B group (default: env id)"""
+    """the W&B group (default: <env_id>__<exp_name>, one per variant, so W&B's grouped view never
+    averages dense, L0 and GMP runs together)"""
     runs_dir: str = "runs"
     """where run directories are created"""
     capture_video: bool = False
-    """whether to capture videos of the agent (first env) into videos/<run_name>"""
+    """whether to capture videos of the agent (first env) into <run dir>/videos (and to W&B when it logs)"""
     progress: bool = True
     """show progress (a bar on a terminal, plain lines otherwise)"""
     checkpoint_every: int = 50_000
@@ -330,14 +359,24 @@ def parse_env_options(text: str) -> dict:
     return options
 
 
-def family_defaults(args_cls: type, env_id: str, algo_defaults: dict[str, dict] | None = None) -> Any:
-    """An Args instance holding the defaults for `env_id`'s family: the evaluation defaults above,
-    then the algorithm's own where a family differs from CartPole's (e.g. {"mario": {"num_envs": 8}}),
+def default_sources(env_id: str, algo_defaults: dict[str, dict] | None = None) -> list[tuple[str, dict]]:
+    """Where `env_id`'s defaults differ from the dataclass's, named, in the order they apply: the
+    evaluation defaults above, then the algorithm's own for the family (e.g. {"mario": {"num_envs": 8}}),
     then those of the environment itself (keyed by its canonical id, e.g. "Acrobot-v1")."""
     canonical = resolve_env_id(env_id)
     fam = family(canonical)
     own = algo_defaults or {}
-    values = {**EVAL_DEFAULTS.get(fam, {}), **own.get(fam, {}), **own.get(canonical, {})}
+    sources = [
+        (f"{fam} evaluation", EVAL_DEFAULTS.get(fam, {})),
+        (f"{fam} family", own.get(fam, {})),
+        (canonical, own.get(canonical, {})),
+    ]
+    return [(name, values) for name, values in sources if values]
+
+
+def family_defaults(args_cls: type, env_id: str, algo_defaults: dict[str, dict] | None = None) -> Any:
+    """An Args instance holding the defaults for `env_id` (see default_sources)."""
+    values = {k: v for _, part in default_sources(env_id, algo_defaults) for k, v in part.items()}
     return dataclasses.replace(args_cls(), env_id=env_id, **values)
 
 
@@ -385,6 +424,8 @@ def parse_args(
     args = _tyro_cli(args_cls, argv, default=baseline)
     # a family default is no flag: `--env-id SuperMarioBros-7-1-v0 --no-l0` sets no L0 option
     object.__setattr__(args, "_baseline", baseline)
+    if not first.fork_from:  # named at the start of the run
+        object.__setattr__(args, "_defaults_from", default_sources(first.env_id, algo_defaults))
     return args
 
 
@@ -414,6 +455,31 @@ def _check_common(args: Any) -> None:
             raise UsageError(
                 f"GMP needs 0 <= --gmp-start < --gmp-end <= 1, got {args.gmp_start}, {args.gmp_end}"
             )
+
+
+def _resolve_track(args: Any) -> Any:
+    """--track (CleanRL's W&B switch) as the mode it means: online."""
+    if args.track:
+        if args.wandb_mode not in ("auto", "online"):
+            raise UsageError(
+                f"--track turns W&B on and contradicts --wandb-mode {args.wandb_mode}; pass one of them"
+            )
+        if not has_wandb_key():
+            raise UsageError(
+                "--track logs to W&B online and needs an API key (wandb login, or WANDB_API_KEY); without "
+                "--track l0rl logs offline, for `wandb sync` later"
+            )
+        args.wandb_mode, args.track = "online", False
+    return args
+
+
+def _calling_file(depth: int) -> str:
+    """The source file `depth` frames up (an algorithm's train(), a copied or renamed one included),
+    from the working directory where it lies below it: what the hints tell the user to run."""
+    path = Path(sys._getframe(depth + 1).f_code.co_filename).resolve()
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd().resolve()))
+    return str(path)
 
 
 def sparsity_stats(policy: nn.Module, kind: str) -> dict[str, float]:
@@ -494,7 +560,12 @@ class Run:
     def __init__(self, args: Any, algo: str):
         self.algo, self.ckpt, self._lock, self.forked = algo, None, None, False
         self.tracker: Tracker | None = None
-        args = _resolve_sparsity(args)
+        self.script = _calling_file(1)
+        self.run_dir: Path | None = None
+        self._stop_signal: int | None = None
+        self._handlers: dict = {}
+        self._checkpoint_step: int | None = None
+        args = _resolve_track(_resolve_sparsity(args))
         if args.resume and args.fork_from:
             raise UsageError("--resume continues a run and --fork-from starts a new one from it; pass one")
         if args.fork_from:
@@ -516,6 +587,9 @@ class Run:
         resume_key()  # a key file that breaks its rules is refused now, not at the first checkpoint
         self.env_options = parse_env_options(args.env_options)
         self.args = args
+        kind = {"l0": None, "gmp": "gmp", "none": "dense"}[args.sparsity]
+        self.label = f"{algo.removesuffix('_l0')} ({kind})" if kind else algo  # closing lines: ppo (dense)
+        self._planned_dir = Path(args.resume) if args.resume else Path(args.runs_dir) / self.name
         self.global_step = self.start_step = self.ckpt["global_step"] if self.ckpt else 0
         self.recent_returns: list[float] = []
         self.recent_successes: list[float] = []  # goal envs (info "is_success"): the last 20 episodes
@@ -592,14 +666,43 @@ class Run:
         now = {k: v for k, v in given.items() if k in RESUMABLE} | {k: getattr(args, k) for k in PER_PROCESS}
         return type(args)(**{**saved, **now})
 
-    def open(self, obs_space: Any, action_space: Any, total_steps: int) -> None:
-        """Create the run directory (or reuse the resumed one), start its tracker and the progress
-        display, and say where the run lives. Call it after everything that can reject the
+    @property
+    def video_dir(self) -> str:
+        """Where --capture-video records: the run directory's videos/ (pass it to make_vector_env)."""
+        return str(self._planned_dir / VIDEO_DIR)
+
+    def _check_policy(self, policy: nn.Module, obs_space: Any, action_space: Any) -> None:
+        """The policy contract (l0rl/policy.py), checked before any training: one line naming the module."""
+        try:
+            policy_record(policy, obs_space, action_space, self.args.sparsity)
+        except ValueError as e:
+            raise UsageError(f"{self.script}: the deployable policy breaks the contract: {e}") from None
+
+    def _new_run_dir(self) -> Path:
+        planned = self._planned_dir
+        # --capture-video: gymnasium's recorder made <run>/videos/ when the envs were built, just before
+        if (
+            self.args.capture_video
+            and planned.is_dir()
+            and [p.name for p in planned.iterdir()] == [VIDEO_DIR]
+        ):
+            check_writable(planned)
+            return planned
+        return create_run_dir(self.args.runs_dir, self.name)
+
+    def open(
+        self, obs_space: Any, action_space: Any, total_steps: int, policy: nn.Module | None = None
+    ) -> None:
+        """Check the deployable policy against the policy contract, create the run directory (or reuse
+        the resumed one), start its tracker and the progress display, say where the run lives, what
+        it will be and what a stop signal does. Call it after everything that can reject the
         arguments, so a bad command leaves no directory behind."""
         a = self.args
+        if policy is not None:
+            self._check_policy(policy, obs_space, action_space)
         if self.ckpt is None or self.forked:
             copies = self._fork_copies() if self.forked else {}  # read (and refused) before anything exists
-            self.run_dir = create_run_dir(a.runs_dir, self.name)
+            self.run_dir = self._new_run_dir()
             self._lock = RunLock(self.run_dir)
             for name, data in copies.items():
                 atomic_write_bytes(self.run_dir / name, data)
@@ -614,17 +717,84 @@ class Run:
             wandb_mode=a.wandb_mode,
             project=a.wandb_project,
             entity=a.wandb_entity,
-            group=a.wandb_group or a.env_id,
+            group=a.wandb_group or variant_group(a.env_id, a.exp_name),
             tags=[a.env_id, self.algo, a.sparsity],
             wandb_id=self.ckpt.get("wandb_id") if self.ckpt and not self.forked else None,
             resume_step=self.start_step if self.ckpt else None,  # a fork drops its source's later rows
+            tensorboard=True,
         )
+        videos = self.run_dir / VIDEO_DIR
+        self._videos_logged = {p.name for p in videos.glob("*.mp4")} if videos.is_dir() else set()
         verb = f"resuming at step {self.start_step:,}" if self.ckpt else "run directory"
         if self.forked:
             verb = f"forked from {a.fork_from} at step {self.start_step:,}: run directory"
-        print(f"{self.algo} {a.env_id} ({a.sparsity}): {verb} {self.run_dir}", file=sys.stderr, flush=True)
-        self.progress = Progress(total_steps, self.start_step, a.progress, desc=f"{self.algo} {a.env_id}")
+        self._catch_stop_signals()  # before the lines below: once they are out, Ctrl-C stops cleanly
+        say = f"{self.label} {a.env_id}"
+        print(f"{say}: {verb} {self.run_dir}", file=sys.stderr, flush=True)
+        print(f"{say}: {self._plan(total_steps)}", file=sys.stderr, flush=True)
+        self._warn_short_budget()
+        self.progress = Progress(total_steps, self.start_step, a.progress, desc=say)
         self.start_time = time.time()
+        self._estimated = False
+
+    def _plan(self, total_steps: int) -> str:
+        """What the run will be: its budget and the defaults it runs with (which family's, named)."""
+        left = f" ({total_steps - self.start_step:,} to go)" if self.start_step else ""
+        budget = f"budget {total_steps:,} env steps{left}"
+        if self.ckpt is not None:
+            return f"{budget}, with the arguments of {'its source' if self.forked else 'the run'}"
+        sources = getattr(self.args, "_defaults_from", None)
+        if sources is None:
+            return f"{budget}, with the arguments given"
+        if not sources:
+            return f"{budget}; defaults: {self.algo}'s own (no family defaults for {self.args.env_id})"
+        named = "; ".join(
+            f"{name}: " + ", ".join(f"{k}={v}" for k, v in values.items()) for name, values in sources
+        )
+        return f"{budget}; defaults: {self.algo}'s, with its {named} (flags given win)"
+
+    def _warn_short_budget(self) -> None:
+        """Warn when a new L0 run with the L0 defaults has far fewer steps than they were tuned for."""
+        a, baseline = self.args, getattr(self.args, "_baseline", None)
+        if self.ckpt is not None or baseline is None or a.sparsity != "l0":
+            return
+        tuned = baseline.total_timesteps
+        if a.total_timesteps >= SHORT_BUDGET * tuned or any(k.startswith("l0_") for k in _given(a)):
+            return
+        print(
+            f"warning: --total-timesteps {a.total_timesteps:,} is {a.total_timesteps / tuned:.0%} of the {tuned:,} "
+            f"steps {self.algo}'s L0 defaults for {a.env_id} were tuned for; the gates close over many updates, "
+            "so expect far less sparsity (possibly none) and compare the return with a dense run of the same "
+            "budget; for a short run pass a stronger --l0-lambda-* or --l0-lr, or the tuned --total-timesteps",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _catch_stop_signals(self) -> None:
+        """SIGINT and SIGTERM end training at the next halting() check (see the module docstring)."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set in the main thread; the defaults stay
+        self._handlers = {s: signal.signal(s, self._on_stop_signal) for s in STOP_SIGNALS}
+
+    def _on_stop_signal(self, signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self._stop_signal is None:
+            self._stop_signal = signum
+            print(
+                f"\n{self.label}: {name}: stopping after this step with a checkpoint; "
+                "Ctrl-C again aborts at once (the last checkpoint stays)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        if self._checkpoint_step is None:
+            last = "no checkpoint was written yet: start the run again"
+        else:
+            last = f"its last checkpoint (step {self._checkpoint_step:,}) is intact: {self._resume_hint()}"
+        raise Interrupted(signum, f"aborted by a second {name}; {last}")
+
+    def _resume_hint(self) -> str:
+        return f"python {self.script} --resume {self.run_dir}"
 
     def _fork_copies(self) -> dict[str, bytes]:
         """What a fork takes from its source besides the checkpoint: the metrics record up to the
@@ -709,7 +879,9 @@ class Run:
         return crossed(global_step, stride, every)
 
     def halting(self, global_step: int) -> bool:
-        """True once this process has run its --halt-after env steps."""
+        """True once this process has run its --halt-after env steps, or a stop signal came."""
+        if self._stop_signal is not None:
+            return True
         return self.args.halt_after is not None and global_step - self.start_step >= self.args.halt_after
 
     def should_checkpoint(self, global_step: int, stride: int) -> bool:
@@ -759,6 +931,37 @@ class Run:
             shown.setdefault("x", int(np.mean(self.recent_x)))
         self.progress.update(global_step, SPS=sps, ret=ret, **shown)
         self.global_step = global_step
+        self._log_videos(global_step)
+        self._estimate(global_step)
+
+    def _estimate(self, global_step: int) -> None:
+        """Once, after the first ESTIMATE_AFTER_S seconds: the time left at the speed so far."""
+        elapsed = time.time() - self.start_time
+        if (
+            self._estimated
+            or elapsed < ESTIMATE_AFTER_S
+            or not self.start_step < global_step < self.total_steps
+        ):
+            return
+        self._estimated = True
+        rate = (global_step - self.start_step) / elapsed
+        left = self.total_steps - global_step
+        print(
+            f"{self.label} {self.args.env_id}: about {duration(left / rate)} to go ({left:,} env steps at "
+            f"{rate:,.0f} steps/s over the first {duration(elapsed)})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _log_videos(self, global_step: int) -> None:
+        """Episodes --capture-video finished recording since the last call, to W&B."""
+        videos = self.run_dir / VIDEO_DIR
+        if not self.args.capture_video or self.tracker.wandb_run is None or not videos.is_dir():
+            return
+        for path in sorted(videos.glob("*.mp4")):
+            if path.name not in self._videos_logged:
+                self._videos_logged.add(path.name)
+                self.tracker.log_video(path, global_step)
 
     def checkpoint(
         self,
@@ -790,6 +993,7 @@ class Run:
             "wandb_id": self.tracker.wandb_id,
         }
         save_checkpoint(self.run_dir, payload, envs=restorable_envs(envs))
+        self._checkpoint_step = global_step
 
     def finish(self, global_step: int, policy: nn.Module, device: Any = "cpu") -> str:
         """Evaluate (when training is complete), write the summary, print one closing line and the
@@ -816,18 +1020,22 @@ class Run:
             self.tracker.summary(final)
         if finished:
             self.tracker.summary({"global_step": global_step, "finished": True, "sparsity_kind": a.sparsity})
+        self._log_videos(global_step)
         self.tracker.finish()
         self.close()
         print(self._closing_line(global_step, finished, final))
+        if self._stop_signal is not None and not finished:
+            raise Interrupted(self._stop_signal)  # the closing lines said how to resume
         return str(self.run_dir)
 
     def _closing_line(self, global_step: int, finished: bool, final: dict) -> str:
         if not finished:
+            why = f"stopped by {signal.Signals(self._stop_signal).name}" if self._stop_signal else "halted"
             return (
-                f"{self.algo}: halted at step {global_step:,} of {self.total_steps:,} | {self.run_dir}\n"
-                f"next: python algos/{self.algo}.py --resume {self.run_dir}"
+                f"{self.label}: {why} at step {global_step:,} of {self.total_steps:,}, checkpointed | {self.run_dir}\n"
+                f"next: {self._resume_hint()}"
             )
-        parts = [f"{self.algo}: finished {global_step:,} steps"]
+        parts = [f"{self.label}: finished {global_step:,} steps"]
         if "eval/episodic_return" in final:
             parts.append(
                 f"eval return {final['eval/episodic_return']:.1f} +- {final['eval/episodic_return_std']:.1f}"
@@ -843,9 +1051,22 @@ class Run:
         return " | ".join(parts) + f"\nnext: python -m l0rl.compress {self.run_dir}"
 
     def close(self) -> None:
+        for s, handler in self._handlers.items():
+            signal.signal(s, handler)
+        self._handlers = {}
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+        self._discard_unopened_video_dir()
+
+    def _discard_unopened_video_dir(self) -> None:
+        """A command refused after --capture-video's recorder made <run>/videos/ leaves no directory."""
+        args, planned = getattr(self, "args", None), getattr(self, "_planned_dir", None)
+        if self.run_dir is not None or args is None or args.resume or not args.capture_video:
+            return
+        with contextlib.suppress(OSError):  # only empty folders go: rmdir refuses anything else
+            (planned / VIDEO_DIR).rmdir()
+            planned.rmdir()
 
     def __del__(self) -> None:  # an exception mid-training must not keep the run locked in-process
         self.close()

@@ -1,6 +1,12 @@
-"""Metrics go to two places at once: W&B (online, offline or disabled) and a local record in the run
+"""Metrics go to three places at once: W&B (online, offline or disabled), a local record in the run
 directory (`metrics.jsonl`, one JSON object per log call, and `summary.json`), so local reports never
-need the cloud.
+need the cloud, and TensorBoard event files in the run directory (training runs), so
+`tensorboard --logdir runs` shows every run under CleanRL's metric names.
+
+W&B organisation: a run's group is its variant, `<env_id>__<exp_name>` (variant_group), and its job
+type `train` or `compress`, so W&B's default grouped view never averages dense, L0 and GMP runs (or a
+run and its compress runs) into one line; the name is the run directory's, tags env id, algorithm and
+sparsity kind.
 
 Every W&B row carries `global_step` and W&B plots against it (define_metric), while W&B's own step
 counts log calls: several episodes that end in the same vector step are several rows, none lost.
@@ -28,10 +34,16 @@ PROBE_TIMEOUT_S = 5.0
 """How long the W&B server has to answer one request, a hard deadline (W&B's own init waits minutes
 on a server that accepts connections and never answers): else `auto` logs offline and `online` is
 refused, both before any run directory exists."""
+VIDEO_KEY = "videos/episode"
 ONLINE_INIT_TIMEOUT_S = 10.0
 """W&B's own init_timeout once the server has answered the probe."""
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 _probed: dict[str, str | None] = {}  # base URL -> why it did not answer (None: it did), once per process
+
+
+def variant_group(env_id: str, exp_name: str) -> str:
+    """A run's default W&B group: one per variant (an env id and an exp name such as ppo_l0 / ppo_dense)."""
+    return f"{env_id}__{exp_name}"
 
 
 def has_wandb_key() -> bool:
@@ -132,8 +144,12 @@ class Tracker:
         job_type: str = "train",
         wandb_id: str | None = None,
         resume_step: int | None = None,
+        tensorboard: bool = False,
     ):
         self.run_dir = Path(run_dir)
+        self.tensorboard, self._tb_writer = tensorboard, None
+        # TensorBoard drops earlier files' events from this step on: a resumed run's later rows are gone too
+        self._tb_purge_step = resume_step + 1 if resume_step is not None else None
         self.metrics_path = self.run_dir / METRICS_NAME
         self.summary_path = self.run_dir / SUMMARY_NAME
         if resume_step is not None:
@@ -203,6 +219,23 @@ class Tracker:
         append_record(self.metrics_path, (json.dumps(row) + "\n").encode())
         if self.wandb_run is not None:
             self.wandb_run.log({**metrics, "global_step": int(step)})
+        if self.tensorboard:
+            self._log_tensorboard(metrics, int(step))
+
+    def _log_tensorboard(self, metrics: dict[str, float], step: int) -> None:
+        if self._tb_writer is None:
+            from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when used
+
+            self._tb_writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=self._tb_purge_step)
+        for key, value in metrics.items():
+            self._tb_writer.add_scalar(key, float(value), step)
+
+    def log_video(self, path: Path, step: int) -> None:
+        """A recorded episode (mp4) to W&B, at this env step (nothing when W&B is off)."""
+        if self.wandb_run is not None:
+            import wandb
+
+            self.wandb_run.log({VIDEO_KEY: wandb.Video(str(path), format="mp4"), "global_step": int(step)})
 
     def summary(self, values: dict[str, Any]) -> None:
         self._summary.update({k: finite_or_none(v) for k, v in values.items()})
@@ -211,6 +244,9 @@ class Tracker:
             self.wandb_run.summary.update(values)
 
     def finish(self) -> None:
+        if self._tb_writer is not None:
+            self._tb_writer.close()
+            self._tb_writer = None
         if self.wandb_run is not None:
             self.wandb_run.finish()
             self.wandb_run = None

@@ -26,8 +26,8 @@ from l0rl import gmp, l0
 from l0rl.algos import dqn_l0 as dqn
 from l0rl.runkit import (
     BUFFER_NAME,
-    UsageError,
     ReplayBuffer,
+    UsageError,
     eval_metrics,
     evaluate,
     load_checkpoint,
