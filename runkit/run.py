@@ -31,6 +31,7 @@ import threading
 import time
 import types
 import typing
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -774,7 +775,14 @@ class Run:
         """SIGINT and SIGTERM end training at the next halting() check (see the module docstring)."""
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set in the main thread; the defaults stay
-        self._handlers = {s: signal.signal(s, self._on_stop_signal) for s in STOP_SIGNALS}
+        # through a weak reference: a handler holding the Run would keep a crashed run locked in-process
+        method = weakref.WeakMethod(self._on_stop_signal)
+
+        def on_signal(signum: int, frame: Any) -> None:
+            if (handler := method()) is not None:
+                handler(signum, frame)
+
+        self._handlers = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
 
     def _on_stop_signal(self, signum: int, _frame: Any) -> None:
         name = signal.Signals(signum).name

@@ -118,5 +118,5 @@ def test_capture_video_works_after_setup(tmp_path, monkeypatch):
             progress=False,
         )
     )
-    videos = sorted((tmp_path / "videos" / Path(run_dir).name).glob("*.mp4"))
+    videos = sorted((Path(run_dir) / "videos").glob("*.mp4"))  # inside the run directory
     assert videos and all(v.read_bytes()[4:8] == b"ftyp" for v in videos)  # the MP4 container header

@@ -68,7 +68,7 @@ def test_a_report_of_two_hand_started_runs_is_written_outside_the_repository(two
     )
     text = (out / "REPORT.md").read_text()
     assert f"`{dense.name}`" in text and f"`{sparse.name}`" in text
-    table = [line for line in text.splitlines() if line.startswith("| ppo_")]
+    table = [line for line in text.splitlines() if line.startswith("| ppo\\_")]
     assert len(table) == 2 and all("(n = 1)" in line and " [" not in line for line in table)  # no interval
     for name in cell["figures"].values():
         assert (out / name).stat().st_size > 0 and f"]({name})" in text
