@@ -26,7 +26,7 @@ from l0rl.runkit.checkpoint import (
 from l0rl.runkit.cli import run_cli
 from l0rl.runkit.evaluate import eval_metrics, evaluate, evaluate_as_run, first_eval_seed
 from l0rl.runkit.progress import Progress
-from l0rl.runkit.replay import BUFFER_NAME, EpisodeReplayBuffer, ReplayBuffer
+from l0rl.runkit.replay import BUFFER_NAME, EpisodeReplayBuffer, ReplayBuffer, load_buffer, save_buffer
 from l0rl.runkit.returns import bootstrap_truncations, gae
 from l0rl.runkit.run import (
     Run,
@@ -34,9 +34,7 @@ from l0rl.runkit.run import (
     check_loss,
     crossed,
     family_defaults,
-    make_scheduler,
     parse_args,
-    sparsity_stats,
     validate,
 )
 from l0rl.runkit.targets import update_average, update_target
@@ -69,17 +67,17 @@ __all__ = [
     "evaluate",
     "evaluate_as_run",
     "first_eval_seed",
+    "load_buffer",
     "load_checkpoint",
-    "make_scheduler",
     "parse_args",
     "read_metrics",
     "resolve_checkpoint",
     "resolve_wandb_mode",
     "run_cli",
+    "save_buffer",
     "seed_everything",
     "update_average",
     "update_target",
-    "sparsity_stats",
     "to_bytes",
     "validate",
 ]

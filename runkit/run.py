@@ -6,7 +6,7 @@ and the closing summary line. An algorithm file keeps only what is its own.
     args = run.args
     ...build envs and networks...
     run.open(obs_space, action_space, total_steps)       # run directory, tracker, progress
-    loop = run.restore(networks, optimizers, schedulers)  # None on a new run
+    loop = run.restore(networks, optimizers, sparsity)   # None on a new run
     ...the loop: run.log_episodes / run.log / run.due / run.checkpoint / run.halting...
     return run.finish(global_step, policy, device)
 
@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from l0rl import gmp, l0
 from l0rl.envs.mario import FLAG, FURTHEST_X
 from l0rl.envs.registry import family, resolve_env_id
 from l0rl.errors import NonFiniteError, UsageError
@@ -54,6 +53,7 @@ from l0rl.runkit.evaluate import EVAL_SEED_OFFSET, eval_metrics, evaluate
 from l0rl.runkit.progress import Progress
 from l0rl.runkit.replay import BUFFER_NAME
 from l0rl.runkit.tracker import METRICS_NAME, Tracker, resolve_wandb_mode
+from l0rl.sparsity import METHODS, SparsityMethod, sparsity_stats
 
 
 @dataclass
@@ -105,7 +105,7 @@ class RunArgs:
     """JSON dict of environment options, e.g. '{"reward_type": "dense"}' for NeedleReach-v0"""
     total_timesteps: int = 500_000
     """total timesteps of the experiments"""
-    sparsity: Literal["l0", "gmp", "none"] = "l0"
+    sparsity: Literal[tuple(METHODS)] = "l0"
     """how the networks become sparse: l0 (learned gates), gmp (gradual magnitude pruning), none (dense)"""
     l0: bool = True
     """--no-l0 is shorthand for --sparsity none (the dense baseline)"""
@@ -194,25 +194,6 @@ def crossed(global_step: int, stride: int, every: int) -> int:
     """How many multiples of `every` going from global_step - stride to global_step passed (0 when
     none, so it reads as a bool too)."""
     return global_step // every - (global_step - stride) // every
-
-
-def make_scheduler(args: Any, lam: float) -> l0.SparsityMapScheduler:
-    """The sparsity-map scheduler of one gated network from the shared L0 options; impossible
-    settings (e.g. --l0-ramp-end before --l0-warmup) are a UsageError."""
-    try:
-        return l0.SparsityMapScheduler(
-            total_steps=args.total_timesteps,
-            mode=args.l0_schedule,
-            lam=lam,
-            warmup=args.l0_warmup,
-            ramp_end=args.l0_ramp_end,
-            target_sparsity=args.l0_target_sparsity,
-            target_at=args.l0_target_at,
-            dual_lr=args.l0_dual_lr,
-            hold=args.l0_target_hold,
-        )
-    except ValueError as e:
-        raise UsageError(f"--l0-schedule {args.l0_schedule}: {e}") from None
 
 
 def check_loss(loss: torch.Tensor, global_step: int) -> None:
@@ -364,18 +345,6 @@ def _check_common(args: Any) -> None:
             )
 
 
-def sparsity_stats(policy: nn.Module, kind: str) -> dict[str, float]:
-    """The policy's sparsity figures under its own prefix (l0/ or gmp/) plus `sparsity`, the same
-    key for every kind (0 for a dense policy)."""
-    if kind == "l0":
-        out = l0.stats(policy, "l0/")
-        return {**out, "sparsity": out["l0/sparsity"]}
-    if kind == "gmp":
-        out = gmp.stats(policy, "gmp/")
-        return {**out, "sparsity": out["gmp/sparsity"]}
-    return {"sparsity": 0.0}
-
-
 class Run:
     """The plumbing of one training process (see the module docstring)."""
 
@@ -454,7 +423,9 @@ class Run:
                 f"{ckpt_path} is read-only, and resuming would replace it; chmod u+w it or copy the run"
             )
         check_writable(run_dir)
-        saved, given = ckpt["args"], _given(args)
+        # an argument this version no longer has (SAC's former --save-buffer) is left behind
+        known = {f.name for f in dataclasses.fields(args)}
+        saved, given = {k: v for k, v in ckpt["args"].items() if k in known}, _given(args)
         changed = [k for k, v in given.items() if k not in RESUMABLE and k in saved and v != saved[k]]
         if changed:
             raise RunError(
@@ -508,9 +479,11 @@ class Run:
         self.progress = Progress(total_steps, self.start_step, a.progress, desc=f"{self.algo} {a.env_id}")
         self.start_time = time.time()
 
-    def restore(self, networks: dict[str, nn.Module], optimizers: dict, schedulers: dict) -> dict | None:
-        """On --resume: load networks, optimizers, schedulers and RNGs; returns the loop state the
-        algorithm saved (None on a new run)."""
+    def restore(
+        self, networks: dict[str, nn.Module], optimizers: dict, sparsity: SparsityMethod
+    ) -> dict | None:
+        """On --resume: load networks, optimizers, the sparsity method's state and RNGs; returns the
+        loop state the algorithm saved (None on a new run)."""
         if self.ckpt is None:
             return None
         for key, module in networks.items():
@@ -527,8 +500,7 @@ class Run:
                 for g, lr in zip(opt.param_groups, rates):
                     g["lr"] = lr
         if not self.forked:  # a fork's schedules start afresh from its own options at the fork's step
-            for key, sched in schedulers.items():
-                sched.load_state_dict(self.ckpt["schedulers"][key])
+            sparsity.load_state_dict(self.ckpt["schedulers"])
         set_rng_state(self.ckpt["rng"])
         return self.ckpt["loop"]
 
@@ -602,7 +574,7 @@ class Run:
         global_step: int,
         networks: dict[str, nn.Module],
         optimizers: dict,
-        schedulers: dict,
+        sparsity: SparsityMethod,
         loop: dict,
         envs: Any,
         policy: nn.Module,
@@ -618,10 +590,10 @@ class Run:
             "args": dataclasses.asdict(a),
             "global_step": global_step,
             "finished": global_step >= self.total_steps,
-            "policy": policy_record(policy, *self.spaces, a.sparsity),
+            "policy": policy_record(policy, *self.spaces, sparsity.kind),
             "networks": {k: m.state_dict() for k, m in networks.items()},
             "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-            "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
+            "schedulers": sparsity.state_dict(),
             "loop": {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in loop.items()},
             "rng": rng,
             "wandb_id": self.tracker.wandb_id,
