@@ -39,6 +39,7 @@ from l0rl import gmp, l0
 from l0rl.envs import make_vector_env
 from l0rl.runkit import (
     BUFFER_NAME,
+    KeepBest,
     ReplayBuffer,
     Run,
     RunArgs,
@@ -62,6 +63,7 @@ MARIO = dict(l0_cost="params", l0_schedule="constant", l0_train_gates="sampled",
 MARIO |= dict(
     l0_random_closed=0.0, l0_warmup=0.1, l0_target_sparsity=0.9, l0_target_at=0.6, l0_target_hold=False
 )
+MARIO |= dict(keep_best_every=0)  # selection episodes of Mario were never measured (and cost minutes)
 FAMILY_DEFAULTS = {"mario": MARIO}
 """Defaults where an env family differs from CartPole's (applied by parse_args; explicit flags win)."""
 
@@ -105,6 +107,14 @@ class Args(RunArgs):
     """fraction of training after which the policy saved and evaluated is the mean of the Q-network's
     weights over every later gradient step (stochastic weight averaging, with the Q-network's own
     sparsity map): it smooths the swings of DQN's greedy return between updates; 1: the last weights"""
+    keep_best_every: int = 10_000
+    """every N env steps from --keep-best-from on, play --keep-best-episodes greedy episodes on selection
+    seeds (seed + 20 000) and keep the best policy so far: the run saves, evaluates and compresses it
+    (the last weights stay in the checkpoint's networks); 0: the last weights (l0rl/runkit/keep_best.py)"""
+    keep_best_from: float = 0.2
+    """fraction of training from which policies are candidates (the defaults' map is fixed by then)"""
+    keep_best_episodes: int = 10
+    """selection episodes per candidate"""
     save_buffer_max_mb: float = 200.0
     """save the replay buffer (replay_buffer.pt) at each checkpoint when it takes at most
     this many MB, so --resume is exact: vector obs yes, a 100k Mario buffer (2.8 GB) no;
@@ -203,6 +213,9 @@ def check_args(args: Args) -> None:
         unit=("gamma", "tau", "exploration_fraction", "swa_start", "l0_freeze_at", "l0_freeze_sparsity"),
     )
     validate(args, at_least_one=("num_envs", "batch_size", "train_frequency", "target_network_frequency"))
+    validate(args, at_least_one=("keep_best_episodes",), non_negative=("keep_best_every", "keep_best_from"))
+    if args.keep_best_from > 1.0:
+        raise UsageError(f"--keep-best-from must be in [0, 1], got {args.keep_best_from}")
     if args.buffer_size < 2 * args.num_envs:
         raise UsageError(f"--buffer-size must be >= 2 x --num-envs ({2 * args.num_envs})")
     if not (0.0 <= args.start_e <= 1.0 and 0.0 <= args.end_e <= 1.0):
@@ -251,6 +264,11 @@ def train(args: Args) -> str:
     average = copy.deepcopy(q_network) if args.swa_start < 1.0 else None  # --swa-start's weight mean
     # only now, with every argument accepted, does the run directory appear
     run.open(*spaces, args.num_iterations * args.num_envs)
+    keep = None
+    if args.keep_best_every:  # its state travels with the schedulers': resumed exactly, fresh in a fork
+        keep = schedulers["keep_best"] = KeepBest(
+            q_network, args.keep_best_every, args.keep_best_from, args.keep_best_episodes, run
+        )
 
     # ALGO Logic: Storage setup
     rb = ReplayBuffer(args.buffer_size, args.num_envs, envs.single_observation_space)
@@ -359,6 +377,10 @@ def train(args: Args) -> str:
             # update target network
             if run.due(global_step, args.num_envs, args.target_network_frequency):
                 update_target(target_network, q_network, args.tau)
+        policy = average if averaged else q_network
+        if keep is not None:  # the greedy return swings late in training: keep the best one seen
+            keep.step(policy, global_step, args.num_envs)
+            policy = keep.chosen(policy)
 
         if run.due(global_step, args.num_envs, args.log_every) or global_step >= run.total_steps:
             metrics = {"charts/epsilon": epsilon, "charts/replay_buffer_bytes": rb.nbytes}
@@ -378,13 +400,11 @@ def train(args: Args) -> str:
             else:  # outgrew the limit: no stale buffer stays behind
                 buffer_path.unlink(missing_ok=True)
             loop = {"obs": obs, "learn_from": learn_from, "averaged": averaged}
-            run.checkpoint(
-                global_step, **states, loop=loop, envs=envs, policy=average if averaged else q_network
-            )
+            run.checkpoint(global_step, **states, loop=loop, envs=envs, policy=policy)
         if run.halting(global_step):
             break
     envs.close()
-    return run.finish(global_step, average if averaged else q_network, device)
+    return run.finish(global_step, policy, device)
 
 
 if __name__ == "__main__":

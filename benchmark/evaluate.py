@@ -6,6 +6,9 @@ sampled episodes spread by +-250 around ~500) needs more of than compress's 10-2
     python -m benchmark.evaluate benchmark/runs/mario/*dense*/compressed.pt \
         benchmark/runs/mario/*ppo_l0__*/compressed_magnitude.pt --episodes 100 --json out.json
 
+    python -m benchmark.evaluate benchmark/runs/defaults/CartPole-v1__dqn_l0__* --network q_network \
+        --episodes 20     # DQN's last weights, where the run saved its best evaluated policy instead
+
 A path is a run directory (its trained policy: checkpoint.pt with the gates folded in), a run's
 checkpoint.pt or one of its compressed*.pt files. Every file is read as plain data (weights_only):
 nothing in it runs. Prints one markdown row per policy: mean, std, standard error, and the episodes.
@@ -17,9 +20,11 @@ import math
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
-from l0rl import load_policy
+from l0rl import l0, load_policy
 from l0rl.errors import UsageError
+from l0rl.policy import build_policy
 from l0rl.runkit.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from l0rl.runkit.cli import run_cli
 from l0rl.runkit.evaluate import eval_settings, evaluate_as_run, first_eval_seed
@@ -30,8 +35,25 @@ def run_dir_of(path: Path) -> Path:
     return path if path.is_dir() else path.parent
 
 
-def evaluate_path(path: Path, episodes: int, seed: int | None) -> dict:
-    """One policy's returns over `episodes` episodes, evaluated as its run's final evaluation was."""
+def network_policy(path: Path, ckpt: dict, name: str) -> nn.Module:
+    """The saved policy's architecture with the weights of the checkpoint's network `name` (hardened)."""
+    if path.name.startswith("compressed"):
+        raise UsageError(f"--network reads a checkpoint's networks; pass the run directory, not {path.name}")
+    if name not in ckpt["networks"]:
+        raise UsageError(
+            f"{path}: no network {name!r} in the checkpoint; it has {', '.join(ckpt['networks'])}"
+        )
+    policy = build_policy(ckpt["policy"])
+    try:
+        policy.load_state_dict(ckpt["networks"][name])
+    except RuntimeError:
+        raise UsageError(f"{path}: network {name!r} is not the policy's own network; pick another") from None
+    return l0.harden(policy).eval()
+
+
+def evaluate_path(path: Path, episodes: int, seed: int | None, network: str | None = None) -> dict:
+    """One policy's returns over `episodes` episodes, evaluated as its run's final evaluation was;
+    with `network`, the checkpoint's network of that name in the policy's place."""
     if not path.exists():
         raise UsageError(
             f"{path} does not exist; pass a run directory, its checkpoint.pt or a compressed*.pt"
@@ -39,12 +61,12 @@ def evaluate_path(path: Path, episodes: int, seed: int | None) -> dict:
     if path.is_file() and not (path.name == CHECKPOINT_NAME or path.name.startswith("compressed")):
         raise UsageError(f"{path} is not a policy file; pass a run's checkpoint.pt or compressed*.pt")
     ckpt = load_checkpoint(run_dir_of(path))
-    policy = load_policy(str(path))
+    policy = load_policy(str(path)) if network is None else network_policy(path, ckpt, network)
     first = first_eval_seed(ckpt) if seed is None else seed
     result = evaluate_as_run(policy, ckpt, episodes, first, progress=True, label=f"evaluate {path.name}")
     returns = np.asarray(result["returns"], dtype=np.float64)
     return {
-        "path": str(path),
+        "path": str(path) + (f":{network}" if network else ""),
         "env_id": ckpt["env_id"],
         "episodes": episodes,
         "first_seed": first,
@@ -87,6 +109,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seed", type=int, default=None, help="first episode seed (default: each run's seed + 10000)"
     )
+    p.add_argument(
+        "--network",
+        help="evaluate the checkpoint's network of this name instead of the saved policy (q_network: DQN's "
+        "last weights where the run kept its best evaluated policy)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write every return to this JSON file")
     return p
 
@@ -97,7 +124,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise UsageError(f"--episodes must be >= 1, got {a.episodes}")
     if a.json is not None and a.json.exists():
         raise UsageError(f"{a.json} exists; pass a new --json path (results are never overwritten)")
-    rows = [evaluate_path(Path(p), a.episodes, a.seed) for p in a.policies]
+    rows = [evaluate_path(Path(p), a.episodes, a.seed, a.network) for p in a.policies]
     print("\n".join(table(rows)))
     if a.json is not None:
         a.json.write_text(json.dumps(rows, indent=1) + "\n")

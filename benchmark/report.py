@@ -10,7 +10,8 @@ Reads only what the runs wrote (checkpoint args, metrics.jsonl, summary.json, co
 runner's benchmark.json): no cloud needed. Per cell (environment x algorithm) one table with a row
 per variant (dense, L0, GMP) plus the dense run compressed two other ways: one-shot magnitude pruning
 at the sparsity the L0 run reached, and SVD alone; and where a variant sets `magnitude_after`, its
-runs with a final one-shot magnitude step. Returns are IQMs over seeds with stratified-
+runs with a final one-shot magnitude step. Where a cell has a target (benchmark/suites.py), a per-seed
+table follows, with the share of seeds whose run meets it. Returns are IQMs over seeds with stratified-
 bootstrap 95 % intervals (benchmark/stats.py, rliable); the other columns are means over seeds.
 report.json next to REPORT.md holds every number of the tables.
 
@@ -153,10 +154,28 @@ class Comparison:
 
 
 @dataclass
+class SeedRow:
+    """One run of a cell as its target reads it (final evaluation and sparsity), with its compressed
+    size and score (the final stage of its `--method l0` compression)."""
+
+    variant: str
+    seed: int
+    score: float | None
+    """final evaluation return, or success rate where the target reads success"""
+    sparsity: float
+    params: float | None
+    bytes: float | None
+    compressed_score: float | None
+    met: bool | None
+    """None: the cell has no target, or the run is dense"""
+
+
+@dataclass
 class CellReport:
     cell: Cell
     rows: list[Row]
     comparisons: list[Comparison]
+    seeds: list[SeedRow] = field(default_factory=list)
     figures: dict[str, str] = field(default_factory=dict)
     """figure kind -> PNG file name"""
 
@@ -255,6 +274,41 @@ def comparisons(cell: Cell, by_variant: dict[str, list[Record]], reps: int) -> l
             if returns(v.name) and returns(w.name):
                 p = stats.probability_of_improvement(returns(v.name), returns(w.name), reps)
                 out.append(Comparison(v.label, w.label, p))
+    return out
+
+
+def seed_rows(cell: Cell, by_variant: dict[str, list[Record]]) -> list[SeedRow]:
+    """Every finished run of the cell, variant by variant, seed by seed, against the cell's target."""
+    success = cell.target is not None and cell.target.metric == "success"
+    out = []
+    for v in cell.variants:
+        for r in sorted(by_variant.get(v.name, []), key=lambda r: r.spec.seed):
+            if r.progress_step is not None:
+                continue
+            final = r.compress["l0"]["stages"][-1] if "l0" in r.compress else {}
+            score = r.summary.get("eval/success_rate" if success else "eval/episodic_return")
+            judged = cell.target is not None and v.sparsity != "none"
+            out.append(
+                SeedRow(
+                    variant=v.label,
+                    seed=r.spec.seed,
+                    score=score,
+                    sparsity=r.summary["sparsity"],
+                    params=final.get("params"),
+                    bytes=final.get("bytes"),
+                    compressed_score=final.get("success_rate" if success else "return_mean"),
+                    met=cell.target.met(r.summary["sparsity"], score) if judged else None,
+                )
+            )
+    return out
+
+
+def met_counts(rows: list[SeedRow]) -> dict[str, tuple[int, int]]:
+    """variant -> (seeds meeting the target, seeds judged)."""
+    out: dict[str, tuple[int, int]] = {}
+    for r in (r for r in rows if r.met is not None):
+        met, n = out.get(r.variant, (0, 0))
+        out[r.variant] = (met + r.met, n + 1)
     return out
 
 
@@ -443,7 +497,7 @@ def build(suite: Suite, records: list[Record], out: Path, reps: int) -> list[Cel
             if r.spec.cell == cell:
                 by_variant.setdefault(r.spec.variant.name, []).append(r)
         rows = cell_rows(cell, by_variant, reps)
-        report = CellReport(cell, rows, comparisons(cell, by_variant, reps))
+        report = CellReport(cell, rows, comparisons(cell, by_variant, reps), seed_rows(cell, by_variant))
         report.figures = draw_figures(cell, by_variant, rows, out, reps)
         cells.append(report)
     return cells
@@ -490,6 +544,29 @@ def table(rows: list[Row]) -> list[str]:
             f"{_est(r.compressed_return)} | {_num(r.params)} | {_pct(r.compression_params)} | "
             f"{_num(r.stored_values)} | {_num(r.bytes)} | {_pct(r.compression_bytes)} | {latency} | {_num(r.sps)} |"
             + (f" {_pct(r.success_rate)} |" if success else "")
+        )
+    return lines
+
+
+def seed_table(cell: Cell, rows: list[SeedRow]) -> list[str]:
+    """The target, how many seeds of each variant meet it, and the per-seed table."""
+    success = cell.target is not None and cell.target.metric == "success"
+    score = "success rate" if success else "eval return"
+    fmt = _pct if success else (lambda v: _num(v, ".1f"))
+    lines = []
+    if cell.target is not None:
+        counts = ", ".join(f"{v} on {m} of {n} seeds" for v, (m, n) in met_counts(rows).items())
+        lines += [f"Target {cell.target}: {counts or 'no finished run yet'}.", ""]
+    lines += [
+        f"| variant | seed | {score} | sparsity | compressed params | compressed bytes | compressed {score} "
+        "| meets target |",
+        "|---" * 8 + "|",
+    ]
+    for r in rows:
+        met = "-" if r.met is None else ("yes" if r.met else "no")
+        lines.append(
+            f"| {r.variant} | {r.seed} | {fmt(r.score)} | {_pct(r.sparsity)} | {_num(r.params)} | "
+            f"{_num(r.bytes)} | {fmt(r.compressed_score)} | {met} |"
         )
     return lines
 
@@ -589,6 +666,9 @@ def cell_section(
         lines += ["", "Probability of improvement (trained return, over seeds):", ""]
         lines += ["| comparison | P(X > Y) [95 % CI] |", "|---|---|"]
         lines += [f"| {x.better} > {x.than} | {_est(x.estimate, '.2f')} |" for x in c.comparisons]
+    if c.cell.target is not None and c.seeds:
+        lines += ["", "Per seed (final evaluation; compressed: the `--method l0` report's last stage):", ""]
+        lines += seed_table(c.cell, c.seeds)
     for kind, name in c.figures.items():
         caption = CAPTIONS[kind].format(w=CURVE_WINDOW)
         lines += ["", f"![{c.cell.title} {kind}]({name})", "", f"*{caption} Command: `{report_command}`.*"]
@@ -619,6 +699,11 @@ def as_json(suite: Suite, cells: list[CellReport], missing: list[RunSpec], reps:
                 "total_timesteps": c.cell.total_timesteps,
                 "rows": [asdict(r) for r in c.rows],
                 "comparisons": [asdict(x) for x in c.comparisons],
+                "target": None
+                if c.cell.target is None
+                else {**asdict(c.cell.target), "text": str(c.cell.target)},
+                "met": {v: {"met": m, "seeds": n} for v, (m, n) in met_counts(c.seeds).items()},
+                "seeds": [asdict(r) for r in c.seeds],
                 "figures": c.figures,
             }
             for c in cells

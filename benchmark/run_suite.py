@@ -4,6 +4,7 @@
     python -m benchmark.run_suite quick --workers 2      # processes at once (default: CPU cores)
     python -m benchmark.run_suite quick --seeds 1 2      # fewer seeds
     python -m benchmark.run_suite mario --variants dense l0   # fewer variants
+    python -m benchmark.run_suite defaults --cells CartPole-v1/dqn_l0   # fewer cells (<env_id>/<algo>)
     python -m benchmark.run_suite quick --dry-run        # say what would run, start nothing
     python -m benchmark.run_suite paper --backend ray --address HEAD:6379 --runs-dir /shared/runs
                                                          # on a Ray cluster: benchmark/ray_backend.py
@@ -458,6 +459,12 @@ def parser() -> argparse.ArgumentParser:
         "its target from another needs that one too",
     )
     p.add_argument(
+        "--cells",
+        nargs="+",
+        help="only these cells, as <env_id>/<algo> (e.g. CartPole-v1/dqn_l0: the defaults suite without its "
+        "5M-step LunarLander runs)",
+    )
+    p.add_argument(
         "--runs-dir", type=Path, help="where the run directories go (default benchmark/runs/SUITE)"
     )
     p.add_argument(
@@ -483,6 +490,17 @@ def parser() -> argparse.ArgumentParser:
         "--retries", type=int, help="--backend ray: attempts after a failed or killed one (default 2)"
     )
     return p
+
+
+def only_cells(specs: list[RunSpec], refs: list[str] | None) -> list[RunSpec]:
+    """The runs of the cells `refs` (<env_id>/<algo>; all when None); refuses a cell not in the suite."""
+    if refs is None:
+        return specs
+    known = list(dict.fromkeys(s.cell.ref for s in specs))
+    unknown = [r for r in refs if r not in known]
+    if unknown:
+        raise UsageError(f"--cells: no cell {unknown[0]!r} in this suite; it has {', '.join(known)}")
+    return [s for s in specs if s.cell.ref in refs]
 
 
 def only_variants(specs: list[RunSpec], names: list[str] | None) -> list[RunSpec]:
@@ -534,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     runs_dir = (a.runs_dir or default_runs_dir(suite.name)).resolve()
     if runs_dir.exists() and not runs_dir.is_dir():
         raise UsageError(f"--runs-dir {runs_dir} is a file; pass a directory")
-    specs = only_variants(suites.expand(suite, a.seeds), a.variants)
+    specs = only_variants(only_cells(suites.expand(suite, a.seeds), a.cells), a.variants)
     runner = Runner(suite, specs, runs_dir, a.wandb_mode, a.episodes or suite.compress_episodes)
     if a.runs_dir is None:
         from benchmark.carry import default_carry_dir, unrestored

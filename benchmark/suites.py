@@ -16,6 +16,10 @@ variants depend on another run of the same cell and seed, and say so here:
 A variant may also set `magnitude_after`: its runs are compressed a second time with a final one-shot
 magnitude step to that sparsity (the dense partner is then pruned to it too, where it is higher).
 
+Held-out seeds: sweeps choose configurations on their own seeds (1-10); the `defaults` suite reports
+every algorithm's defaults on HELD_OUT_SEEDS, which no other suite uses (a test holds it), against
+each cell's target (the fraction of seeds that meet it is in the report).
+
 `python -m benchmark.run_suite SUITE` trains and compresses a suite, `python -m benchmark.report SUITE`
 reports it. A run is found again by its name, `<env_id>__<exp_name>__<seed>__<unix time>`, where
 exp_name is `<algo>_<variant>` (ppo_l0, ppo_dense, ppo_gmp, ppo_l0-0.90, ...): stable, so a second
@@ -60,6 +64,24 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class Target:
+    """What a run of a cell should reach: at least this policy sparsity at at least this final
+    evaluation score (the return, or for goal tasks the success rate)."""
+
+    sparsity: float
+    score: float
+    metric: str = "return"
+    """return or success"""
+
+    def __str__(self) -> str:
+        at = f"success >= {self.score:g}" if self.metric == "success" else f"eval >= {self.score:g}"
+        return f">= {100 * self.sparsity:g} % at {at}"
+
+    def met(self, sparsity: float, score: float | None) -> bool:
+        return score is not None and sparsity >= self.sparsity and score >= self.score
+
+
+@dataclass(frozen=True)
 class Cell:
     """One environment x one algorithm at one budget, trained in every variant."""
 
@@ -77,10 +99,17 @@ class Cell:
     threads: int = 1
     """torch threads of each training run (OMP_NUM_THREADS): 1 where runs share the cores; Mario's
     learner runs while its emulator processes wait for actions, so 2 threads there are ~28 % faster"""
+    target: Target | None = None
+    """what each L0 run should reach (the report counts the seeds that do)"""
 
     @property
     def title(self) -> str:
         return f"{self.env_id} / {self.algo.removesuffix('_l0').upper()}"
+
+    @property
+    def ref(self) -> str:
+        """How --cells names the cell: <env_id>/<algo>."""
+        return f"{self.env_id}/{self.algo}"
 
     @property
     def slug(self) -> str:
@@ -255,6 +284,10 @@ PPO_GRID = ((1, 2.5e-3), (2, 2.5e-3), (3, 2.5e-3), (4, 2.5e-3), (5, 2.5e-3), (2,
 WARMUP_POINTS = ({"l0_lambda_actor": 3.5}, {"l0_lambda_actor": 1.0})
 A2C_GRID = ((1, 2.5e-3), (2, 2.5e-3), (5, 2.5e-3), (10, 2.5e-3), (2, 1e-3), (2, 1e-2), (3, 1e-2), (5, 5e-3))
 
+HELD_OUT_SEEDS = tuple(range(11, 21))
+"""The `defaults` suite's seeds: no sweep (nor any other suite) uses them."""
+EVAL20 = {"eval_episodes": 20}
+
 # DQN's dual ascent to 95 % (one step per gradient step), and its fastest-closing variant: lambda
 # from 50 (ceiling 500) with a 3x gate rate
 DQN_TARGET = {"l0_schedule": "target", "l0_target_sparsity": 0.95, "l0_dual_lr": 0.001}
@@ -334,20 +367,39 @@ SUITES: dict[str, Suite] = {
         ),
         Suite(
             "defaults",
-            "Each algorithm's default L0 configuration (what the sweeps found best): PPO and A2C on "
-            "CartPole-v1 and PPO on Acrobot-v1 (beside its dense twin) at 500k steps, SAC with HER on "
-            "NeedleReach-v0 at 50k.",
+            "Each algorithm's default L0 configuration (what the sweeps found best) on ten seeds no sweep "
+            "used (11-20): PPO, A2C and DQN on CartPole-v1, PPO on Acrobot-v1 (beside its dense twin) at "
+            "500k steps, PPO on LunarLander-v3 at its 5M default, SAC with HER on NeedleReach-v0 at 50k.",
             cells=(
-                Cell("CartPole-v1", "ppo_l0", 500_000, (L0,), {"eval_episodes": 20}, seeds=(1, 2, 3, 4, 5)),
-                Cell("CartPole-v1", "a2c_l0", 500_000, (L0,), {"eval_episodes": 20}),
-                Cell("Acrobot-v1", "ppo_l0", 500_000, (DENSE, L0), {"eval_episodes": 20}),
-                Cell("NeedleReach-v0", "sac_l0", 50_000, (L0,), {"her": True, "eval_episodes": 20}),
+                Cell("CartPole-v1", "ppo_l0", 500_000, (L0,), EVAL20, target=Target(0.985, 475)),
+                Cell("CartPole-v1", "a2c_l0", 500_000, (L0,), EVAL20, target=Target(0.95, 475)),
+                # GMP at 95 % on the same Q-network, from the same kept-policy rule: the baseline to beat
+                Cell(
+                    "CartPole-v1",
+                    "dqn_l0",
+                    500_000,
+                    (L0, Variant("gmp", "gmp", {"gmp_target": 0.95, "keep_best_from": 0.8})),
+                    EVAL20,
+                    target=Target(0.95, 475),
+                ),
+                # Acrobot's "solved" threshold; its dense twin scores -80 (-100: the usual solved line)
+                Cell("Acrobot-v1", "ppo_l0", 500_000, (DENSE, L0), EVAL20, target=Target(0.95, -100)),
+                Cell("LunarLander-v3", "ppo_l0", 5_000_000, (L0,), EVAL20, target=Target(0.95, 200)),
+                Cell(
+                    "NeedleReach-v0",
+                    "sac_l0",
+                    50_000,
+                    (L0,),
+                    {"her": True, **EVAL20},
+                    target=Target(0.95, 0.9, "success"),
+                ),
             ),
-            seeds=(1, 2, 3),
+            seeds=HELD_OUT_SEEDS,
             compress_options={"rank_search": True},  # the smallest ranks that keep the return
-            # CPU per run: PPO CartPole-v1 ~200 s, A2C ~210 s, PPO Acrobot ~260 s (L0) / ~200 s (dense),
-            # SAC NeedleReach-v0 ~720 s
-            estimate="~45 min on 2 cores with 2 workers (17 runs, ~86 CPU-minutes)",
+            # CPU per run: PPO CartPole-v1 ~200 s, A2C ~210 s, DQN ~650 s (L0) / ~450 s (GMP), PPO Acrobot
+            # ~260 s (L0) / ~200 s (dense), PPO LunarLander-v3 5M ~45 min, SAC NeedleReach-v0 ~720 s
+            estimate="~15 h on 2 cores with 2 workers (80 runs, ~30 CPU-hours, 7.5 of them LunarLander); "
+            "without LunarLander (--cells) ~11 h",
         ),
         Suite(
             "sweep-ppo",
@@ -526,6 +578,7 @@ SUITES: dict[str, Suite] = {
                         Variant("gmp", "gmp", {"gmp_every": 10}, gmp_target_from="l0"),
                     ),
                     {"num_steps": 64, "log_every": 256, "eval_episodes": 2, "eval_max_steps": 100},
+                    target=Target(0.0, 20.0),  # a return some 1,024-step runs reach: the report counts them
                 ),
             ),
             seeds=(1, 2),

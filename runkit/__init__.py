@@ -1,7 +1,7 @@
 """runkit: the plumbing every l0rl entry point shares and no algorithm owns: `Run` (arguments every
 algorithm has, start/resume, logging, checkpoints, final evaluation), the run directory on disk
 (checkpoint format, atomic writes, lock), the metrics record + W&B, progress display, evaluation
-episodes, the return formulas of the on-policy algorithms, the off-policy replay buffers, and
+episodes, the best evaluated policy of a run, the return formulas of the on-policy algorithms, the off-policy replay buffers, and
 one-line CLI errors."""
 
 if __name__ != "l0rl.runkit":  # one file, one import name: this folder installs as l0rl.runkit
@@ -25,6 +25,7 @@ from l0rl.runkit.checkpoint import (
 )
 from l0rl.runkit.cli import run_cli
 from l0rl.runkit.evaluate import eval_metrics, evaluate, evaluate_as_run, first_eval_seed
+from l0rl.runkit.keep_best import KeepBest
 from l0rl.runkit.progress import Progress
 from l0rl.runkit.replay import BUFFER_NAME, EpisodeReplayBuffer, ReplayBuffer, load_buffer, save_buffer
 from l0rl.runkit.returns import bootstrap_truncations, gae
@@ -48,6 +49,7 @@ __all__ = [
     "WANDB_MODES",
     "NonFiniteError",
     "EpisodeReplayBuffer",
+    "KeepBest",
     "Progress",
     "ReplayBuffer",
     "Run",

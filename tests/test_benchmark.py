@@ -217,6 +217,40 @@ def test_variants_limit_the_suite_and_refuse_a_missing_partner(tmp_path):
     assert code == 2 and "no variant 'l1' in this suite; it has dense, l0, gmp" in err
 
 
+def test_the_defaults_suite_reports_on_seeds_no_other_suite_uses():
+    """Held-out protocol: sweeps (and every other suite) choose on their seeds; the defaults suite's
+    ten seeds are none of them, and every one of its cells has a target to count seeds against."""
+    defaults = suites.SUITES["defaults"]
+    held_out = {s.seed for s in suites.expand(defaults)}
+    assert held_out == set(suites.HELD_OUT_SEEDS) == set(range(11, 21))
+    for name, suite in suites.SUITES.items():
+        if name != "defaults":
+            shared = {s.seed for s in suites.expand(suite)} & held_out
+            assert not shared, f"suite {name} trains on the held-out seeds {sorted(shared)}"
+    assert all(c.target is not None for c in defaults.cells)
+    assert {c.ref for c in defaults.cells} >= {
+        "CartPole-v1/ppo_l0",
+        "CartPole-v1/a2c_l0",
+        "CartPole-v1/dqn_l0",
+        "Acrobot-v1/ppo_l0",
+        "LunarLander-v3/ppo_l0",
+        "NeedleReach-v0/sac_l0",
+    }
+
+
+def test_cells_limit_the_suite_and_refuse_an_unknown_one(tmp_path):
+    runs = ["--runs-dir", str(tmp_path / "runs"), "--dry-run"]
+    code, out, err = invoke(
+        run_suite.main, "defaults", "--cells", "CartPole-v1/dqn_l0", "Acrobot-v1/ppo_l0", *runs
+    )
+    assert code == 0, err
+    assert "suite defaults: 40 runs, 100 tasks" in out  # DQN L0 + GMP, Acrobot dense + L0, x 10 seeds
+    assert "train CartPole-v1__dqn_gmp__20: new run" in out and "CartPole-v1__ppo_l0" not in out
+    assert "a2c_l0.py" not in out and "LunarLander-v3__" not in out and "NeedleReach-v0__" not in out
+    code, _, err = invoke(run_suite.main, "defaults", "--cells", "CartPole-v1/sac_l0", *runs)
+    assert code == 2 and err.count("\n") == 1 and "--cells: no cell 'CartPole-v1/sac_l0' in this suite" in err
+
+
 def test_dry_run_lists_commands_and_dependencies_and_starts_nothing(tmp_path):
     code, out, _ = invoke(run_suite.main, "tiny", "--runs-dir", str(tmp_path / "runs"), "--dry-run")
     assert code == 0 and not (tmp_path / "runs").exists()
@@ -406,6 +440,25 @@ def test_the_report_shows_every_cell_with_the_numbers_of_the_run_records(tiny, t
                     assert rows[(v.name, method)]["params"] == pytest.approx(
                         np.mean([f["params"] for f in final])
                     )
+        # the per-seed table: each run judged against the cell's target from its own summary
+        judged = [(r["variant"], r["seed"], r["met"]) for r in got["seeds"] if r["met"] is not None]
+        expected = []
+        for v in (v for v in cell.variants if v.sparsity != "none"):
+            for seed in TINY.seeds:
+                d = run_suite.finished_run(tiny["runs"], suites.RunSpec("tiny", cell, v, seed))
+                s = json.loads((d / "summary.json").read_text())
+                expected.append((v.label, seed, s["sparsity"] >= 0.0 and s["eval/episodic_return"] >= 20.0))
+                params = json.loads((d / "compress.json").read_text())["stages"][-1]["params"]
+                assert (
+                    f"| {v.label} | {seed} | {s['eval/episodic_return']:.1f} | {100 * s['sparsity']:.1f} % | {params:,} |"
+                    in text
+                )
+        assert judged == expected
+        for label in ("L0", "GMP"):
+            met = sum(m for v, _, m in expected if v == label)
+            assert got["met"][label] == {"met": met, "seeds": 2}
+            assert f"{label} on {met} of 2 seeds" in text
+        assert "Target >= 0 % at eval >= 20: " in text
         comparisons = {(c["better"], c["than"]) for c in got["comparisons"]}
         assert comparisons == {("L0", "GMP"), ("L0", "dense")}
         assert set(got["figures"]) == {"return", "sparsity", "compress"}  # one sparsity level: no frontier

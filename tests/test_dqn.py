@@ -26,6 +26,7 @@ from l0rl import gmp, l0
 from l0rl.algos import dqn_l0 as dqn
 from l0rl.runkit import (
     BUFFER_NAME,
+    UsageError,
     ReplayBuffer,
     eval_metrics,
     evaluate,
@@ -49,6 +50,9 @@ TINY = dict(
 )
 """400 env steps, 75 gradient steps from step 104 on, target updates at 200, 300 and 400."""
 
+
+KEEP = dict(keep_best_every=100, keep_best_from=0.25, keep_best_episodes=2)
+"""Candidates at steps 100, 200, 300 and 400 (the first at 25 % of the budget), 2 episodes each."""
 
 PLAIN_L0 = dict(l0_random_closed=0.0, l0_schedule="constant", l0_freeze_sparsity=1.0)
 """Every gate free, a constant lambda, no freeze: the gate mechanics tests isolate (not the defaults)."""
@@ -168,6 +172,49 @@ def test_swa_run_saves_and_evaluates_the_weight_average(tmp_path):
     result = evaluate(l0rl.load_policy(run_dir), "CartPole-v1", {}, 2, seed=1 + 10_000, greedy=True)
     assert eval_metrics(result)["eval/episodic_return"] == summary(run_dir)["eval/episodic_return"]
     assert summary(run_dir)["l0/sparsity"] == closed_share(trained_policy(run_dir)) > 0
+
+
+def test_keep_best_saves_and_evaluates_the_best_candidate_and_trains_the_same_weights(tmp_path):
+    # a seed and rate whose candidates score 8.5 / 10 / 10 / 8.5: the best is not the last, and tied
+    kw = dict(**SMOKE["l0"], seed=2, learning_rate=0.03)
+    kept_dir = dqn.train(tiny_args(tmp_path / "kept", **KEEP, **kw))
+    last_dir = dqn.train(tiny_args(tmp_path / "last", keep_best_every=0, **kw))
+    kept, last = load_checkpoint(kept_dir), load_checkpoint(last_dir)
+    # the selection episodes draw none of the training's randomness: both runs trained the same weights
+    for net in ("q_network", "target_network"):
+        assert_same_state(kept["networks"][net], last["networks"][net])
+    assert "keep_best" not in last["schedulers"]
+    scores = [
+        (r["global_step"], r["keep_best/return"]) for r in read_metrics(kept_dir) if "keep_best/return" in r
+    ]
+    assert [step for step, _ in scores] == [100, 200, 300, 400]
+    best = max(score for _, score in scores)
+    state = kept["schedulers"]["keep_best"]
+    assert state["best_return"] == best and state["best_step"] == max(t for t, v in scores if v == best) < 400
+    # the saved policy is that candidate, not the last weights; it plays its selection score again on the
+    # selection seeds (seed + 20 000) and the final evaluation (seed + 10 000) played it
+    assert_same_state(kept["policy"]["state"], state["kept"])
+    assert not all(torch.equal(state["kept"][k], v) for k, v in kept["networks"]["q_network"].items())
+    policy = l0rl.load_policy(kept_dir)
+    for seed, expected in ((2 + 20_000, best), (2 + 10_000, summary(kept_dir)["eval/episodic_return"])):
+        assert (
+            eval_metrics(evaluate(policy, "CartPole-v1", {}, 2, seed=seed))["eval/episodic_return"]
+            == expected
+        )
+    assert summary(kept_dir)["l0/sparsity"] == closed_share(trained_policy(kept_dir)) > 0
+    # benchmark.evaluate --network q_network plays the last weights: what the run without a kept policy saved
+    from benchmark.evaluate import main as evaluate_main
+
+    (row,) = evaluate_main([kept_dir, "--network", "q_network", "--episodes", "2"])
+    assert (
+        row["return_mean"]
+        == summary(last_dir)["eval/episodic_return"]
+        != summary(kept_dir)["eval/episodic_return"]
+    )
+    with pytest.raises(
+        UsageError, match="no network 'online' in the checkpoint; it has q_network, target_network"
+    ):
+        evaluate_main([kept_dir, "--network", "online"])
 
 
 @pytest.mark.parametrize("kind", ["l0", "gmp"])
@@ -422,7 +469,7 @@ def test_gates_closed_at_random_before_training_stay_closed_to_the_end(tmp_path)
     assert closed_share(trained_policy(part)) >= 1 - sum(kept) / sum(sizes)
 
 
-MODES = ["constant", "linear", "cosine", "target", "gmp", "anneal", "deterministic", "swa"]
+MODES = ["constant", "linear", "cosine", "target", "gmp", "anneal", "deterministic", "swa", "keep"]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -431,6 +478,7 @@ def test_resume_is_bit_exact(mode, tmp_path):
     kw = dict(swa_start=0.3) if mode == "swa" else kw  # the mean spans the halt at 200
     kw = dict(l0_anneal_lr=True, anneal_lr=True) if mode == "anneal" else kw
     kw = dict(l0_train_gates="deterministic", l0_schedule="linear") if mode == "deterministic" else kw
+    kw = KEEP if mode == "keep" else kw  # candidates on both sides of the halt at 200
     kw |= dict(eval_episodes=0, target_network_frequency=50)
     full = dqn.train(tiny_args(tmp_path / "full", **kw))
     part = dqn.train(tiny_args(tmp_path / "part", halt_after=200, **kw))
@@ -443,6 +491,11 @@ def test_resume_is_bit_exact(mode, tmp_path):
     assert 0 < optimizer_steps(halted) < optimizer_steps(b), "learning both before and after the halt"
     for net in ("q_network", "target_network") + (("average",) if mode == "swa" else ()):
         assert_same_state(a["networks"][net], b["networks"][net])
+    # the defaults keep a policy too (one candidate here, at the end): every mode compares it
+    kept_a, kept_b = a["schedulers"].pop("keep_best"), b["schedulers"].pop("keep_best")
+    assert_same_state(kept_a.pop("kept"), kept_b.pop("kept"))
+    assert kept_a == kept_b and kept_a["best_return"] is not None
+    assert_same_state(a["policy"]["state"], b["policy"]["state"])
     assert a["schedulers"] == b["schedulers"]
     assert td_losses(full) == td_losses(part), "resumed record must not repeat or skip steps"
 
@@ -513,6 +566,9 @@ def cli(tmp_path: Path, capsys, *argv: str) -> subprocess.CompletedProcess:
         (["--l0-freeze-at", "0"], "--l0-freeze-at must be in (0, 1]"),
         (["--l0-freeze-sparsity", "1.5"], "--l0-freeze-sparsity must be in (0, 1]"),
         (["--l0-random-closed", "1"], "--l0-random-closed must be in [0, 1), got 1.0"),
+        (["--keep-best-from", "1.5"], "--keep-best-from must be in [0, 1], got 1.5"),
+        (["--keep-best-episodes", "0"], "--keep-best-episodes must be >= 1"),
+        (["--keep-best-every", "-1"], "--keep-best-every must be >= 0"),
         (
             ["--l0-schedule", "linear", "--l0-warmup", "0.1", "--l0-ramp-end", "0.05"],
             "--l0-schedule linear: ramp_end",
