@@ -181,8 +181,8 @@ class Agent(nn.Module):
         return action, logprob, entropy, value
 
 
-def price_gates(agent: Agent, args: Args, example: torch.Tensor) -> None:
-    """Price every gate by args.l0_cost (ungated networks have none). MACs are counted from an
+def gate(agent: Agent, args: Args, example: torch.Tensor) -> None:
+    """Price every gate by args.l0_cost (an ungated critic has none). MACs are counted from an
     observation through the whole network: a critic head on a shared torso cannot take one alone."""
     for net in (agent.actor, agent.critic):
         l0.set_costs(net, args.l0_cost, example if args.l0_cost == "macs" else None, args.l0_conv_cost)
@@ -226,13 +226,14 @@ def train(args: Args) -> str:
     strength = {"actor": args.l0_lambda_actor, "critic": args.l0_lambda_critic}
     lambdas = {k: lam for k, lam in strength.items() if k == "actor" or lam > 0}
     sparsity = make_sparsity(args, {"actor": agent.actor, "critic": agent.critic_own}, lambdas)
-    price_gates(agent, args, torch.zeros((1, *envs.single_observation_space.shape), device=device))
+    if sparsity.kind == "l0":
+        gate(agent, args, torch.zeros((1, *envs.single_observation_space.shape), device=device))
     optimizer = optim.Adam(l0.param_groups(agent, args.learning_rate, args.l0_lr), eps=1e-5)
     # only now, with every argument accepted, does the run directory appear
     run.open(envs.single_observation_space, envs.single_action_space, args.num_iterations * args.batch_size)
 
     # ALGO Logic: Storage setup
-    # frames stay uint8 (4x less memory per minibatch gather): the policy's own Scale makes them floats
+    # frames stay uint8 (4x less memory per minibatch gather): the policy's own FrameScale makes them floats
     obs_dtype = torch.uint8 if len(envs.single_observation_space.shape) == 3 else torch.float32
     per_step = (args.num_steps, args.num_envs)
     obs = torch.zeros(per_step + envs.single_observation_space.shape, dtype=obs_dtype, device=device)

@@ -26,6 +26,12 @@ class FrameScale(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * (1.0 / 255.0)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # SAC's image checkpoints of format 2 held this constant as an Affine's two buffers
+        for key in ("scale", "shift"):
+            state_dict.pop(prefix + key, None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
 
 class Affine(nn.Module):
     """y = x * scale + shift, elementwise; scale and shift are buffers (0-d when uniform)."""

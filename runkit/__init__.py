@@ -27,7 +27,7 @@ from l0rl.runkit.cli import run_cli
 from l0rl.runkit.evaluate import eval_metrics, evaluate, evaluate_as_run, first_eval_seed
 from l0rl.runkit.keep_best import KeepBest
 from l0rl.runkit.progress import Progress
-from l0rl.runkit.replay import BUFFER_NAME, EpisodeReplayBuffer, ReplayBuffer, load_buffer, save_buffer
+from l0rl.runkit.replay import BUFFER_NAME, EpisodeReplayBuffer, ReplayBuffer
 from l0rl.runkit.returns import bootstrap_truncations, gae
 from l0rl.runkit.run import (
     Run,
@@ -69,14 +69,12 @@ __all__ = [
     "evaluate",
     "evaluate_as_run",
     "first_eval_seed",
-    "load_buffer",
     "load_checkpoint",
     "parse_args",
     "read_metrics",
     "resolve_checkpoint",
     "resolve_wandb_mode",
     "run_cli",
-    "save_buffer",
     "seed_everything",
     "update_average",
     "update_target",

@@ -5,41 +5,12 @@
 `EpisodeReplayBuffer` (SAC) keeps each env's episodes contiguous in time, which hindsight experience
 replay needs to relabel a transition with a goal achieved later in its own episode."""
 
-from pathlib import Path
-
 import gymnasium as gym
 import numpy as np
 import torch
 
-from l0rl.runkit.checkpoint import atomic_torch_save
-
 BUFFER_NAME = "replay_buffer.pt"
 """The buffer's file in a run directory, written next to each checkpoint when it is saved."""
-
-
-def save_buffer(run_dir: str | Path, buffer, global_step: int, max_mb: float) -> None:
-    """Write the buffer with its step (before the checkpoint, so a resume can tell it from one a crash
-    left newer) when it takes at most max_mb MB of memory (--save-buffer-max-mb); else remove an older
-    one, so no stale buffer stays behind."""
-    path = Path(run_dir) / BUFFER_NAME
-    if buffer.nbytes <= max_mb * 1e6:
-        atomic_torch_save(path, {"global_step": global_step, "buffer": buffer.state_dict()})
-    else:
-        path.unlink(missing_ok=True)
-
-
-def load_buffer(run_dir: str | Path, buffer, global_step: int) -> bool:
-    """Load the buffer saved with the checkpoint of `global_step`; False when there is none of that step."""
-    path = Path(run_dir) / BUFFER_NAME
-    if not path.exists():
-        return False
-    saved = torch.load(path, weights_only=True)
-    if saved["global_step"] != global_step:
-        return False
-    # SAC's files before this layout held the buffer's own keys next to global_step
-    state = saved["buffer"] if "buffer" in saved else {k: v for k, v in saved.items() if k != "global_step"}
-    buffer.load_state_dict(state)
-    return True
 
 
 class ReplayBuffer:
@@ -138,12 +109,6 @@ class EpisodeReplayBuffer:
     @property
     def size(self) -> int:
         return min(self.written, self.slots) * self.num_envs
-
-    @property
-    def nbytes(self) -> int:
-        """Its arrays' memory, full or not (what --save-buffer-max-mb weighs)."""
-        arrays = ("obs", "next_obs", "actions", "rewards", "terminations", "step_index", "episode_end")
-        return sum(getattr(self, k).nbytes for k in arrays)
 
     def add(self, obs, next_obs, actions, rewards, terminations, dones) -> None:
         slot = self.written % self.slots

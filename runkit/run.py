@@ -332,17 +332,7 @@ def _check_common(args: Any) -> None:
         raise UsageError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
     if args.eval_max_steps is not None and args.eval_max_steps < 1:
         raise UsageError(f"--eval-max-steps must be >= 1, got {args.eval_max_steps}")
-    if args.sparsity == "l0":
-        validate(args, positive=("l0_lr",))
-        if not 0.0 < args.l0_drop_rate < 1.0:
-            raise UsageError(f"--l0-drop-rate must be in (0, 1), got {args.l0_drop_rate}")
-    if args.sparsity == "gmp":
-        if not 0.0 < args.gmp_target < 1.0:
-            raise UsageError(f"--gmp-target must be in (0, 1), got {args.gmp_target}")
-        if not 0.0 <= args.gmp_start < args.gmp_end <= 1.0:
-            raise UsageError(
-                f"GMP needs 0 <= --gmp-start < --gmp-end <= 1, got {args.gmp_start}, {args.gmp_end}"
-            )
+    METHODS[args.sparsity].check_args(args)
 
 
 class Run:
@@ -423,9 +413,7 @@ class Run:
                 f"{ckpt_path} is read-only, and resuming would replace it; chmod u+w it or copy the run"
             )
         check_writable(run_dir)
-        # an argument this version no longer has (SAC's former --save-buffer) is left behind
-        known = {f.name for f in dataclasses.fields(args)}
-        saved, given = {k: v for k, v in ckpt["args"].items() if k in known}, _given(args)
+        saved, given = ckpt["args"], _given(args)
         changed = [k for k, v in given.items() if k not in RESUMABLE and k in saved and v != saved[k]]
         if changed:
             raise RunError(
@@ -480,10 +468,14 @@ class Run:
         self.start_time = time.time()
 
     def restore(
-        self, networks: dict[str, nn.Module], optimizers: dict, sparsity: SparsityMethod
+        self,
+        networks: dict[str, nn.Module],
+        optimizers: dict,
+        sparsity: SparsityMethod,
+        schedulers: dict | None = None,
     ) -> dict | None:
-        """On --resume: load networks, optimizers, the sparsity method's state and RNGs; returns the
-        loop state the algorithm saved (None on a new run)."""
+        """On --resume: load networks, optimizers, the sparsity method's state, any other schedulers'
+        (e.g. DQN's KeepBest) and RNGs; returns the loop state the algorithm saved (None on a new run)."""
         if self.ckpt is None:
             return None
         for key, module in networks.items():
@@ -501,6 +493,8 @@ class Run:
                     g["lr"] = lr
         if not self.forked:  # a fork's schedules start afresh from its own options at the fork's step
             sparsity.load_state_dict(self.ckpt["schedulers"])
+            for key, sched in (schedulers or {}).items():
+                sched.load_state_dict(self.ckpt["schedulers"][key])
         set_rng_state(self.ckpt["rng"])
         return self.ckpt["loop"]
 
@@ -578,6 +572,7 @@ class Run:
         loop: dict,
         envs: Any,
         policy: nn.Module,
+        schedulers: dict | None = None,
     ) -> None:
         """Write checkpoint.pt (plain data) and, where the envs pickle faithfully, env_state.pkl."""
         a = self.args
@@ -593,7 +588,7 @@ class Run:
             "policy": policy_record(policy, *self.spaces, sparsity.kind),
             "networks": {k: m.state_dict() for k, m in networks.items()},
             "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-            "schedulers": sparsity.state_dict(),
+            "schedulers": sparsity.state_dict() | {k: s.state_dict() for k, s in (schedulers or {}).items()},
             "loop": {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in loop.items()},
             "rng": rng,
             "wandb_id": self.tracker.wandb_id,

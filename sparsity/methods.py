@@ -30,7 +30,8 @@ def make_scheduler(args: Any, lam: float) -> l0.SparsityMapScheduler:
             target_sparsity=args.l0_target_sparsity,
             target_at=args.l0_target_at,
             dual_lr=args.l0_dual_lr,
-            hold=args.l0_target_hold,
+            # None (DQN's default): hold is on exactly when the schedule is the target one
+            hold=args.l0_schedule == "target" if args.l0_target_hold is None else args.l0_target_hold,
         )
     except ValueError as e:
         raise UsageError(f"--l0-schedule {args.l0_schedule}: {e}") from None
@@ -48,6 +49,10 @@ class SparsityMethod:
 
     def __init__(self, args: Any, nets: dict[str, Networks], lambdas: dict[str, float]):
         self.groups = {g: [n] if isinstance(n, nn.Module) else list(n) for g, n in nets.items()}
+
+    @classmethod
+    def check_args(cls, args: Any) -> None:
+        """Refuse (UsageError) impossible values of the method's own options, before anything is built."""
 
     def module(self, group: str) -> nn.Module:
         """The group's networks as one module (for statistics over all of them)."""
@@ -89,6 +94,13 @@ class L0(SparsityMethod):
     expected share of open gated weights, summed over the group's networks."""
 
     kind = "l0"
+
+    @classmethod
+    def check_args(cls, args: Any) -> None:
+        if not args.l0_lr > 0:
+            raise UsageError(f"--l0-lr must be > 0, got {args.l0_lr}")
+        if not 0.0 < args.l0_drop_rate < 1.0:
+            raise UsageError(f"--l0-drop-rate must be in (0, 1), got {args.l0_drop_rate}")
 
     def __init__(self, args: Any, nets: dict[str, Networks], lambdas: dict[str, float]):
         super().__init__(args, nets, lambdas)
@@ -139,6 +151,15 @@ class GMP(SparsityMethod):
     masks recomputed every --gmp-every learning updates along the cubic schedule; no penalty."""
 
     kind = "gmp"
+
+    @classmethod
+    def check_args(cls, args: Any) -> None:
+        if not 0.0 < args.gmp_target < 1.0:
+            raise UsageError(f"--gmp-target must be in (0, 1), got {args.gmp_target}")
+        if not 0.0 <= args.gmp_start < args.gmp_end <= 1.0:
+            raise UsageError(
+                f"GMP needs 0 <= --gmp-start < --gmp-end <= 1, got {args.gmp_start}, {args.gmp_end}"
+            )
 
     def __init__(self, args: Any, nets: dict[str, Networks], lambdas: dict[str, float]):
         super().__init__(args, nets, lambdas)
