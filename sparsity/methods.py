@@ -74,6 +74,8 @@ class SparsityMethod:
         learning update of every network, which is what an update-counting schedule counts."""
 
     def log_dict(self) -> dict[str, float]:
+        """Figures to log: the first group's under the method's prefix (l0/, gmp/), each other group's
+        under <prefix><group>/ (the policy's own sparsity figures Run.log adds itself)."""
         return {}
 
     def state_dict(self) -> dict[str, dict]:
@@ -121,13 +123,13 @@ class L0(SparsityMethod):
         return measured
 
     def penalty(self, *groups: str) -> torch.Tensor:
-        if not (groups := groups or tuple(self.schedulers)):
-            return torch.zeros(())
-        return sum(self.schedulers[g].lam * sum(l0.penalty(net) for net in self.gated[g]) for g in groups)
+        if not (gated := [g for g in groups or self.schedulers if g in self.schedulers]):
+            return torch.zeros(())  # no gated group among these: an ungated one adds nothing
+        return sum(self.schedulers[g].lam * sum(l0.penalty(net) for net in self.gated[g]) for g in gated)
 
     def after_step(self, global_step: int, *groups: str) -> None:
         for g in groups or self.gated:  # log_alpha stays where the gate is not yet saturated
-            for net in self.gated[g]:
+            for net in self.gated.get(g, ()):
                 l0.clamp_log_alpha_(net)
 
     def log_dict(self) -> dict[str, float]:

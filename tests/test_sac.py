@@ -230,6 +230,19 @@ def test_policy_is_the_squashed_rescaled_mean_within_bounds(tmp_path):
     assert (out >= -2.0).all() and (out <= 2.0).all() and (out.abs() > 1.0).any()
 
 
+def test_frame_networks_load_checkpoints_that_stored_the_frame_scale_as_an_affine():
+    """SAC's image networks began with Affine(1/255, 0), whose two buffers format-2 checkpoints hold;
+    FrameScale (the same function, no buffers) loads them and computes the same values bit for bit."""
+    frames = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    torch.manual_seed(0)
+    actor = sac.Actor(frames, gym.spaces.Discrete(3), 32)
+    old = {**actor.state_dict(), "trunk.0.scale": torch.tensor(1 / 255), "trunk.0.shift": torch.tensor(0.0)}
+    actor.load_state_dict(old)  # strict: any key left over would raise
+    x = torch.randint(0, 256, (2, 4, 84, 84)).float()
+    affine = sac.affine(1.0 / 255.0, 0.0)
+    assert torch.equal(actor.trunk[0](x), affine(x))
+
+
 @pytest.mark.mario
 def test_mario_smoke(tmp_path):
     # one emulator process; a Nature-CNN update of three networks is slow on one core: few of them
