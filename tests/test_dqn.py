@@ -39,6 +39,7 @@ from l0rl.runkit import (
     update_average,
     update_target,
 )
+from l0rl.sparsity import make_sparsity
 
 KEEP = dict(keep_best_every=100, keep_best_from=0.25, keep_best_episodes=2)
 """Candidates at steps 100, 200, 300 and 400 (the first at 25 % of the budget), 2 episodes each."""
@@ -386,7 +387,8 @@ def test_l0_cost_prices_each_layer_of_the_q_network(cost, prices, tmp_path):
     # penalty's gradient on one input weight is 12.8x smaller than on one hidden weight
     args = parse_args(dqn.Args, argv=["--l0-cost", cost])
     q_network = dqn.QNetwork(gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2))
-    dqn.gate(q_network, args, (4,))
+    make_sparsity(args, {"q_network": q_network}, {"q_network": args.l0_lambda})
+    dqn.gate(q_network, args, torch.zeros((1, 4)))
     assert [g.cost_per_weight for _, _, g in l0.gated_layers(q_network)] == pytest.approx(prices)
     # the loop's penalty is lambda x the share of open weights at these prices: the last update's,
     # recomputed from the checkpoint (the gates' rate is annealed to 1/400 by then, so they hardly move)

@@ -30,6 +30,7 @@ from l0rl import gmp, l0
 from l0rl.algos import a2c_l0, ppo_l0
 from l0rl.errors import NonFiniteError
 from l0rl.runkit import eval_metrics, evaluate, load_checkpoint, read_metrics
+from l0rl.sparsity import make_sparsity
 
 ALGOS = {"ppo": ppo_l0, "a2c": a2c_l0}
 BATCH = {"ppo": 32, "a2c": 10}  # env steps per iteration of a tiny_args() run
@@ -146,7 +147,8 @@ def test_mac_costs_with_a_gated_critic_on_the_shared_cnn(tmp_path):
     obs = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
     agent = ppo_l0.Agent(obs, gym.spaces.Discrete(7))
     args = ppo_l0.Args(l0_cost="macs", l0_granularity="unit")
-    ppo_l0.gate(agent, {"actor": agent.actor, "critic": agent.critic_own}, args, obs.shape)
+    make_sparsity(args, {"actor": agent.actor, "critic": agent.critic_own}, {"actor": 1.0, "critic": 0.5})
+    ppo_l0.gate(agent, args, torch.zeros((1, *obs.shape)))
     costs = {name: g.cost_per_weight for name, _, g in l0.gated_layers(agent)}
     assert costs == {
         "actor.1": 400,
