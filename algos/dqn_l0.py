@@ -143,10 +143,10 @@ class Args(RunArgs):
     """sparsity the target schedule steers the Q-network to"""
     l0_target_at: float = 0.2
     """fraction of training by which the target sparsity is reached (target schedule)"""
-    l0_target_hold: bool | None = None
+    l0_target_hold: bool = True
     """target schedule: lambda at its start value from step 0, the target ramping from the sparsity
-    reached at --l0-warmup (with --l0-random-closed, the random share) to --l0-target-sparsity;
-    None: on with the target schedule, off with the others"""
+    reached at --l0-warmup (with --l0-random-closed, the random share) to --l0-target-sparsity
+    (the other schedules have no hold)"""
     l0_dual_lr: float = 0.01
     """step size of the dual ascent on log(lambda) per gradient step (target schedule)"""
     l0_train_gates: Literal["sampled", "deterministic"] = "deterministic"

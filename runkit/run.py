@@ -332,7 +332,7 @@ def _check_common(args: Any) -> None:
         raise UsageError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
     if args.eval_max_steps is not None and args.eval_max_steps < 1:
         raise UsageError(f"--eval-max-steps must be >= 1, got {args.eval_max_steps}")
-    METHODS[args.sparsity].check_args(args)
+    METHODS[args.sparsity].check_args(args, _given(args))
 
 
 class Run:

@@ -30,8 +30,9 @@ def make_scheduler(args: Any, lam: float) -> l0.SparsityMapScheduler:
             target_sparsity=args.l0_target_sparsity,
             target_at=args.l0_target_at,
             dual_lr=args.l0_dual_lr,
-            # None (DQN's default): hold is on exactly when the schedule is the target one
-            hold=args.l0_schedule == "target" if args.l0_target_hold is None else args.l0_target_hold,
+            # hold belongs to the target schedule: DQN's default (on) leaves its other schedules without
+            # one; an explicit --l0-target-hold with another schedule is refused by L0.check_args
+            hold=args.l0_target_hold and args.l0_schedule == "target",
         )
     except ValueError as e:
         raise UsageError(f"--l0-schedule {args.l0_schedule}: {e}") from None
@@ -51,8 +52,9 @@ class SparsityMethod:
         self.groups = {g: [n] if isinstance(n, nn.Module) else list(n) for g, n in nets.items()}
 
     @classmethod
-    def check_args(cls, args: Any) -> None:
-        """Refuse (UsageError) impossible values of the method's own options, before anything is built."""
+    def check_args(cls, args: Any, given: dict[str, Any]) -> None:
+        """Refuse (UsageError) impossible values of the method's own options, before anything is built;
+        `given`: the options the command line set (not defaults)."""
 
     def module(self, group: str) -> nn.Module:
         """The group's networks as one module (for statistics over all of them)."""
@@ -98,7 +100,12 @@ class L0(SparsityMethod):
     kind = "l0"
 
     @classmethod
-    def check_args(cls, args: Any) -> None:
+    def check_args(cls, args: Any, given: dict[str, Any]) -> None:
+        if "l0_target_hold" in given and args.l0_target_hold and args.l0_schedule != "target":
+            raise UsageError(
+                f"--l0-schedule {args.l0_schedule}: hold applies to the target mode only; "
+                "drop --l0-target-hold or pass --l0-schedule target"
+            )
         if not args.l0_lr > 0:
             raise UsageError(f"--l0-lr must be > 0, got {args.l0_lr}")
         if not 0.0 < args.l0_drop_rate < 1.0:
@@ -155,7 +162,7 @@ class GMP(SparsityMethod):
     kind = "gmp"
 
     @classmethod
-    def check_args(cls, args: Any) -> None:
+    def check_args(cls, args: Any, given: dict[str, Any]) -> None:
         if not 0.0 < args.gmp_target < 1.0:
             raise UsageError(f"--gmp-target must be in (0, 1), got {args.gmp_target}")
         if not 0.0 <= args.gmp_start < args.gmp_end <= 1.0:
