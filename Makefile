@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q "torch==2.13.0"
 	$(PIP) install -q -c constraints.txt -e ".[dev,onnx,plot,report,video,cluster]"
 	$(PIP) install -q --ignore-requires-python --no-deps "nes-py==9.0.1" "gym-super-mario-bros==9.1.0"
-	$(PY) -c "import torch, gymnasium, wandb, tyro, cv2, moviepy, rliable, wandb_workspaces, ray, nes_py, gym_super_mario_bros; print('l0rl setup ok: torch', torch.__version__)"
+	$(PY) -c "import torch, gymnasium, wandb, tyro, tensorboard, cv2, moviepy, rliable, wandb_workspaces, ray, nes_py, gym_super_mario_bros; print('l0rl setup ok: torch', torch.__version__)"
 	touch $(STAMP)
 
 demo: setup
@@ -40,7 +40,7 @@ format: setup
 	$(VENV)/bin/ruff format .
 
 bench: setup
-	$(PY) benchmark/l0_overhead.py
+	$(PY) -m benchmark.measure.l0_overhead
 
 # the committed comparison reports (benchmark/results/<suite>/REPORT.md); quick takes about 40 min on 2 cores
 bench-quick: setup

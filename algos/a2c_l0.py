@@ -188,7 +188,7 @@ def train(args: Args) -> str:
     # TRY NOT TO MODIFY: seeding
     seed_everything(args.seed, args.torch_deterministic)
     envs = make_vector_env(
-        args.env_id, args.num_envs, args.seed, args.capture_video, run.name, **run.env_options
+        args.env_id, args.num_envs, args.seed, args.capture_video, run.video_dir, **run.env_options
     )
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
@@ -206,7 +206,8 @@ def train(args: Args) -> str:
         eps=args.rms_eps,
     )
     # only now, with every argument accepted, does the run directory appear
-    run.open(envs.single_observation_space, envs.single_action_space, args.num_iterations * args.batch_size)
+    spaces = (envs.single_observation_space, envs.single_action_space)
+    run.open(*spaces, args.num_iterations * args.batch_size, policy=agent.actor)
 
     # ALGO Logic: Storage setup
     obs = torch.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape).to(device)

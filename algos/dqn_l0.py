@@ -228,7 +228,7 @@ def train(args: Args) -> str:
     # TRY NOT TO MODIFY: seeding
     seed_everything(args.seed, args.torch_deterministic)
     envs = make_vector_env(
-        args.env_id, args.num_envs, args.seed, args.capture_video, run.name, **run.env_options
+        args.env_id, args.num_envs, args.seed, args.capture_video, run.video_dir, **run.env_options
     )
     if not isinstance(envs.single_action_space, gym.spaces.Discrete):
         envs.close()
@@ -245,7 +245,7 @@ def train(args: Args) -> str:
     update_target(target_network, q_network, 1.0)
     average = copy.deepcopy(q_network) if args.swa_start < 1.0 else None  # --swa-start's weight mean
     # only now, with every argument accepted, does the run directory appear
-    run.open(*spaces, args.num_iterations * args.num_envs)
+    run.open(*spaces, args.num_iterations * args.num_envs, policy=q_network)
     keep, schedulers = None, {}
     if args.keep_best_every:  # its state travels with the schedulers': resumed exactly, fresh in a fork
         keep = schedulers["keep_best"] = KeepBest(
@@ -266,9 +266,7 @@ def train(args: Args) -> str:
     loop = run.restore(**states)
     if loop is not None:
         averaged = int(loop.get("averaged", 0))
-        saved = torch.load(buffer_path, weights_only=True) if buffer_path.exists() else None
-        if saved is not None and saved["global_step"] == global_step:  # not one written after checkpoint.pt
-            rb.load_state_dict(saved["buffer"])
+        if rb.load(buffer_path, global_step):  # not one written after checkpoint.pt
             learn_from = loop["learn_from"]
         else:
             learn_from = global_step + args.learning_starts

@@ -214,7 +214,7 @@ def train(args: Args) -> str:
     # TRY NOT TO MODIFY: seeding
     seed_everything(args.seed, args.torch_deterministic)
     envs = make_vector_env(
-        args.env_id, args.num_envs, args.seed, args.capture_video, run.name, **run.env_options
+        args.env_id, args.num_envs, args.seed, args.capture_video, run.video_dir, **run.env_options
     )
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
@@ -230,7 +230,8 @@ def train(args: Args) -> str:
         gate(agent, args, torch.zeros((1, *envs.single_observation_space.shape), device=device))
     optimizer = optim.Adam(l0.param_groups(agent, args.learning_rate, args.l0_lr), eps=1e-5)
     # only now, with every argument accepted, does the run directory appear
-    run.open(envs.single_observation_space, envs.single_action_space, args.num_iterations * args.batch_size)
+    spaces = (envs.single_observation_space, envs.single_action_space)
+    run.open(*spaces, args.num_iterations * args.batch_size, policy=agent.actor)
 
     # ALGO Logic: Storage setup
     # frames stay uint8 (4x less memory per minibatch gather): the policy's own FrameScale makes them floats

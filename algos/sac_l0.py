@@ -235,7 +235,7 @@ def train(args: Args) -> str:
     # TRY NOT TO MODIFY: seeding
     seed_everything(args.seed, args.torch_deterministic)
     envs = make_vector_env(
-        args.env_id, args.num_envs, args.seed, args.capture_video, run.name, **run.env_options
+        args.env_id, args.num_envs, args.seed, args.capture_video, run.video_dir, **run.env_options
     )
     envs.action_space.seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
@@ -270,7 +270,7 @@ def train(args: Args) -> str:
     save_buffer = args.save_buffer if args.save_buffer is not None else len(obs_space.shape) != 3
     rb = EpisodeReplayBuffer(args.buffer_size, args.num_envs, obs_space, action_space)
     # only now, with every argument accepted, does the run directory appear
-    run.open(obs_space, action_space, args.total_timesteps)
+    run.open(obs_space, action_space, args.total_timesteps, policy=policy)
 
     # TRY NOT TO MODIFY: start the game
     global_step, updates = run.start_step, 0
@@ -282,10 +282,8 @@ def train(args: Args) -> str:
     loop = run.restore(**states)
     if loop is not None:
         updates = loop["updates"]
-        if save_buffer and (run.run_dir / BUFFER_NAME).exists():
-            buffer = torch.load(run.run_dir / BUFFER_NAME, weights_only=True)
-            if buffer.pop("global_step") == global_step:  # else a crash came between buffer and checkpoint
-                rb.load_state_dict(buffer)
+        if save_buffer:  # not one written after checkpoint.pt (a crash came between them)
+            rb.load(run.run_dir / BUFFER_NAME, global_step)
         if (saved_envs := run.resumed_envs(envs)) is not None:  # exact env state (classic control)
             envs, obs = saved_envs, loop["next_obs"].numpy()
         else:  # e.g. Box2D or the emulator: episodes in flight restart, seeded by the step

@@ -130,7 +130,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    from benchmark.evaluate import table
+    from l0rl.evaluate import table
 
     a = parser().parse_args(argv)
     if a.episodes < 1:

@@ -19,10 +19,13 @@ one. Without it a resumed run starts fresh episodes, as the asynchronous Mario e
 
 Neither direction ever replaces a more advanced run: `save` skips a run whose carried copy is at the
 same or a later step, and `restore` skips a run already present on this machine at the same or a
-later step.
+later step. The carry folder comes from git, so a symlink in it (a run, or a `<run>.partial` left in
+the way) is never followed or written through, only regular files are copied, and a run that cannot
+be copied is skipped with one line while the others are (exit 1 at the end).
 """
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -31,11 +34,12 @@ from benchmark import suites
 from benchmark.run_suite import default_runs_dir
 from l0rl.errors import UsageError
 from l0rl.runkit import RunError, load_checkpoint, run_cli
-from l0rl.runkit.checkpoint import CHECKPOINT_NAME, ENV_STATE_NAME, LOCK_NAME, RunLock
+from l0rl.runkit.checkpoint import CHECKPOINT_NAME, ENV_STATE_NAME, ENV_STATE_NEXT, LOCK_NAME, RunLock
+from l0rl.runkit.files import MiB, read_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 PROG = "python -m benchmark.carry"
-SKIPPED_NAMES = {LOCK_NAME, ENV_STATE_NAME, "latest-run"}
+SKIPPED_NAMES = {LOCK_NAME, ENV_STATE_NAME, ENV_STATE_NEXT, "latest-run"}
 """Never carried (see the module docstring), nor any `*.log` under wandb/."""
 MAX_FILE_MB = 95
 """A git host refuses files of 100 MB and more: a larger file is an error, not a silent drop."""
@@ -49,7 +53,7 @@ def step_of(run_dir: Path) -> tuple[bool, int] | None:
     """(finished, global_step) of a run directory's checkpoint; None when it has none readable."""
     try:
         ckpt = load_checkpoint(run_dir)
-    except RunError:
+    except (RunError, OSError):
         return None
     return bool(ckpt["finished"]), int(ckpt["global_step"])
 
@@ -66,6 +70,24 @@ def carried_files(run_dir: Path) -> list[Path]:
     return files
 
 
+def _remove(path: Path) -> None:
+    """Delete `path` itself: a symlink (say a `.partial` one in a folder from git) is unlinked, never
+    followed, so nothing outside the carry folder is touched."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def _copy_file(src: Path, dst: Path) -> None:
+    """Copy a regular file (refused in one line otherwise) to a new file that cannot be a link."""
+    data = read_bytes(src, MAX_FILE_MB * MiB)
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    shutil.copystat(src, dst, follow_symlinks=False)
+
+
 def copy_run(src: Path, dst: Path) -> int:
     """Copy `src`'s carried files to a fresh `dst` (through a temporary folder, so an interrupted copy
     never leaves a half run where a whole one was); returns the bytes copied."""
@@ -77,23 +99,33 @@ def copy_run(src: Path, dst: Path) -> int:
             "carry this run another way (copy its run directory)"
         )
     tmp = dst.with_name(dst.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    _remove(tmp)
+    tmp.mkdir()
     for p in files:
         target = tmp / p.relative_to(src)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(p, target)
-    shutil.rmtree(dst, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)  # below the fresh tmp: made here, not links
+        _copy_file(p, target)
+    _remove(dst)
     tmp.rename(dst)
     return sum(p.stat().st_size for p in files)
 
 
 def run_dirs(folder: Path) -> list[Path]:
-    """Run directories under `folder` (a copy left `.partial` by an interrupted carry is not one)."""
+    """Run directories under `folder` (a copy left `.partial` by an interrupted carry is not one, nor
+    a symlink: see linked_runs)."""
     return sorted(
         d
         for d in folder.iterdir()
-        if d.is_dir() and not d.name.endswith(".partial") and (d / CHECKPOINT_NAME).exists()
+        if not d.is_symlink()
+        and d.is_dir()
+        and not d.name.endswith(".partial")
+        and (d / CHECKPOINT_NAME).exists()
     )
+
+
+def linked_runs(folder: Path) -> list[Path]:
+    """Symlinks under `folder`: never carried, as what they point at may be anywhere."""
+    return sorted(d for d in folder.iterdir() if d.is_symlink() and not d.name.endswith(".partial"))
 
 
 def describe(state: tuple[bool, int] | None) -> str:
@@ -102,31 +134,43 @@ def describe(state: tuple[bool, int] | None) -> str:
     return f"finished at step {state[1]:,}" if state[0] else f"at step {state[1]:,}"
 
 
-def transfer(src_root: Path, dst_root: Path, verb: str, live: str, say) -> int:
+def transfer(src_root: Path, dst_root: Path, verb: str, live: str, say) -> tuple[int, int]:
     """Copy each run of `src_root` to `dst_root` unless the copy there is as far along or further (or
     unreadable: a run directory without a checkpoint may still hold a log someone wants). The side
     named by `live` ("src" or "dst") is a machine's run directory: it is locked for the copy, which
-    refuses a run that is training now (its checkpoint may be mid-write). Returns the runs copied."""
-    copied = 0
+    refuses a run that is training now (its checkpoint may be mid-write). A run that cannot be copied
+    (a symlink, a file that is not a regular one or is too big) is skipped with one line and the others
+    are copied. Returns (runs copied, runs that could not be)."""
+    copied = failed = 0
+    for link in linked_runs(src_root):
+        say(f"[skip] {link.name}: a symlink in {src_root}, not a run directory; copy the run itself there")
     for src in run_dirs(src_root):
         state, dst = step_of(src), dst_root / src.name
         if state is None:
             say(f"[skip] {src.name}: no readable checkpoint in {src_root}")
             continue
+        if dst.is_symlink():
+            say(f"[skip] {src.name}: {dst} is a symlink; remove it and run again")
+            failed += 1
+            continue
         if dst.exists() and ((here := step_of(dst)) is None or here >= state):
             say(f"[skip] {src.name}: {dst_root} already holds it, {describe(here)}")
             continue
         locked = src if live == "src" else dst
-        lock = RunLock(locked) if locked.exists() else None
-        try:
+        lock = RunLock(locked) if locked.exists() else None  # a run in training stops the carry
+        try:  # one run that cannot be copied leaves the others to be
             dst_root.mkdir(parents=True, exist_ok=True)
             size = copy_run(src, dst)
+        except (UsageError, OSError) as e:
+            say(f"[skip] {src.name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            failed += 1
+            continue
         finally:
             if lock is not None:
                 lock.release()
         say(f"[{verb}] {src.name}: {describe(state)}, {size / 2**20:.1f} MB -> {dst}")
         copied += 1
-    return copied
+    return copied, failed
 
 
 NOTHING_TO_COPY = {
@@ -144,9 +188,11 @@ def carry_runs(action: str, runs_dir: Path, carry_dir: Path, say=print) -> int:
     src, dst = (runs_dir, carry_dir) if action == "save" else (carry_dir, runs_dir)
     if not src.is_dir():
         raise UsageError(NOTHING_TO_COPY[action].format(src))
-    done = transfer(src, dst, f"{action}d", "src" if action == "save" else "dst", say)
+    done, failed = transfer(src, dst, f"{action}d", "src" if action == "save" else "dst", say)
     say(f"{done} run(s) {action}d; " + NEXT_STEP[action].format(carry=carry_dir))
-    return 0
+    if failed:
+        say(f"{failed} run(s) could not be {action}d (the [skip] lines above say why)")
+    return 1 if failed else 0
 
 
 def save(runs_dir: Path, carry_dir: Path, say=print) -> int:

@@ -12,7 +12,7 @@
 
 Each training run is a subprocess `python algos/<algo>.py ...` with OMP_NUM_THREADS=1 (one thread per
 process is fastest for these small networks, and N processes on N cores never oversubscribe), W&B
-grouped by the suite's name. Runs land in benchmark/runs/<suite>/ (git-ignored), named
+grouped per variant (`<suite>__<env_id>__<exp_name>`). Runs land in benchmark/runs/<suite>/ (git-ignored), named
 `<env_id>__<exp_name>__<seed>__<time>`; each subprocess's output goes to <runs dir>/_logs/.
 
 Invoking the suite again skips finished runs, resumes interrupted ones from their last checkpoint
@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -46,14 +45,13 @@ from l0rl.compress import compress_run
 from l0rl.compress.pipeline import output_names
 from l0rl.compress.report import format_report
 from l0rl.errors import UsageError
+from l0rl.report.collect import BENCH_NAME, hardware
 from l0rl.runkit import WANDB_MODES, RunError, atomic_write_json, load_checkpoint, run_cli
 from l0rl.runkit.run import RESUMABLE
+from l0rl.runkit.tracker import variant_group
 
 ROOT = Path(__file__).resolve().parents[1]
 PROG = "python -m benchmark.run_suite"
-BENCH_NAME = "benchmark.json"
-"""What the runner adds to a run directory: suite, variant, seed, and per process its command, wall
-time and hardware."""
 LOG_DIR = "_logs"
 POLL_S = 0.5
 SPARSITY_RANGE = (0.01, 0.99)
@@ -62,17 +60,6 @@ SPARSITY_RANGE = (0.01, 0.99)
 
 def default_runs_dir(suite: str) -> Path:
     return ROOT / "benchmark" / "runs" / suite
-
-
-def hardware() -> dict:
-    """This machine's CPU model and core count, as the report quotes them."""
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {"cpu": model, "cores": os.cpu_count(), "platform": platform.platform()}
 
 
 def command_line(argv: list[str]) -> str:
@@ -246,7 +233,8 @@ class Runner:
                 [*script, "--resume", str(found.run_dir), *flags, *process],
             )
         gmp_target = reached_sparsity(self.finished(spec.gmp_source)) if spec.gmp_source else None
-        where = ["--runs-dir", str(self.runs_dir), "--wandb-group", self.suite.name]
+        group = f"{self.suite.name}__{variant_group(spec.cell.env_id, spec.exp_name)}"  # one per variant
+        where = ["--runs-dir", str(self.runs_dir), "--wandb-group", group]
         return "new run", [*script, *spec.train_args(gmp_target), *where, *process]
 
     def compress_command(self, spec: RunSpec, method: str) -> tuple[str, Work]:

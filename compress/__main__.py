@@ -1,4 +1,5 @@
-"""`python -m l0rl.compress RUN_DIR`: make a run's policy physically smaller, prove it still plays, report.
+"""`python -m l0rl.compress RUN_DIR` (also `l0rl compress`, `l0rl-compress`): make a run's policy
+physically smaller, prove it still plays, report. Exit 0 on success, 2 for a usage error.
 
 python -m l0rl.compress runs/<run_name>                              # harden -> shrink -> low rank (energy 0.99)
 python -m l0rl.compress runs/<run_name> --rank-search --tolerance 0.05
@@ -8,6 +9,7 @@ python -m l0rl.compress runs/<run_name> --onnx                        # also exp
 """
 
 import argparse
+import sys
 
 from l0rl.compress.pipeline import METHODS, compress_run
 from l0rl.compress.report import format_report
@@ -16,9 +18,9 @@ from l0rl.runkit import WANDB_MODES, run_cli
 PROG = "python -m l0rl.compress"
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=PROG,
+        prog=prog,
         description="Harden, shrink and low-rank a trained policy, re-evaluate every stage on the same "
         "seeds, and report sizes (parameters, bytes), MACs, CPU latency and returns. Writes "
         "compressed[_METHOD].pt and compress[_METHOD].json next to the run's checkpoint.pt.",
@@ -96,8 +98,9 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> dict:
-    a = parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """The command: prints the report table; 0 on success (an installed script's exit status)."""
+    a = parser(prog).parse_args(argv)
     report = run_cli(
         lambda: compress_run(
             a.run_dir,
@@ -114,11 +117,11 @@ def main(argv: list[str] | None = None) -> dict:
             latency_s=a.latency_seconds,
             channel_block=a.channel_block,
         ),
-        PROG,
+        prog,
     )
     print(format_report(report))
-    return report
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

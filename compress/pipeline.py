@@ -42,6 +42,8 @@ from l0rl.runkit import (
     resolve_checkpoint,
 )
 from l0rl.runkit.checkpoint import atomic_write_bytes, check_writable
+from l0rl.runkit.files import real_dir
+from l0rl.runkit.tracker import variant_group
 
 METHODS = ("l0", "magnitude", "magnitude-layer", "svd")
 PRUNING_METHODS = {"magnitude": False, "magnitude-layer": True}  # method -> per-layer threshold
@@ -313,8 +315,7 @@ def _log(
     """A W&B run of job_type "compress" in the training run's project and group; its local record
     (summary.json) goes to its own directory, never over the training run's."""
     args = ckpt["args"]
-    tracker_dir = run_path / tracker_name
-    tracker_dir.mkdir(exist_ok=True)
+    tracker_dir = real_dir(run_path / tracker_name)  # a symlink there would take the tracker's files
     tracker = Tracker(
         tracker_dir,
         f"{run_path.name}__{tracker_name}",
@@ -328,7 +329,7 @@ def _log(
         wandb_mode=wandb_mode,
         project=args.get("wandb_project", "l0rl"),
         entity=args.get("wandb_entity"),
-        group=args.get("wandb_group") or ckpt["env_id"],
+        group=args.get("wandb_group") or variant_group(ckpt["env_id"], args.get("exp_name", ckpt["algo"])),
         tags=[ckpt["env_id"], ckpt["algo"], "compress", report["method"]],
         job_type="compress",
     )

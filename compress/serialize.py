@@ -6,13 +6,16 @@ loads with `torch.load(..., weights_only=True)` and rebuilds with torch alone (n
 
 import io
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from l0rl.policy import build, describe
+from l0rl.errors import RunError
+from l0rl.policy import build, check_size, describe
+from l0rl.runkit.files import TORCH_FILE_LIMIT, load_plain
 
 FORMAT = "l0rl-compressed"
 VERSION = 1
@@ -42,13 +45,32 @@ def encode_tensor(t: torch.Tensor, force_dense: bool = False) -> torch.Tensor | 
 
 
 def decode_tensor(x: torch.Tensor | dict) -> torch.Tensor:
+    """The dense tensor of an encoded one; a sparse record whose parts do not fit its declared shape
+    is a ValueError, so the zeros allocated never exceed 8 per byte of mask the file holds."""
     if isinstance(x, torch.Tensor):
         return x
-    numel = math.prod(x["shape"])
-    mask = torch.from_numpy(np.unpackbits(x["mask"].numpy(), count=numel).astype(bool))
-    flat = torch.zeros(numel, dtype=x["values"].dtype)
-    flat[mask] = x["values"]
-    return flat.reshape(x["shape"])
+    if not isinstance(x, dict) or set(x) != {"shape", "mask", "values"}:
+        raise ValueError("a tensor is neither dense nor a sparse record")
+    shape, mask, values = x["shape"], x["mask"], x["values"]
+    if not isinstance(shape, list) or len(shape) > 8 or any(type(d) is not int or d < 0 for d in shape):
+        raise ValueError(f"a sparse record's shape {str(shape)[:40]} is not a list of sizes")
+    numel = math.prod(shape)
+    if (
+        not isinstance(mask, torch.Tensor)
+        or mask.dtype != torch.uint8
+        or mask.shape != (math.ceil(numel / 8),)
+    ):
+        raise ValueError(f"a sparse record's mask does not hold one bit per element of its shape {shape}")
+    bits = torch.from_numpy(np.unpackbits(mask.numpy(), count=numel).astype(bool))
+    if (
+        not isinstance(values, torch.Tensor)
+        or not values.is_floating_point()
+        or values.shape != (int(bits.sum()),)
+    ):
+        raise ValueError(f"a sparse record's values do not match its mask (shape {shape})")
+    flat = torch.zeros(numel, dtype=values.dtype)
+    flat[bits] = values
+    return flat.reshape(shape)
 
 
 def encode_state(state: dict[str, torch.Tensor], force_dense: bool = False) -> dict:
@@ -78,19 +100,28 @@ def compressed_bytes(chain: nn.Sequential, meta: dict) -> bytes:
 
 
 def load_compressed(path: str | Path, with_meta: bool = False) -> nn.Module | tuple[nn.Module, dict]:
-    """Rebuild a policy saved by compress (eval mode); with_meta=True also returns its metadata."""
+    """Rebuild a policy saved by compress (eval mode); with_meta=True also returns its metadata. The
+    file is read through runkit.files (a regular file, plain data, bounded); a record that is not
+    what compress writes, or declares more numbers than it holds, is a one-line RunError."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path} does not exist; compressed policies are runs/<run_name>/compressed*.pt")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, foreign pickle, ...
-        raise ValueError(f"{path} is not a readable compressed policy ({type(e).__name__})") from e
+    if not os.path.lexists(path):
+        raise RunError(f"{path} does not exist; compressed policies are runs/<run_name>/compressed*.pt")
+    blob = load_plain(path, TORCH_FILE_LIMIT, "compressed policy")
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an l0rl compressed policy; write one with python -m l0rl.compress")
+        raise RunError(f"{path} is not an l0rl compressed policy; write one with python -m l0rl.compress")
     if blob.get("version") != VERSION:
-        raise ValueError(f"{path} has compressed format {blob.get('version')}, this l0rl reads {VERSION}")
-    policy = build(blob["arch"])
-    policy.load_state_dict(decode_state(blob["state"]))
+        raise RunError(
+            f"{path} has compressed format {str(blob.get('version'))[:20]}, this l0rl reads {VERSION}"
+        )
+    try:
+        if not isinstance(blob.get("state"), dict):
+            raise ValueError("its state is not a dict of tensors")
+        state = decode_state(blob["state"])
+        check_size(blob.get("arch"), state)
+        policy = build(blob["arch"])
+        policy.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise RunError(f"{path} is not a policy compress wrote ({first}); it was not loaded") from None
     policy.eval()
-    return (policy, blob["meta"]) if with_meta else policy
+    return (policy, blob.get("meta", {})) if with_meta else policy

@@ -7,6 +7,8 @@ into one float32 vector, goal envs in the order observation | achieved_goal | de
 """
 
 import importlib.util
+import multiprocessing
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -131,17 +133,20 @@ class EnvThunk:
     options: dict
 
     def __call__(self) -> gym.Env:
+        if multiprocessing.parent_process() is not None:  # an async vector env's worker: Ctrl-C is the
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # trainer's to handle (it stops cleanly), not ours
         env = PIPELINES[family(self.env_id)](self.env_id, self.video_dir, **self.options)
         env.action_space.seed(self.seed)
         return env
 
 
-def make_env(env_id: str, seed: int, idx: int, capture_video: bool, run_name: str, **options) -> EnvThunk:
+def make_env(env_id: str, seed: int, idx: int, capture_video: bool, video_dir: str, **options) -> EnvThunk:
     """A CleanRL-style thunk building one env of `env_id`'s family pipeline.
 
     The id, the options and (for videos) moviepy are checked now, so mistakes surface before any
     worker process starts. The thunk seeds the action space with `seed`; the env itself is seeded by
-    the first `reset(seed=...)`. With capture_video, the env with idx 0 records to videos/<run_name>.
+    the first `reset(seed=...)`. With capture_video, the env with idx 0 records to `video_dir` (the
+    algorithms pass their run directory's videos/).
     Observations: a 1-D vector for vector envs (float32 for Dict observations, flattened), uint8
     (4, 84, 84) for Mario.
     """
@@ -149,7 +154,7 @@ def make_env(env_id: str, seed: int, idx: int, capture_video: bool, run_name: st
     check_options(env_id, options)
     if family(env_id) == "mario":
         grey_table()  # built here, once: forked vector-env workers share the parent's copy
-    video_dir = f"videos/{run_name}" if capture_video and idx == 0 else None
+    video_dir = video_dir if capture_video and idx == 0 else None
     if video_dir and importlib.util.find_spec("moviepy") is None:
         raise EnvError('capture_video needs moviepy: pip install -e ".[video]"')
     return EnvThunk(env_id, seed, video_dir, dict(options))
@@ -160,7 +165,7 @@ def make_vector_env(
     num_envs: int,
     seed: int,
     capture_video: bool = False,
-    run_name: str = "",
+    video_dir: str = "",
     asynchronous: bool | None = None,
     **options,
 ) -> gym.vector.VectorEnv:
@@ -187,7 +192,7 @@ def make_vector_env(
     if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
         raise EnvError(f"num_envs must be an integer >= 1, got {num_envs!r}")
     env_id = resolve_env_id(env_id)
-    thunks = [make_env(env_id, seed + i, i, capture_video, run_name, **options) for i in range(num_envs)]
+    thunks = [make_env(env_id, seed + i, i, capture_video, video_dir, **options) for i in range(num_envs)]
     if asynchronous is None:
         asynchronous = family(env_id) in ("mario", "surrol")
     vector_cls = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv

@@ -19,21 +19,26 @@ def load_policy(path: str, compressed: bool = False):
     `python -m l0rl.compress`), a checkpoint.pt, or a compressed*.pt file. Both formats are plain
     data, loaded with torch.load(weights_only=True): loading never runs code from the file.
     """
+    import os
     from pathlib import Path
 
     from l0rl import l0
     from l0rl.compress.serialize import load_compressed
-    from l0rl.errors import UsageError
+    from l0rl.errors import RunError, UsageError
     from l0rl.policy import build_policy
     from l0rl.runkit.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
     p = Path(path)
     if p.is_dir():
         p = p / ("compressed.pt" if compressed else CHECKPOINT_NAME)
-    if not p.exists():
+    if not os.path.lexists(p):
         raise UsageError(
             f"{p} does not exist; pass runs/<run_name> (run `python -m l0rl.compress` first for compressed=True)"
         )
     if p.name.startswith("compressed"):
         return load_compressed(p)
-    return l0.harden(build_policy(load_checkpoint(p)["policy"])).eval()
+    record = load_checkpoint(p)["policy"]
+    try:
+        return l0.harden(build_policy(record)).eval()
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a crafted or damaged record
+        raise RunError(f"{p}: cannot rebuild the policy ({type(e).__name__}: {str(e)[:120]})") from None

@@ -167,11 +167,11 @@ def describe(chain: nn.Sequential) -> list[dict]:
     return [_describe(m) for m in chain]
 
 
-def _build(spec: dict) -> nn.Module:
+def _build(spec: dict, device: str) -> nn.Module:
     kind = spec["type"]
     if kind == "Linear":
         return torch.nn.utils.skip_init(
-            nn.Linear, spec["in_features"], spec["out_features"], bias=spec["bias"]
+            nn.Linear, spec["in_features"], spec["out_features"], bias=spec["bias"], device=device
         )
     if kind == "Conv2d":
         padding = spec["padding"] if isinstance(spec["padding"], str) else tuple(spec["padding"])
@@ -186,20 +186,40 @@ def _build(spec: dict) -> nn.Module:
             groups=spec["groups"],
             bias=spec["bias"],
             padding_mode=spec["padding_mode"],
+            device=device,
         )
     if kind == "Flatten":
         return nn.Flatten(spec["start_dim"], spec["end_dim"])
     if kind == "Affine":
-        return Affine(torch.zeros(spec["scale_shape"]), torch.zeros(spec["shift_shape"]))
+        return Affine(
+            torch.zeros(spec["scale_shape"], device=device), torch.zeros(spec["shift_shape"], device=device)
+        )
     activations = {cls.__name__: cls for cls in ACTIVATIONS}
     if kind in activations:
         return activations[kind]()
     raise ValueError(f"unknown layer type {kind!r} in a compressed policy; was it written by a newer l0rl?")
 
 
-def build(arch: list[dict]) -> nn.Sequential:
-    """An uninitialised chain with the described architecture (load a state_dict into it)."""
-    return nn.Sequential(*[_build(spec) for spec in arch])
+def build(arch: list[dict], device: str = "cpu") -> nn.Sequential:
+    """An uninitialised chain with the described architecture (load a state_dict into it); on the
+    "meta" device it allocates nothing (see check_size)."""
+    return nn.Sequential(*[_build(spec, device) for spec in arch])
+
+
+def check_size(arch: list[dict], state: dict) -> None:
+    """Raise ValueError unless `arch` is a list of layers that together hold no more numbers than
+    `state` does: a record read from a file must not make build() allocate what the file never held."""
+    if not isinstance(arch, list) or not all(isinstance(spec, dict) for spec in arch):
+        raise ValueError("its architecture is not a list of layers")
+    if not isinstance(state, dict):
+        raise ValueError("its state is not a dict of tensors")
+    try:
+        need = sum(t.numel() for t in build(arch, "meta").state_dict().values())
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"a layer it describes cannot be built ({type(e).__name__}: {e})") from None
+    have = sum(t.numel() for t in state.values() if isinstance(t, torch.Tensor))
+    if need > have:
+        raise ValueError(f"its layers declare {need:,} numbers but its state holds {have:,}")
 
 
 def describe_space(space: gym.Space) -> dict:
@@ -253,6 +273,7 @@ def build_policy(record: dict) -> nn.Sequential:
     """The policy of a `policy_record`, gated or masked as it was trained, in eval mode."""
     from l0rl import gmp, l0  # local: l0rl.policy is imported by the packages these import
 
+    check_size(record["arch"], record["state"])
     chain = build(record["arch"])
     kind = record["sparsity"]
     if kind == "l0":

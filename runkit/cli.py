@@ -2,14 +2,15 @@
 
 Exit codes: 2 usage error (l0rl.errors.UsageError: a bad option, an unusable run directory, a
 missing optional package), 3 non-finite training (NonFiniteError), 1 a file-system error naming its
-path (disk full, permission denied). Anything else is a bug or a failure and keeps its traceback.
+path (disk full, permission denied), 130 / 143 a run stopped by SIGINT / SIGTERM (Interrupted: 128 +
+the signal's number). Anything else is a bug or a failure and keeps its traceback.
 """
 
 import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from l0rl.errors import NonFiniteError, UsageError
+from l0rl.errors import Interrupted, NonFiniteError, UsageError
 
 T = TypeVar("T")
 
@@ -35,6 +36,10 @@ def run_cli(fn: Callable[[], T], prog: str) -> T:
     """Call fn(); map the expected errors above to `prog: error: <one line>` and their exit codes."""
     try:
         return fn()
+    except Interrupted as e:
+        if e.message:
+            print(f"{prog}: {e.message}", file=sys.stderr)
+        raise SystemExit(e.code) from None
     except UsageError as e:
         print(f"{prog}: error: {_first_line(e)}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None

@@ -32,12 +32,14 @@ def evaluate(
     device: str | torch.device = "cpu",
     progress: bool = False,
     label: str = "eval",
+    video_dir: str | None = None,
 ) -> dict:
     """Run `episodes` episodes; returns lists of returns, lengths and, where the env reports them,
     successes (goal envs) and each episode's furthest x and flag (Mario: "x_pos", "flags").
+    With `video_dir`, episodes are recorded there (gymnasium's schedule: the 1st, 2nd, 9th, 28th, ...).
     With greedy=False a discrete policy samples its actions (seeded): the only source of variety in
     a deterministic emulator such as Mario's, where greedy episodes from one start are all the same."""
-    env = make_env(env_id, seed, 0, False, "", **(env_options or {}))()
+    env = make_env(env_id, seed, 0, video_dir is not None, video_dir or "", **(env_options or {}))()
     discrete = isinstance(env.action_space, gym.spaces.Discrete)
     gen = torch.Generator().manual_seed(seed)
     was_training = policy.training
@@ -108,6 +110,7 @@ def evaluate_as_run(
     seed: int | None = None,
     progress: bool = False,
     label: str = "eval",
+    video_dir: str | None = None,
 ) -> dict:
     """`evaluate` with the evaluation settings of the run a checkpoint (dict) belongs to: its env and
     options, greedy or sampled actions, step cap, and first seed (the run's seed + EVAL_SEED_OFFSET
@@ -121,6 +124,7 @@ def evaluate_as_run(
         **eval_settings(ckpt),
         progress=progress,
         label=label,
+        video_dir=video_dir,
     )
 
 

@@ -3,14 +3,52 @@
 
 `ReplayBuffer` (DQN) keeps each observation once, so a 100k buffer of Mario frames fits in memory;
 `EpisodeReplayBuffer` (SAC) keeps each env's episodes contiguous in time, which hindsight experience
-replay needs to relabel a transition with a goal achieved later in its own episode."""
+replay needs to relabel a transition with a goal achieved later in its own episode.
+
+A saved buffer is read back through runkit.files (a regular file, bounded by the buffer's own size)
+and must fit the buffer exactly (every array's shape and dtype): a damaged or crafted file is a
+one-line RunError that says to delete it, never a traceback."""
+
+import os
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
 
+from l0rl.errors import RunError
+from l0rl.runkit.files import MiB, load_plain
+
 BUFFER_NAME = "replay_buffer.pt"
 """The buffer's file in a run directory, written next to each checkpoint when it is saved."""
+
+
+def _unfit(path: Path, what: str) -> RunError:
+    return RunError(
+        f"{path} does not fit this run's replay buffer ({what}); delete it to resume with a refilled buffer"
+    )
+
+
+def _saved(path: Path, step: int, limit: int) -> dict | None:
+    """The saved buffer file as plain data when it exists and was written at `step` (else None: a
+    crash came between it and checkpoint.pt)."""
+    if not os.path.lexists(path):
+        return None
+    saved = load_plain(path, limit, "replay buffer")
+    if not isinstance(saved, dict) or type(saved.get("global_step")) is not int:
+        raise _unfit(path, "no global_step")
+    return saved if saved["global_step"] == step else None
+
+
+def _fill(path: Path, target: np.ndarray, value: object, name: str, rows: int | None = None) -> None:
+    """Copy a saved tensor into `target` (its first `rows` rows), refused unless shape and dtype fit."""
+    want = target.shape if rows is None else (rows, *target.shape[1:])
+    if not isinstance(value, torch.Tensor) or tuple(value.shape) != want:
+        raise _unfit(path, f"{name} is not {want}")
+    array = value.numpy()
+    if array.dtype != target.dtype:
+        raise _unfit(path, f"{name} is {array.dtype}, not {target.dtype}")
+    target[: want[0]] = array
 
 
 class ReplayBuffer:
@@ -82,16 +120,43 @@ class ReplayBuffer:
         final_obs = {k: torch.from_numpy(v) for k, v in self.final_obs.items()}
         return {**state, "final_obs": final_obs, "pos": self.pos, "full": int(self.full)}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, path: Path | None = None) -> None:
+        path = path or Path(BUFFER_NAME)
+        if not isinstance(state, dict):
+            raise _unfit(path, "not a buffer")
         for k in self.RINGS:
-            getattr(self, k)[...] = state[k].numpy()
-        self.final_obs = {k: v.numpy() for k, v in state["final_obs"].items()}
-        self.pos, self.full = int(state["pos"]), bool(state["full"])
+            _fill(path, getattr(self, k), state.get(k), k)
+        final_obs, pos, full = state.get("final_obs"), state.get("pos"), state.get("full")
+        if (
+            type(pos) is not int
+            or not 0 <= pos < self.rows
+            or full not in (0, 1)
+            or not isinstance(final_obs, dict)
+        ):
+            raise _unfit(path, "pos, full or final_obs")
+        for k, v in final_obs.items():
+            if type(k) is not int or not 0 <= k < self.rows * self.num_envs:
+                raise _unfit(path, f"final_obs key {k!r:.20}")
+            _fill(path, np.empty(self.obs.shape[2:], self.obs.dtype), v, "final_obs")
+        self.final_obs = {k: v.numpy() for k, v in final_obs.items()}
+        self.pos, self.full = pos, bool(full)
+
+    def load(self, path: str | Path, step: int) -> bool:
+        """Load the buffer saved at `path` when it was written at `step`; False when there is none
+        (or it is older or newer: a crash came between it and checkpoint.pt)."""
+        path = Path(path)
+        saved = _saved(path, step, 2 * self.obs.nbytes + self.nbytes + 16 * MiB)
+        if saved is None:
+            return False
+        self.load_state_dict(saved.get("buffer"), path)
+        return True
 
 
 class EpisodeReplayBuffer:
     """Transitions stored as [slot, env], so each env's episode lies contiguous in time and hindsight
     relabelling can pick an achieved goal from later in the same episode. Image observations stay uint8."""
+
+    ARRAYS = ("obs", "next_obs", "actions", "rewards", "terminations", "step_index", "episode_end")
 
     def __init__(self, capacity: int, num_envs: int, obs_space: gym.Space, action_space: gym.Space):
         self.slots, self.num_envs = max(capacity // num_envs, 1), num_envs
@@ -153,15 +218,30 @@ class EpisodeReplayBuffer:
     def state_dict(self) -> dict:
         """Plain tensors and an int (the file loads with torch.load(weights_only=True))."""
         n = min(self.written, self.slots)
-        arrays = ("obs", "next_obs", "actions", "rewards", "terminations", "step_index", "episode_end")
-        state = {k: torch.from_numpy(getattr(self, k)[:n].copy()) for k in arrays}
+        state = {k: torch.from_numpy(getattr(self, k)[:n].copy()) for k in self.ARRAYS}
         return {
             **state,
             "episode_start": torch.from_numpy(self.episode_start.copy()),
             "written": self.written,
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        self.written = state.pop("written")
-        for key, value in state.items():
-            getattr(self, key)[: len(value)] = value.numpy()
+    def load_state_dict(self, state: dict, path: Path | None = None) -> None:
+        path = path or Path(BUFFER_NAME)
+        written = state.get("written") if isinstance(state, dict) else None
+        if type(written) is not int or written < 0:
+            raise _unfit(path, "written")
+        for key in self.ARRAYS:
+            _fill(path, getattr(self, key), state.get(key), key, rows=min(written, self.slots))
+        _fill(path, self.episode_start, state.get("episode_start"), "episode_start")
+        self.written = written
+
+    def load(self, path: str | Path, step: int) -> bool:
+        """Load the buffer saved at `path` when it was written at `step`; False when there is none
+        (or it is older or newer: a crash came between it and checkpoint.pt)."""
+        path = Path(path)
+        size = sum(getattr(self, k).nbytes for k in self.ARRAYS)
+        saved = _saved(path, step, size + 16 * MiB)
+        if saved is None:
+            return False
+        self.load_state_dict({k: v for k, v in saved.items() if k != "global_step"}, path)
+        return True

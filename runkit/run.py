@@ -5,20 +5,32 @@ and the closing summary line. An algorithm file keeps only what is its own.
     run = Run(args, ALGO)                 # validates; on --resume/--fork-from loads the checkpoint
     args = run.args
     ...build envs and networks...
-    run.open(obs_space, action_space, total_steps)       # run directory, tracker, progress
+    run.open(obs_space, action_space, total_steps, policy)  # checks the policy; run directory, tracker
     loop = run.restore(networks, optimizers, sparsity)   # None on a new run
     ...the loop: run.log_episodes / run.log / run.due / run.checkpoint / run.halting...
     return run.finish(global_step, policy, device)
 
 Every cadence (--checkpoint-every, --log-every, --halt-after) counts env steps, in every algorithm.
+
+Ctrl-C (SIGINT) or SIGTERM during training: the current iteration (vector step, for the off-policy
+algorithms) finishes, a checkpoint is written atomically, the resume command is printed and the
+process exits with 130 (SIGINT) or 143 (SIGTERM); run.halting() is what the loop asks, as for
+--halt-after. A second Ctrl-C aborts at once (exit 130): checkpoints are written to a temporary file
+and renamed, so the last complete one stays.
 """
 
+import contextlib
 import dataclasses
 import json
+import math
 import os
+import signal
 import stat
 import sys
+import threading
 import time
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,14 +41,13 @@ from torch import nn
 
 from l0rl.envs.mario import FLAG, FURTHEST_X
 from l0rl.envs.registry import family, resolve_env_id
-from l0rl.errors import NonFiniteError, UsageError
+from l0rl.errors import Interrupted, NonFiniteError, UsageError
 from l0rl.policy import policy_record
 from l0rl.runkit.checkpoint import (
     CHECKPOINT_NAME,
     FORMAT_VERSION,
     RunError,
     RunLock,
-    atomic_write_bytes,
     check_exp_name,
     check_writable,
     create_run_dir,
@@ -44,16 +55,34 @@ from l0rl.runkit.checkpoint import (
     load_env_state,
     remove_stale_temps,
     restorable_envs,
+    resume_key,
     rng_state,
     run_name,
     save_checkpoint,
     set_rng_state,
 )
 from l0rl.runkit.evaluate import EVAL_SEED_OFFSET, eval_metrics, evaluate
-from l0rl.runkit.progress import Progress
+from l0rl.runkit.files import TORCH_FILE_LIMIT, atomic_write_bytes, read_bytes
+from l0rl.runkit.progress import Progress, duration
 from l0rl.runkit.replay import BUFFER_NAME
-from l0rl.runkit.tracker import METRICS_NAME, Tracker, resolve_wandb_mode
+from l0rl.runkit.tracker import (
+    METRICS_NAME,
+    Tracker,
+    has_wandb_key,
+    reachable_mode,
+    read_metrics,
+    resolve_wandb_mode,
+    variant_group,
+)
 from l0rl.sparsity import METHODS, SparsityMethod, sparsity_stats
+
+VIDEO_DIR = "videos"
+"""Where --capture-video records, inside the run directory."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+ESTIMATE_AFTER_S = 10.0
+"""The time-left line comes at the first log call after this much training."""
+SHORT_BUDGET = 0.5
+"""Below this share of the budget the L0 defaults were tuned for, a run starts with a warning."""
 
 
 @dataclass
@@ -70,16 +99,20 @@ class RunArgs:
     """if toggled, cuda is used when available"""
     wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
     """W&B mode: auto (online with an API key and a reachable server, else offline), online, offline, disabled"""
+    track: bool = False
+    """CleanRL's spelling of W&B on: the same as --wandb-mode online (W&B logs anyway by default: online
+    with an API key, else offline)"""
     wandb_project: str = "l0rl"
     """the W&B project"""
     wandb_entity: str | None = None
     """the W&B entity (team)"""
     wandb_group: str | None = None
-    """the W&B group (default: env id)"""
+    """the W&B group (default: <env_id>__<exp_name>, one per variant, so W&B's grouped view never
+    averages dense, L0 and GMP runs together)"""
     runs_dir: str = "runs"
     """where run directories are created"""
     capture_video: bool = False
-    """whether to capture videos of the agent (first env) into videos/<run_name>"""
+    """whether to capture videos of the agent (first env) into <run dir>/videos (and to W&B when it logs)"""
     progress: bool = True
     """show progress (a bar on a terminal, plain lines otherwise)"""
     checkpoint_every: int = 50_000
@@ -176,10 +209,51 @@ Mario is evaluated with sampled actions and at most 3000 agent steps (200 s of g
 """Options of one process, never taken from the run being resumed."""
 
 
-def _source_args(saved: dict, args_cls: type) -> dict:
-    """A fork source's saved arguments that this version's Args knows, less its own provenance."""
-    names = {f.name for f in dataclasses.fields(args_cls)} - {"resume", "fork_from"}
+SEED_LIMIT = 2**31
+"""--seed must be in [0, SEED_LIMIT): numpy seeds take 32 bits, and env seeds add offsets to it."""
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a saved argument has the type its Args field declares (bool is not an int here)."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return isinstance(value, str) and value in typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return type(value) in (int, float)
+    return type(value) is hint
+
+
+def check_saved_args(saved: dict, args_cls: type, path: Path, known_only: bool) -> dict:
+    """A checkpoint's saved arguments that `args_cls` knows, each of its field's type (a crafted or
+    damaged file is a RunError). known_only: refuse an option this l0rl does not know (a resume
+    must use every saved option; a fork keeps only the ones it knows)."""
+    hints = typing.get_type_hints(args_cls)
+    names = {f.name for f in dataclasses.fields(args_cls)}
+    unknown = sorted(k for k in saved if k not in names)
+    if unknown and known_only:
+        raise RunError(
+            f"{path} was trained with --{unknown[0].replace('_', '-')}, which this l0rl does not know; "
+            "resume it with the l0rl version that wrote it"
+        )
+    for k, v in saved.items():
+        if k in names and not _fits(v, hints[k]):
+            shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
+            raise RunError(
+                f"{path}: its saved --{k.replace('_', '-')} is {shown}, not {hints[k]}; the checkpoint is "
+                "damaged or not l0rl's"
+            )
     return {k: v for k, v in saved.items() if k in names}
+
+
+def _source_args(saved: dict, args_cls: type, path: Path) -> dict:
+    """A fork source's saved arguments that this version's Args knows (type-checked), less its own
+    provenance and its runs directory (a fork lands in the command's --runs-dir)."""
+    known = check_saved_args(saved, args_cls, path, known_only=False)
+    return {k: v for k, v in known.items() if k not in ("resume", "fork_from", "runs_dir")}
 
 
 def _checkpoint_dir(path: str, flag: str) -> Path:
@@ -266,14 +340,24 @@ def parse_env_options(text: str) -> dict:
     return options
 
 
-def family_defaults(args_cls: type, env_id: str, algo_defaults: dict[str, dict] | None = None) -> Any:
-    """An Args instance holding the defaults for `env_id`'s family: the evaluation defaults above,
-    then the algorithm's own where a family differs from CartPole's (e.g. {"mario": {"num_envs": 8}}),
+def default_sources(env_id: str, algo_defaults: dict[str, dict] | None = None) -> list[tuple[str, dict]]:
+    """Where `env_id`'s defaults differ from the dataclass's, named, in the order they apply: the
+    evaluation defaults above, then the algorithm's own for the family (e.g. {"mario": {"num_envs": 8}}),
     then those of the environment itself (keyed by its canonical id, e.g. "Acrobot-v1")."""
     canonical = resolve_env_id(env_id)
     fam = family(canonical)
     own = algo_defaults or {}
-    values = {**EVAL_DEFAULTS.get(fam, {}), **own.get(fam, {}), **own.get(canonical, {})}
+    sources = [
+        (f"{fam} evaluation", EVAL_DEFAULTS.get(fam, {})),
+        (f"{fam} family", own.get(fam, {})),
+        (canonical, own.get(canonical, {})),
+    ]
+    return [(name, values) for name, values in sources if values]
+
+
+def family_defaults(args_cls: type, env_id: str, algo_defaults: dict[str, dict] | None = None) -> Any:
+    """An Args instance holding the defaults for `env_id` (see default_sources)."""
+    values = {k: v for _, part in default_sources(env_id, algo_defaults) for k, v in part.items()}
     return dataclasses.replace(args_cls(), env_id=env_id, **values)
 
 
@@ -314,17 +398,26 @@ def parse_args(
     if first.resume:
         return first
     if first.fork_from:  # the source run's arguments are the defaults: a flag is a change to them
-        saved = load_checkpoint(_checkpoint_dir(first.fork_from, "--fork-from"))["args"]
-        baseline = args_cls(**_source_args(saved, args_cls))
+        source = _checkpoint_dir(first.fork_from, "--fork-from")
+        baseline = args_cls(**_source_args(load_checkpoint(source)["args"], args_cls, source))
     else:
         baseline = family_defaults(args_cls, first.env_id, algo_defaults)
     args = _tyro_cli(args_cls, argv, default=baseline)
     # a family default is no flag: `--env-id SuperMarioBros-7-1-v0 --no-l0` sets no L0 option
     object.__setattr__(args, "_baseline", baseline)
+    if not first.fork_from:  # named at the start of the run
+        object.__setattr__(args, "_defaults_from", default_sources(first.env_id, algo_defaults))
     return args
 
 
 def _check_common(args: Any) -> None:
+    for f in dataclasses.fields(args):  # NaN passes every comparison below: refuse it (and inf) first
+        value = getattr(args, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
+    if not 0 <= args.seed < SEED_LIMIT:
+        raise UsageError(f"--seed must be in [0, 2**31), got {args.seed}")
+    check_exp_name(args.exp_name)
     validate(args, at_least_one=("total_timesteps", "checkpoint_every", "log_every", "gmp_every"))
     if args.halt_after is not None and args.halt_after < 1:
         raise UsageError(f"--halt-after must be >= 1 env step, got {args.halt_after}")
@@ -335,13 +428,103 @@ def _check_common(args: Any) -> None:
     METHODS[args.sparsity].check_args(args, _given(args))
 
 
+def _resolve_track(args: Any) -> Any:
+    """--track (CleanRL's W&B switch) as the mode it means: online."""
+    if args.track:
+        if args.wandb_mode not in ("auto", "online"):
+            raise UsageError(
+                f"--track turns W&B on and contradicts --wandb-mode {args.wandb_mode}; pass one of them"
+            )
+        if not has_wandb_key():
+            raise UsageError(
+                "--track logs to W&B online and needs an API key (wandb login, or WANDB_API_KEY); without "
+                "--track l0rl logs offline, for `wandb sync` later"
+            )
+        args.wandb_mode, args.track = "online", False
+    return args
+
+
+def _calling_file(depth: int) -> str:
+    """The source file `depth` frames up (an algorithm's train(), a copied or renamed one included),
+    from the working directory where it lies below it: what the hints tell the user to run."""
+    path = Path(sys._getframe(depth + 1).f_code.co_filename).resolve()
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd().resolve()))
+    return str(path)
+
+
+def _first(e: BaseException) -> str:
+    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+
+
+class LoopState(dict):
+    """The loop state a checkpoint saved; reading a key it lacks is a RunError, not a KeyError."""
+
+    def __missing__(self, key: str) -> Any:
+        raise RunError(f"the checkpoint's loop state lacks {key!r}; it is damaged or crafted")
+
+
+def guard_step(optimizer: torch.optim.Optimizer) -> None:
+    """Make `optimizer.step()` stop training (NonFiniteError, exit 3) when it overflows or leaves a
+    parameter NaN/inf: a learning rate such as 1e38 diverges within a step, before a loss shows it."""
+    step = optimizer.step
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            out = step(*args, **kwargs)
+        except RuntimeError as e:  # torch's "value cannot be converted to type float without overflow"
+            if "overflow" not in str(e):
+                raise
+            raise NonFiniteError.at(None, f"the optimizer step overflowed ({_first(e)})") from None
+        with torch.no_grad():  # one sum per tensor: inf or NaN when any element is (or when it overflows)
+            finite = bool(torch.isfinite(torch.stack([p.sum() for p in params]).sum()))
+        if not finite:
+            raise NonFiniteError.at(None, "an optimizer step made a parameter NaN/inf")
+        return out
+
+    optimizer.step = guarded
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, state: Any, key: str) -> None:
+    """Load a saved optimizer state, refused (RunError) unless it fits: the same groups, hyper-
+    parameters of the same types (finite numbers), per-parameter tensors shaped like their parameter."""
+    kinds = [{k: type(v) for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(state)
+    except (KeyError, TypeError, AttributeError, ValueError, RuntimeError, IndexError) as e:
+        raise RunError(f"the checkpoint's {key} optimizer does not fit this run's: {_first(e)}") from None
+    for group, kind in zip(optimizer.param_groups, kinds):
+        for name, t in kind.items():
+            v = group.get(name)
+            numbers = [v] if isinstance(v, int | float) else list(v) if isinstance(v, tuple) else []
+            if not (isinstance(v, t) or t is float and type(v) is int) or not all(
+                isinstance(x, int | float) and math.isfinite(x) for x in numbers
+            ):
+                raise RunError(
+                    f"the checkpoint's {key} optimizer has {name} {v!r:.40}; it is damaged or crafted"
+                )
+        for p in group["params"]:
+            for name, v in optimizer.state.get(p, {}).items():
+                if not isinstance(v, torch.Tensor) or v.dim() > 0 and v.shape != p.shape:
+                    raise RunError(
+                        f"the checkpoint's {key} optimizer state {name} does not fit its parameter; "
+                        "it is damaged or crafted"
+                    )
+
+
 class Run:
     """The plumbing of one training process (see the module docstring)."""
 
     def __init__(self, args: Any, algo: str):
         self.algo, self.ckpt, self._lock, self.forked = algo, None, None, False
         self.tracker: Tracker | None = None
-        args = _resolve_sparsity(args)
+        self.script = _calling_file(1)
+        self.run_dir: Path | None = None
+        self._stop_signal: int | None = None
+        self._handlers: dict = {}
+        self._checkpoint_step: int | None = None
+        args = _resolve_track(_resolve_sparsity(args))
         if args.resume and args.fork_from:
             raise UsageError("--resume continues a run and --fork-from starts a new one from it; pass one")
         if args.fork_from:
@@ -355,12 +538,17 @@ class Run:
                 args.exp_name = (
                     f"{algo.removesuffix('_l0')}_{'dense' if args.sparsity == 'none' else args.sparsity}"
                 )
-            check_exp_name(args.exp_name)
             self.name = run_name(args.env_id, args.exp_name, args.seed)
         _check_common(args)
-        resolve_wandb_mode(args.wandb_mode)  # online without a key is refused before anything exists
+        # before anything exists: online without a key, or without an answer, is refused (auto: offline)
+        if resolve_wandb_mode(args.wandb_mode) == "online":
+            reachable_mode(explicit=args.wandb_mode == "online")
+        resume_key()  # a key file that breaks its rules is refused now, not at the first checkpoint
         self.env_options = parse_env_options(args.env_options)
         self.args = args
+        kind = {"l0": None, "gmp": "gmp", "none": "dense"}[args.sparsity]
+        self.label = f"{algo.removesuffix('_l0')} ({kind})" if kind else algo  # closing lines: ppo (dense)
+        self._planned_dir = Path(args.resume) if args.resume else Path(args.runs_dir) / self.name
         self.global_step = self.start_step = self.ckpt["global_step"] if self.ckpt else 0
         self.recent_returns: list[float] = []
         self.recent_successes: list[float] = []  # goal envs (info "is_success"): the last 20 episodes
@@ -375,20 +563,25 @@ class Run:
             raise RunError(
                 f"{source} was trained by {ckpt['algo']}, not {self.algo}; fork it with algos/{ckpt['algo']}.py"
             )
-        saved = _source_args(ckpt["args"], type(args))
+        saved = _source_args(ckpt["args"], type(args), source)
         given = {k: v for k, v in _given(args).items() if v != saved.get(k, v)}
+        defaults = type(args)()
         # a lambda of 0 leaves a network ungated in some algorithms: a fork keeps which networks carry gates
         fixed = [
             k
             for k in given
-            if not forkable(k) or (k.startswith("l0_lambda") and (given[k] > 0) != (saved[k] > 0))
+            if not forkable(k)
+            or (k.startswith("l0_lambda") and (given[k] > 0) != (saved.get(k, getattr(defaults, k)) > 0))
         ]
         if fixed:
             raise RunError(
                 f"--fork-from keeps the source run's {', '.join('--' + k.replace('_', '-') for k in fixed)}; "
                 "a fork may change the L0 options (except its gates' shape and prices), the budget and the bookkeeping"
             )
-        own = {k: getattr(args, k) for k in PER_PROCESS} | {"fork_from": str(source)}
+        own = {k: getattr(args, k) for k in PER_PROCESS} | {
+            "fork_from": str(source),
+            "runs_dir": args.runs_dir,
+        }
         args = type(args)(**{**saved, **given, **own})
         if ckpt["global_step"] >= args.total_timesteps:
             raise RunError(
@@ -413,7 +606,7 @@ class Run:
                 f"{ckpt_path} is read-only, and resuming would replace it; chmod u+w it or copy the run"
             )
         check_writable(run_dir)
-        saved, given = ckpt["args"], _given(args)
+        saved, given = check_saved_args(ckpt["args"], type(args), run_dir, known_only=True), _given(args)
         changed = [k for k, v in given.items() if k not in RESUMABLE and k in saved and v != saved[k]]
         if changed:
             raise RunError(
@@ -432,18 +625,46 @@ class Run:
         now = {k: v for k, v in given.items() if k in RESUMABLE} | {k: getattr(args, k) for k in PER_PROCESS}
         return type(args)(**{**saved, **now})
 
-    def open(self, obs_space: Any, action_space: Any, total_steps: int) -> None:
-        """Create the run directory (or reuse the resumed one), start its tracker and the progress
-        display, and say where the run lives. Call it after everything that can reject the
+    @property
+    def video_dir(self) -> str:
+        """Where --capture-video records: the run directory's videos/ (pass it to make_vector_env)."""
+        return str(self._planned_dir / VIDEO_DIR)
+
+    def _check_policy(self, policy: nn.Module, obs_space: Any, action_space: Any) -> None:
+        """The policy contract (l0rl/policy.py), checked before any training: one line naming the module."""
+        try:
+            policy_record(policy, obs_space, action_space, self.args.sparsity)
+        except ValueError as e:
+            raise UsageError(f"{self.script}: the deployable policy breaks the contract: {e}") from None
+
+    def _new_run_dir(self) -> Path:
+        planned = self._planned_dir
+        # --capture-video: gymnasium's recorder made <run>/videos/ when the envs were built, just before
+        if (
+            self.args.capture_video
+            and planned.is_dir()
+            and [p.name for p in planned.iterdir()] == [VIDEO_DIR]
+        ):
+            check_writable(planned)
+            return planned
+        return create_run_dir(self.args.runs_dir, self.name)
+
+    def open(
+        self, obs_space: Any, action_space: Any, total_steps: int, policy: nn.Module | None = None
+    ) -> None:
+        """Check the deployable policy against the policy contract, create the run directory (or reuse
+        the resumed one), start its tracker and the progress display, say where the run lives, what
+        it will be and what a stop signal does. Call it after everything that can reject the
         arguments, so a bad command leaves no directory behind."""
         a = self.args
+        if policy is not None:
+            self._check_policy(policy, obs_space, action_space)
         if self.ckpt is None or self.forked:
-            self.run_dir = create_run_dir(a.runs_dir, self.name)
+            copies = self._fork_copies() if self.forked else {}  # read (and refused) before anything exists
+            self.run_dir = self._new_run_dir()
             self._lock = RunLock(self.run_dir)
-            if self.forked:  # its source's record up to the fork (the tracker drops later rows) and replay
-                for name in (METRICS_NAME, BUFFER_NAME):  # buffer (plain data, checked against the step)
-                    if (Path(a.fork_from) / name).is_file():
-                        atomic_write_bytes(self.run_dir / name, (Path(a.fork_from) / name).read_bytes())
+            for name, data in copies.items():
+                atomic_write_bytes(self.run_dir / name, data)
         else:
             self.run_dir = Path(a.resume)
             remove_stale_temps(self.run_dir)
@@ -455,17 +676,95 @@ class Run:
             wandb_mode=a.wandb_mode,
             project=a.wandb_project,
             entity=a.wandb_entity,
-            group=a.wandb_group or a.env_id,
+            group=a.wandb_group or variant_group(a.env_id, a.exp_name),
             tags=[a.env_id, self.algo, a.sparsity],
             wandb_id=self.ckpt.get("wandb_id") if self.ckpt and not self.forked else None,
             resume_step=self.start_step if self.ckpt else None,  # a fork drops its source's later rows
+            tensorboard=True,
         )
+        videos = self.run_dir / VIDEO_DIR
+        self._videos_logged = {p.name for p in videos.glob("*.mp4")} if videos.is_dir() else set()
         verb = f"resuming at step {self.start_step:,}" if self.ckpt else "run directory"
         if self.forked:
             verb = f"forked from {a.fork_from} at step {self.start_step:,}: run directory"
-        print(f"{self.algo} {a.env_id} ({a.sparsity}): {verb} {self.run_dir}", file=sys.stderr, flush=True)
-        self.progress = Progress(total_steps, self.start_step, a.progress, desc=f"{self.algo} {a.env_id}")
+        self._catch_stop_signals()  # before the lines below: once they are out, Ctrl-C stops cleanly
+        say = f"{self.label} {a.env_id}"
+        print(f"{say}: {verb} {self.run_dir}", file=sys.stderr, flush=True)
+        print(f"{say}: {self._plan(total_steps)}", file=sys.stderr, flush=True)
+        self._warn_short_budget()
+        self.progress = Progress(total_steps, self.start_step, a.progress, desc=say)
         self.start_time = time.time()
+        self._estimated = False
+
+    def _plan(self, total_steps: int) -> str:
+        """What the run will be: its budget and the defaults it runs with (which family's, named)."""
+        left = f" ({total_steps - self.start_step:,} to go)" if self.start_step else ""
+        budget = f"budget {total_steps:,} env steps{left}"
+        if self.ckpt is not None:
+            return f"{budget}, with the arguments of {'its source' if self.forked else 'the run'}"
+        sources = getattr(self.args, "_defaults_from", None)
+        if sources is None:
+            return f"{budget}, with the arguments given"
+        if not sources:
+            return f"{budget}; defaults: {self.algo}'s own (no family defaults for {self.args.env_id})"
+        named = "; ".join(
+            f"{name}: " + ", ".join(f"{k}={v}" for k, v in values.items()) for name, values in sources
+        )
+        return f"{budget}; defaults: {self.algo}'s, with its {named} (flags given win)"
+
+    def _warn_short_budget(self) -> None:
+        """Warn when a new L0 run with the L0 defaults has far fewer steps than they were tuned for."""
+        a, baseline = self.args, getattr(self.args, "_baseline", None)
+        if self.ckpt is not None or baseline is None or a.sparsity != "l0":
+            return
+        tuned = baseline.total_timesteps
+        if a.total_timesteps >= SHORT_BUDGET * tuned or any(k.startswith("l0_") for k in _given(a)):
+            return
+        print(
+            f"warning: --total-timesteps {a.total_timesteps:,} is {a.total_timesteps / tuned:.0%} of the {tuned:,} "
+            f"steps {self.algo}'s L0 defaults for {a.env_id} were tuned for; the gates close over many updates, "
+            "so expect far less sparsity (possibly none) and compare the return with a dense run of the same "
+            "budget; for a short run pass a stronger --l0-lambda-* or --l0-lr, or the tuned --total-timesteps",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _catch_stop_signals(self) -> None:
+        """SIGINT and SIGTERM end training at the next halting() check (see the module docstring)."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set in the main thread; the defaults stay
+        self._handlers = {s: signal.signal(s, self._on_stop_signal) for s in STOP_SIGNALS}
+
+    def _on_stop_signal(self, signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self._stop_signal is None:
+            self._stop_signal = signum
+            print(
+                f"\n{self.label}: {name}: stopping after this step with a checkpoint; "
+                "Ctrl-C again aborts at once (the last checkpoint stays)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        if self._checkpoint_step is None:
+            last = "no checkpoint was written yet: start the run again"
+        else:
+            last = f"its last checkpoint (step {self._checkpoint_step:,}) is intact: {self._resume_hint()}"
+        raise Interrupted(signum, f"aborted by a second {name}; {last}")
+
+    def _resume_hint(self) -> str:
+        return f"python {self.script} --resume {self.run_dir}"
+
+    def _fork_copies(self) -> dict[str, bytes]:
+        """What a fork takes from its source besides the checkpoint: the metrics record up to the
+        fork's step, and the replay buffer (plain data, checked against the step when loaded)."""
+        source, copies = Path(self.args.fork_from), {}
+        rows = [json.dumps(r) + "\n" for r in read_metrics(source) if r["global_step"] <= self.start_step]
+        if rows:
+            copies[METRICS_NAME] = "".join(rows).encode()
+        if os.path.lexists(source / BUFFER_NAME):
+            copies[BUFFER_NAME] = read_bytes(source / BUFFER_NAME, TORCH_FILE_LIMIT)
+        return copies
 
     def restore(
         self,
@@ -475,28 +774,67 @@ class Run:
         schedulers: dict | None = None,
     ) -> dict | None:
         """On --resume: load networks, optimizers, the sparsity method's state, any other schedulers'
-        (e.g. DQN's KeepBest) and RNGs; returns the loop state the algorithm saved (None on a new run)."""
+        (e.g. DQN's KeepBest) and RNGs; returns the loop state the algorithm saved (None on a new run).
+        Every optimizer's step is guarded (guard_step); a checkpoint part that does not fit this run
+        (damaged or crafted) is a RunError."""
+        for opt in optimizers.values():
+            guard_step(opt)
         if self.ckpt is None:
             return None
+        ckpt = self.ckpt
         for key, module in networks.items():
             try:
-                module.load_state_dict(self.ckpt["networks"][key])
-            except (KeyError, RuntimeError) as e:  # a fork that gates a network its source did not
+                module.load_state_dict(ckpt["networks"][key])
+            except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as e:
+                # e.g. a fork that gates a network its source did not
                 raise RunError(
-                    f"the checkpoint's {key} network does not fit this run's: {str(e).splitlines()[0]}"
+                    f"the checkpoint's {key} network does not fit this run's: {_first(e)}"
                 ) from None
         for key, opt in optimizers.items():
             rates = [g["lr"] for g in opt.param_groups]
-            opt.load_state_dict(self.ckpt["optimizers"][key])
+            load_optimizer(opt, ckpt.get("optimizers", {}).get(key), key)
             if self.forked:  # Adam's moments carry over, the learning rates are the fork's own
                 for g, lr in zip(opt.param_groups, rates):
                     g["lr"] = lr
         if not self.forked:  # a fork's schedules start afresh from its own options at the fork's step
-            sparsity.load_state_dict(self.ckpt["schedulers"])
+            saved = ckpt.get("schedulers", {})
+            try:
+                sparsity.load_state_dict(saved)
+            except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as e:
+                raise RunError(f"the checkpoint's sparsity schedule does not fit this run's: {_first(e)}") from None
             for key, sched in (schedulers or {}).items():
-                sched.load_state_dict(self.ckpt["schedulers"][key])
-        set_rng_state(self.ckpt["rng"])
-        return self.ckpt["loop"]
+                try:
+                    sched.load_state_dict(ckpt.get("schedulers", {})[key])
+                except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as e:
+                    raise RunError(
+                        f"the checkpoint's {key} schedule does not fit this run's: {_first(e)}"
+                    ) from None
+        set_rng_state(ckpt.get("rng"))
+        return self._loop_state(ckpt.get("loop"))
+
+    def _loop_state(self, loop: Any) -> "LoopState":
+        """The saved loop state, checked: numbers and tensors only, observation batches (`*obs`) and
+        done flags (`*done`) shaped for this run's envs; a key it lacks is a RunError when read."""
+        if not isinstance(loop, dict):
+            raise RunError("the checkpoint holds no loop state; it is damaged or crafted")
+        envs, obs_shape = getattr(self.args, "num_envs", None), self.spaces[0].shape
+        for k, v in loop.items():
+            want = None
+            if isinstance(v, torch.Tensor) and envs is not None:
+                want = (
+                    (envs, *obs_shape)
+                    if k.endswith("obs") and obs_shape
+                    else (envs,)
+                    if k.endswith("done")
+                    else None
+                )
+            ok = isinstance(v, torch.Tensor | int | float | bool) and (want is None or tuple(v.shape) == want)
+            if not ok:
+                shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+                raise RunError(
+                    f"the checkpoint's loop state {k!r} ({shape}) does not fit this run; it is damaged or crafted"
+                )
+        return LoopState(loop)
 
     def resumed_envs(self, envs: Any) -> Any:
         """The exact vector env saved with the checkpoint (closing `envs`), or None when it was not
@@ -512,7 +850,9 @@ class Run:
         return crossed(global_step, stride, every)
 
     def halting(self, global_step: int) -> bool:
-        """True once this process has run its --halt-after env steps."""
+        """True once this process has run its --halt-after env steps, or a stop signal came."""
+        if self._stop_signal is not None:
+            return True
         return self.args.halt_after is not None and global_step - self.start_step >= self.args.halt_after
 
     def should_checkpoint(self, global_step: int, stride: int) -> bool:
@@ -562,6 +902,37 @@ class Run:
             shown.setdefault("x", int(np.mean(self.recent_x)))
         self.progress.update(global_step, SPS=sps, ret=ret, **shown)
         self.global_step = global_step
+        self._log_videos(global_step)
+        self._estimate(global_step)
+
+    def _estimate(self, global_step: int) -> None:
+        """Once, after the first ESTIMATE_AFTER_S seconds: the time left at the speed so far."""
+        elapsed = time.time() - self.start_time
+        if (
+            self._estimated
+            or elapsed < ESTIMATE_AFTER_S
+            or not self.start_step < global_step < self.total_steps
+        ):
+            return
+        self._estimated = True
+        rate = (global_step - self.start_step) / elapsed
+        left = self.total_steps - global_step
+        print(
+            f"{self.label} {self.args.env_id}: about {duration(left / rate)} to go ({left:,} env steps at "
+            f"{rate:,.0f} steps/s over the first {duration(elapsed)})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _log_videos(self, global_step: int) -> None:
+        """Episodes --capture-video finished recording since the last call, to W&B."""
+        videos = self.run_dir / VIDEO_DIR
+        if not self.args.capture_video or self.tracker.wandb_run is None or not videos.is_dir():
+            return
+        for path in sorted(videos.glob("*.mp4")):
+            if path.name not in self._videos_logged:
+                self._videos_logged.add(path.name)
+                self.tracker.log_video(path, global_step)
 
     def checkpoint(
         self,
@@ -594,6 +965,7 @@ class Run:
             "wandb_id": self.tracker.wandb_id,
         }
         save_checkpoint(self.run_dir, payload, envs=restorable_envs(envs))
+        self._checkpoint_step = global_step
 
     def finish(self, global_step: int, policy: nn.Module, device: Any = "cpu") -> str:
         """Evaluate (when training is complete), write the summary, print one closing line and the
@@ -620,18 +992,22 @@ class Run:
             self.tracker.summary(final)
         if finished:
             self.tracker.summary({"global_step": global_step, "finished": True, "sparsity_kind": a.sparsity})
+        self._log_videos(global_step)
         self.tracker.finish()
         self.close()
         print(self._closing_line(global_step, finished, final))
+        if self._stop_signal is not None and not finished:
+            raise Interrupted(self._stop_signal)  # the closing lines said how to resume
         return str(self.run_dir)
 
     def _closing_line(self, global_step: int, finished: bool, final: dict) -> str:
         if not finished:
+            why = f"stopped by {signal.Signals(self._stop_signal).name}" if self._stop_signal else "halted"
             return (
-                f"{self.algo}: halted at step {global_step:,} of {self.total_steps:,} | {self.run_dir}\n"
-                f"next: python algos/{self.algo}.py --resume {self.run_dir}"
+                f"{self.label}: {why} at step {global_step:,} of {self.total_steps:,}, checkpointed | {self.run_dir}\n"
+                f"next: {self._resume_hint()}"
             )
-        parts = [f"{self.algo}: finished {global_step:,} steps"]
+        parts = [f"{self.label}: finished {global_step:,} steps"]
         if "eval/episodic_return" in final:
             parts.append(
                 f"eval return {final['eval/episodic_return']:.1f} +- {final['eval/episodic_return_std']:.1f}"
@@ -647,9 +1023,22 @@ class Run:
         return " | ".join(parts) + f"\nnext: python -m l0rl.compress {self.run_dir}"
 
     def close(self) -> None:
+        for s, handler in self._handlers.items():
+            signal.signal(s, handler)
+        self._handlers = {}
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+        self._discard_unopened_video_dir()
+
+    def _discard_unopened_video_dir(self) -> None:
+        """A command refused after --capture-video's recorder made <run>/videos/ leaves no directory."""
+        args, planned = getattr(self, "args", None), getattr(self, "_planned_dir", None)
+        if self.run_dir is not None or args is None or args.resume or not args.capture_video:
+            return
+        with contextlib.suppress(OSError):  # only empty folders go: rmdir refuses anything else
+            (planned / VIDEO_DIR).rmdir()
+            planned.rmdir()
 
     def __del__(self) -> None:  # an exception mid-training must not keep the run locked in-process
         self.close()

@@ -1,26 +1,49 @@
-"""Metrics go to two places at once: W&B (online, offline or disabled) and a local record in the run
+"""Metrics go to three places at once: W&B (online, offline or disabled), a local record in the run
 directory (`metrics.jsonl`, one JSON object per log call, and `summary.json`), so local reports never
-need the cloud.
+need the cloud, and TensorBoard event files in the run directory (training runs), so
+`tensorboard --logdir runs` shows every run under CleanRL's metric names.
+
+W&B organisation: a run's group is its variant, `<env_id>__<exp_name>` (variant_group), and its job
+type `train` or `compress`, so W&B's default grouped view never averages dense, L0 and GMP runs (or a
+run and its compress runs) into one line; the name is the run directory's, tags env id, algorithm and
+sparsity kind.
 
 Every W&B row carries `global_step` and W&B plots against it (define_metric), while W&B's own step
 counts log calls: several episodes that end in the same vector step are several rows, none lost.
 """
 
+import base64
 import json
 import os
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
-from l0rl.errors import UsageError
-from l0rl.runkit.checkpoint import atomic_write_bytes, atomic_write_json, finite_or_none
+from l0rl.errors import RunError, UsageError
+from l0rl.runkit.checkpoint import atomic_write_json, finite_or_none
+from l0rl.runkit.files import append_record, atomic_write_bytes, read_json_object, read_text, real_dir
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 METRICS_NAME = "metrics.jsonl"
 SUMMARY_NAME = "summary.json"
+PROBE_TIMEOUT_S = 5.0
+"""How long the W&B server has to answer one request, a hard deadline (W&B's own init waits minutes
+on a server that accepts connections and never answers): else `auto` logs offline and `online` is
+refused, both before any run directory exists."""
+VIDEO_KEY = "videos/episode"
 ONLINE_INIT_TIMEOUT_S = 10.0
-"""How long `auto` waits for the W&B server before it logs offline instead."""
+"""W&B's own init_timeout once the server has answered the probe."""
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+_probed: dict[str, str | None] = {}  # base URL -> why it did not answer (None: it did), once per process
+
+
+def variant_group(env_id: str, exp_name: str) -> str:
+    """A run's default W&B group: one per variant (an env id and an exp name such as ppo_l0 / ppo_dense)."""
+    return f"{env_id}__{exp_name}"
 
 
 def has_wandb_key() -> bool:
@@ -52,6 +75,59 @@ def resolve_wandb_mode(mode: str) -> str:
     return "online" if has_wandb_key() else "offline"
 
 
+def _probe(url: str) -> str | None:
+    """None when the W&B server at `url` answers a GraphQL request within PROBE_TIMEOUT_S (any HTTP
+    status counts, but a 401 to the key sent), else why not."""
+    answer: list[str | None] = []
+    key = os.environ.get("WANDB_API_KEY")
+
+    def ask() -> None:
+        request = urllib.request.Request(
+            url.rstrip("/") + "/graphql",
+            data=b'{"query": "query { viewer { id } }"}',
+            headers={"Content-Type": "application/json"},
+        )
+        if key:
+            request.add_header("Authorization", "Basic " + base64.b64encode(f"api:{key}".encode()).decode())
+        try:
+            with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S) as response:
+                response.read(1)
+            answer.append(None)
+        except urllib.error.HTTPError as e:
+            answer.append("it refused the API key (HTTP 401)" if e.code == 401 and key else None)
+        except Exception as e:  # refused, reset, DNS, TLS, timeout: the server did not answer
+            answer.append(str(getattr(e, "reason", e)).splitlines()[0][:100] or type(e).__name__)
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    thread.join(PROBE_TIMEOUT_S)
+    return answer[0] if answer else f"no answer within {PROBE_TIMEOUT_S:g} s"
+
+
+def reachable_mode(explicit: bool) -> str:
+    """For a mode that resolved to online: "online" when the W&B server (WANDB_BASE_URL) answers
+    within PROBE_TIMEOUT_S, else "offline" with one warning line, or, when the user asked for
+    `--wandb-mode online` (explicit), a UsageError. Asked once per process."""
+    url = os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
+    first = url not in _probed
+    if first:
+        _probed[url] = _probe(url)
+    problem = _probed[url]
+    if problem is None:
+        return "online"
+    if explicit:
+        raise UsageError(
+            f"--wandb-mode online: the W&B server {url} did not answer ({problem}); "
+            "use --wandb-mode offline and `wandb sync` the run later"
+        )
+    if first:
+        print(
+            f"warning: W&B unreachable at {url} ({problem}); logging offline, upload later with `wandb sync`",
+            file=sys.stderr,
+        )
+    return "offline"
+
+
 class Tracker:
     """Logs metrics to W&B and to the run directory's local record; resumable."""
 
@@ -68,15 +144,22 @@ class Tracker:
         job_type: str = "train",
         wandb_id: str | None = None,
         resume_step: int | None = None,
+        tensorboard: bool = False,
     ):
         self.run_dir = Path(run_dir)
+        self.tensorboard, self._tb_writer = tensorboard, None
+        # TensorBoard drops earlier files' events from this step on: a resumed run's later rows are gone too
+        self._tb_purge_step = resume_step + 1 if resume_step is not None else None
         self.metrics_path = self.run_dir / METRICS_NAME
         self.summary_path = self.run_dir / SUMMARY_NAME
         if resume_step is not None:
             self._truncate_record(resume_step)
         self.mode = resolve_wandb_mode(wandb_mode)
+        if self.mode == "online":
+            self.mode = reachable_mode(explicit=wandb_mode == "online")
         self.wandb_run = None
         if self.mode != "disabled":
+            real_dir(self.run_dir / "wandb")  # W&B writes below it: a symlink there would take its files
             init = dict(
                 project=project,
                 entity=entity,
@@ -94,19 +177,24 @@ class Tracker:
             self.wandb_run.define_metric("global_step")
             self.wandb_run.define_metric("*", step_metric="global_step")
         self.wandb_id = self.wandb_run.id if self.wandb_run is not None else wandb_id
-        self._summary: dict = json.loads(self.summary_path.read_text()) if self.summary_path.exists() else {}
+        self._summary = read_summary(self.run_dir)
 
     def _init_wandb(self, init: dict, explicit_online: bool) -> Any:
         import wandb
 
-        if self.mode != "online" or explicit_online:
+        if self.mode != "online":
             return wandb.init(mode=self.mode, **init)
-        try:  # auto resolved to online: never let an unreachable server block training
+        try:  # the server answered the probe; W&B's own timeout bounds the rest
             return wandb.init(
                 mode="online", settings=wandb.Settings(init_timeout=ONLINE_INIT_TIMEOUT_S), **init
             )
         except Exception as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if explicit_online:
+                raise UsageError(
+                    f"--wandb-mode online: W&B failed to start ({first[:120]}); use --wandb-mode offline "
+                    "and `wandb sync` the run later"
+                ) from None
             print(
                 f"warning: W&B unreachable ({first[:120]}); logging offline, upload later with `wandb sync`",
                 file=sys.stderr,
@@ -115,14 +203,11 @@ class Tracker:
             return wandb.init(mode="offline", **init)
 
     def _truncate_record(self, step: int) -> None:
-        """Drop local rows logged after the checkpoint we resume from, so no step appears twice."""
-        if not self.metrics_path.exists():
+        """Drop local rows logged after the checkpoint we resume from, so no step appears twice (and a
+        torn last row that a crash or a full disk left)."""
+        if not os.path.lexists(self.metrics_path):
             return
-        keep = [
-            line
-            for line in self.metrics_path.read_text().splitlines()
-            if line.strip() and json.loads(line)["global_step"] <= step
-        ]
+        keep = [json.dumps(row) for row in read_metrics(self.run_dir) if row["global_step"] <= step]
         atomic_write_bytes(self.metrics_path, "".join(line + "\n" for line in keep).encode())
 
     def log(self, metrics: dict[str, float], step: int) -> None:
@@ -131,10 +216,26 @@ class Tracker:
             "time": time.time(),
             **{k: finite_or_none(float(v)) for k, v in metrics.items()},
         }
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_record(self.metrics_path, (json.dumps(row) + "\n").encode())
         if self.wandb_run is not None:
             self.wandb_run.log({**metrics, "global_step": int(step)})
+        if self.tensorboard:
+            self._log_tensorboard(metrics, int(step))
+
+    def _log_tensorboard(self, metrics: dict[str, float], step: int) -> None:
+        if self._tb_writer is None:
+            from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when used
+
+            self._tb_writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=self._tb_purge_step)
+        for key, value in metrics.items():
+            self._tb_writer.add_scalar(key, float(value), step)
+
+    def log_video(self, path: Path, step: int) -> None:
+        """A recorded episode (mp4) to W&B, at this env step (nothing when W&B is off)."""
+        if self.wandb_run is not None:
+            import wandb
+
+            self.wandb_run.log({VIDEO_KEY: wandb.Video(str(path), format="mp4"), "global_step": int(step)})
 
     def summary(self, values: dict[str, Any]) -> None:
         self._summary.update({k: finite_or_none(v) for k, v in values.items()})
@@ -143,14 +244,44 @@ class Tracker:
             self.wandb_run.summary.update(values)
 
     def finish(self) -> None:
+        if self._tb_writer is not None:
+            self._tb_writer.close()
+            self._tb_writer = None
         if self.wandb_run is not None:
             self.wandb_run.finish()
             self.wandb_run = None
 
 
+def _record(line: str) -> dict | None:
+    """One metrics row, or None when the line is not one (a row holds an int global_step)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    ok = isinstance(row, dict) and type(row.get("global_step")) is int
+    return row if ok else None
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The local metrics record of a run, one dict per log call."""
+    """The local metrics record of a run, one dict per log call. A torn last row (the process was
+    killed, or the disk filled, mid-write) is left out; a bad row before it is a RunError naming it."""
     path = Path(run_dir) / METRICS_NAME
-    if not path.exists():
+    if not os.path.lexists(path):
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = read_text(path).split("\n")
+    rows = []
+    for number, line in enumerate(lines, 1):
+        row = _record(line) if line.strip() else {}
+        if row is None and number < len(lines) - (lines[-1] == ""):
+            raise RunError(
+                f"{path}: line {number} is not a metrics row (a JSON object with an integer global_step); "
+                "delete that line, or the file, to use the run"
+            )
+        if row:
+            rows.append(row)
+    return rows
+
+
+def read_summary(run_dir: str | Path) -> dict:
+    """A run's summary.json ({} when it has none); one that is not a JSON object is a RunError."""
+    return read_json_object(Path(run_dir) / SUMMARY_NAME) or {}

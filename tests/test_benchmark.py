@@ -24,7 +24,8 @@ from rliable import metrics
 if str(ROOT) not in sys.path:  # benchmark/ is a repository tool, imported from the repository root
     sys.path.insert(0, str(ROOT))
 
-from benchmark import report, run_suite, stats, suites, windows  # noqa: E402
+from benchmark import report, run_suite, suites, windows  # noqa: E402
+from l0rl.report import figures, publish, stats, tables  # noqa: E402
 from l0rl.runkit import Run, load_checkpoint, read_metrics  # noqa: E402
 
 TINY = suites.SUITES["tiny"]
@@ -407,7 +408,7 @@ def test_the_report_shows_every_cell_with_the_numbers_of_the_run_records(tiny, t
             ratio = np.mean([f["latency_ratio"] for f in finals])
             assert row["latency_ratio"] == pytest.approx(ratio) and f"({ratio:.2f}x) |" in text
             assert (
-                f"| {v.label} | {len(TINY.seeds)} | {report._est(report.stats.Estimate(**row['trained_return']))} |"
+                f"| {v.label} | {len(TINY.seeds)} | {tables.est(stats.Estimate(**row['trained_return']))} |"
                 in text
             )
             if v.magnitude_after is not None:
@@ -491,7 +492,7 @@ def test_in_progress_reports_a_halted_run_at_its_checkpoint_and_only_on_request(
     text = (tmp_path / "now" / "REPORT.md").read_text()
     assert "L0 (in progress: step 512 of 1,024)" in text and "1 still training" in text
     (record,) = report.collect(TINY, runs, in_progress=True)[0]
-    curve = report.sparsity_curve(record, np.array([256.0, 512.0, 768.0, 1024.0]))
+    curve = figures.sparsity_curve(record, np.array([256.0, 512.0, 768.0, 1024.0]))
     assert np.isfinite(curve[:2]).all() and np.isnan(curve[2:]).all()  # nothing past the checkpoint
     code, _, err = invoke(report.main, *base, "--out", str(tmp_path / "p"), "--in-progress", "--publish")
     assert code == 2 and "--publish reports finished runs only" in err
@@ -500,14 +501,14 @@ def test_in_progress_reports_a_halted_run_at_its_checkpoint_and_only_on_request(
 def test_the_frontier_figure_is_drawn_for_several_sparsity_levels(tmp_path):
     cell = suites.SUITES["frontier"].cells[0]
     rows = [
-        report.Row(v.label, v.name, "l0", [1], stats.Estimate(r, r - 5, r + 5), None, s, *[None] * 10)
+        tables.Row(v.label, v.name, "l0", [1, 2], stats.Estimate(r, r - 5, r + 5), None, s, *[None] * 10)
         for v, r, s in zip(
             cell.variants, np.linspace(500, 300, len(cell.variants)), np.linspace(0, 0.99, len(cell.variants))
         )
     ]
-    assert report.plot_frontier(cell, {}, rows, tmp_path / "f.png")
+    assert figures.plot_frontier(cell, {}, rows, tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 0
-    assert not report.plot_frontier(TINY.cells[0], {}, rows, tmp_path / "g.png")
+    assert not figures.plot_frontier(TINY.cells[0], {}, rows, tmp_path / "g.png")
 
 
 def test_publishing_without_an_api_key_says_so_in_one_line_and_keeps_the_local_report(
@@ -525,34 +526,50 @@ def test_publishing_without_an_api_key_says_so_in_one_line_and_keeps_the_local_r
 
 
 @pytest.mark.filterwarnings("ignore:Pydantic V1 style")  # wandb_workspaces' own, at import
-def test_the_wandb_report_is_built_offline_with_a_section_per_cell():
+def test_the_wandb_report_selects_exactly_the_reported_runs_by_name(tiny):
     import wandb_workspaces.reports.v2 as wr
 
-    suite = suites.SUITES["quick"]
-    built = report.wandb_report(suite, "test-entity", "l0rl", "python -m benchmark.report quick --publish")
+    records, _ = report.collect(TINY, tiny["runs"])
+    sections = [(c, [r for r in records if r.cell == c]) for c in TINY.cells]
+    built = publish.wandb_report("l0rl benchmark: tiny", "tiny suite", sections, "test-entity", "l0rl")
     assert isinstance(built, wr.Report) and built.entity == "test-entity" and built.project == "l0rl"
     titles = [b.text for b in built.blocks if isinstance(b, wr.H2)]
-    assert titles == [c.title for c in suite.cells]
+    assert titles == [c.title for c in TINY.cells]
     grids = [b for b in built.blocks if isinstance(b, wr.PanelGrid)]
-    assert len(grids) == 2 * len(suite.cells)
-    for cell, train, compress in zip(suite.cells, grids[::2], grids[1::2]):
+    assert len(grids) == 2 * len(TINY.cells)
+    for (cell, recs), train, compress in zip(sections, grids[::2], grids[1::2]):
         (runset,) = train.runsets
-        assert runset.groupby == [report.GROUP_BY]
-        for needed in (
-            "Metric(\"Group\") == 'quick'",
-            f"in ['{cell.env_id}']",
-            f"in ['{cell.algo}']",
-            "== 'train'",
-        ):
-            assert needed in runset.filters
+        assert runset.groupby == [publish.GROUP_BY] and "== 'train'" in runset.filters
+        names = sorted(r.run_dir.name for r in recs)
+        assert len(names) == len(cell.variants) * len(TINY.seeds)
+        assert runset.filters.startswith('Metric("Name") in [') and all(
+            f"'{n}'" in runset.filters for n in names
+        )
         plots = {p.title: p for p in train.panels}
         assert plots["episodic return"].y == ["charts/episodic_return"]
         assert plots["sparsity"].y == ["l0/sparsity", "gmp/sparsity"]
         assert plots["L0 lambda"].y == ["l0/lambda"]
-        assert all(p.x == "global_step" and p.groupby == report.GROUP_BY for p in train.panels)
+        assert all(p.x == "global_step" and p.groupby == publish.GROUP_BY for p in train.panels)
         (table,) = compress.runsets
-        assert "== 'compress'" in table.filters and "Metric(\"Group\") == 'quick'" in table.filters
+        assert "== 'compress'" in table.filters
+        # every compress run of these runs (the dense runs have three: l0, magnitude, svd), and no other
+        expected = publish.compress_run_names(recs)
+        assert f"'{names[0]}__compress_l0'" in table.filters and all(
+            f"'{n}'" in table.filters for n in expected
+        )
+        assert len(expected) == sum(len(r.compress) for r in recs) > len(names)
         assert "summary:compress/low-rank/compression_params" in table.visible_columns
+
+
+def test_suite_runs_get_one_wandb_group_per_variant(tmp_path):
+    """The W&B UI groups by group: a suite's dense, L0 and GMP runs must not share one."""
+    runner = run_suite.Runner(TINY, suites.expand(TINY), tmp_path, "disabled", 2)
+    groups = {}
+    for spec in suites.expand(TINY):
+        _, argv = runner.train_command(spec) if spec.variant.gmp_target_from is None else (None, None)
+        if argv:
+            groups[spec.variant.name] = argv[argv.index("--wandb-group") + 1]
+    assert groups == {v: f"tiny__CartPole-v1__ppo_{v}" for v in groups} and len(groups) == 2
 
 
 # --- statistics -----------------------------------------------------------------------------------
@@ -628,7 +645,7 @@ def test_windows_table_holds_each_runs_mean_return_count_and_last_sparsity(tmp_p
 
 
 def test_conv_blocks_times_every_width_up_to_the_dense_one():
-    from benchmark.conv_blocks import main as conv_blocks
+    from benchmark.measure.conv_blocks import main as conv_blocks
     from l0rl.errors import UsageError
 
     result = conv_blocks(["--layer", "3", "--rounds", "1"])
@@ -661,7 +678,7 @@ def test_a_compress_report_answers_only_the_options_it_recorded():
 
 
 def test_learner_cost_runs_the_torso_once_per_forward_unless_per_head():
-    from benchmark.learner_cost import main as learner_cost
+    from benchmark.measure.learner_cost import main as learner_cost
     from l0rl.errors import UsageError
 
     tiny = ["--num-envs", "2", "--num-steps", "4", "--num-minibatches", "2", "--update-epochs", "1"]
@@ -679,3 +696,44 @@ def test_learner_cost_runs_the_torso_once_per_forward_unless_per_head():
         learner_cost(["--widths", "0", "1", "1"])
     with pytest.raises(UsageError, match="--closed must leave every conv at least one open channel"):
         learner_cost(["--widths", "8", "16", "16", "--closed", "0", "16", "0"])
+
+
+def test_the_per_seed_table_counts_the_seeds_that_meet_a_cells_target(tmp_path):
+    from l0rl.report.collect import Record
+
+    cell = suites.Cell(
+        "CartPole-v1", "ppo_l0", 500_000, (suites.DENSE, suites.L0), target=suites.Target(0.95, 475)
+    )
+    stage = {"stage": "low-rank", "params": 120.0, "bytes": 900.0, "return_mean": 480.0}
+
+    def record(variant, seed, ret, sparsity, step=None):
+        return Record(
+            cell,
+            variant,
+            "ppo_l0",
+            seed,
+            tmp_path / f"r{seed}",
+            {},
+            {"eval/episodic_return": ret, "sparsity": sparsity},
+            [],
+            {"l0": {"stages": [stage]}},
+            {},
+            progress_step=step,
+        )
+
+    records = [
+        record(suites.L0, 2, 500.0, 0.96),
+        record(suites.L0, 1, 470.0, 0.97),  # sparse enough, return too low
+        record(suites.L0, 3, 490.0, 0.5, step=1000),  # still training: not judged
+        record(suites.DENSE, 1, 500.0, 0.0),
+    ]
+    rows = report.seed_rows(cell, records)
+    assert [(r.variant, r.seed, r.met) for r in rows] == [
+        ("dense", 1, None),
+        ("L0", 1, False),
+        ("L0", 2, True),
+    ]
+    lines = report.seed_table(cell, rows)
+    assert lines[0] == "Target >= 95 % at eval >= 475: L0 on 1 of 2 seeds."
+    assert "| L0 | 2 | 500.0 | 96.0 % | 120 | 900 | 480.0 | yes |" in lines
+    assert report.target_json(cell, rows)["met"] == {"L0": {"met": 1, "seeds": 2}}

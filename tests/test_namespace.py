@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
-NAMES = ("l0", "gmp", "sparsity", "envs", "runkit", "compress", "algos", "benchmark")
+NAMES = ("l0", "gmp", "envs", "runkit", "compress", "algos", "report", "sparsity", "benchmark")
 
 
 def python(*argv: str, cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
@@ -17,13 +17,13 @@ def python(*argv: str, cwd: Path, timeout: int = 240) -> subprocess.CompletedPro
 
 
 def test_outside_the_repository_only_l0rl_is_importable(tmp_path):
-    code = f"import importlib.util as u; print([n for n in {NAMES!r} if u.find_spec(n)]); import l0rl.envs, l0rl.compress"
+    code = f"import importlib.util as u; print([n for n in {NAMES!r} if u.find_spec(n)]); import l0rl.envs, l0rl.compress, l0rl.report.cli"
     proc = python("-c", code, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("name", ["l0", "envs", "runkit", "compress", "gmp", "sparsity"])
+@pytest.mark.parametrize("name", ["l0", "envs", "runkit", "compress", "gmp", "report", "sparsity"])
 def test_a_folder_refuses_a_second_import_name(name):
     proc = python("-c", f"import {name}", cwd=ROOT)
     assert proc.returncode == 1 and f"import this package as l0rl.{name}" in proc.stderr

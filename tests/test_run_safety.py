@@ -38,6 +38,13 @@ class Exploit:
         return (open, (self.path, "w"))
 
 
+def make_key(path: Path) -> Path:
+    """A resume key as a user makes one: 32 random bytes, mode 0600."""
+    path.write_bytes(os.urandom(32))
+    path.chmod(0o600)
+    return path
+
+
 def tiny(tmp_path: Path, **kw) -> ppo_l0.Args:
     """16 iterations of 32 steps with PPO's own update sizes, a checkpoint every 64 steps."""
     base = dict(num_steps=32, total_timesteps=512, checkpoint_every=64, eval_episodes=0)
@@ -89,7 +96,7 @@ def test_resume_unpickles_only_an_env_state_signed_with_this_users_key(tmp_path,
     """env_state.pkl is a pickle, so --resume loads it only when the checkpoint holds its HMAC under
     this user's key: the user's own halted run gets its exact envs back; a run written under another
     key, or a planted pickle, resumes to the end with its episodes restarted and runs no code."""
-    mine, theirs = tmp_path / "mine.key", tmp_path / "theirs.key"
+    mine, theirs = make_key(tmp_path / "mine.key"), make_key(tmp_path / "theirs.key")
     monkeypatch.setenv(ckpt_mod.KEY_FILE_ENV, str(mine))
     run = Path(ppo_l0.train(tiny(tmp_path, halt_after=64)))
     ckpt = load_checkpoint(run)

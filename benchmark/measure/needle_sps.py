@@ -1,6 +1,6 @@
 """NeedleReach-v0 speed: random-action environment steps per second, single env and vectorized.
 
-    python benchmark/needle_sps.py [--steps 20000] [--num-envs 8]
+    python -m benchmark.measure.needle_sps [--steps 20000] [--num-envs 8]
 
 Both use the pipelines algorithms use (envs.make_env / envs.make_vector_env: flat observation,
 50-step TimeLimit, same-step autoreset, episode statistics). Actions are drawn up front so only the

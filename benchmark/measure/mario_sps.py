@@ -1,7 +1,7 @@
 """Mario PPO training speed with gymnasium's reference frame pipeline against l0rl's, in one process,
 interleaved (reference, l0rl, reference, l0rl, ...) so that machine load affects both alike.
 
-    python -m benchmark.mario_sps --steps 8192 --rounds 2 --json benchmark/results/mario/sps_pipeline.json
+    python -m benchmark.measure.mario_sps --steps 8192 --rounds 2 --json benchmark/results/mario/sps_pipeline.json
 
 Each measurement trains `algos/ppo_l0.py --env-id SuperMarioBros-7-1-v0` with its family defaults
 (8 async envs, L0 gates) for `--steps` env steps and reads its last `charts/SPS`. The reference run
@@ -49,7 +49,7 @@ def train_sps(pipeline: str, steps: int, extra: list[str], root: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m benchmark.mario_sps", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmark.measure.mario_sps", description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=8192, help="env steps per measurement (default 8192)")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
@@ -73,4 +73,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    run_cli(main, "benchmark.mario_sps")
+    run_cli(main, "benchmark.measure.mario_sps")

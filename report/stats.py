@@ -1,8 +1,9 @@
-"""Statistics over seeds for the benchmark report: thin wrappers over rliable (Agarwal et al., 2021,
+"""Statistics over seeds for reports (l0rl report, the benchmark suites'): thin wrappers over rliable (Agarwal et al., 2021,
 "Deep RL at the edge of the statistical precipice"), so the report quotes the estimators that paper
 recommends and none written here.
 
-- `iqm`: interquartile mean over seeds with a stratified-bootstrap 95 % confidence interval;
+- `iqm`: interquartile mean over seeds with a stratified-bootstrap 95 % confidence interval (none from
+  one seed: a bootstrap of one score is that score, an interval of width 0 that would claim certainty);
 - `iqm_curve`: the same at every point of a learning curve;
 - `probability_of_improvement`: P(X > Y) for a run of X against a run of Y, with its interval.
 
@@ -27,13 +28,19 @@ BOOTSTRAP_SEED = 0
 
 @dataclass(frozen=True)
 class Estimate:
-    """A point estimate and its confidence interval [low, high]."""
+    """A point estimate and its confidence interval [low, high] (None for one seed: no interval)."""
 
     point: float
-    low: float
-    high: float
+    low: float | None
+    high: float | None
+
+    @property
+    def has_interval(self) -> bool:
+        return self.low is not None and self.high is not None
 
     def __str__(self) -> str:
+        if not self.has_interval:
+            return f"{self.point:.4g} (n = 1)"
         return f"{self.point:.4g} [{self.low:.4g}, {self.high:.4g}]"
 
 
@@ -58,8 +65,11 @@ def _column(scores) -> np.ndarray:
 
 
 def iqm(scores, reps: int = REPS, seed: int = BOOTSTRAP_SEED) -> Estimate:
-    """Interquartile mean of per-seed scores, with its stratified-bootstrap 95 % interval."""
+    """Interquartile mean of per-seed scores, with its stratified-bootstrap 95 % interval (from two
+    seeds on; one seed gives its score and no interval)."""
     x = _column(scores)
+    if len(x) == 1:
+        return Estimate(float(x[0, 0]), None, None)
     with _seeded(seed):
         point, interval = rly.get_interval_estimates(
             {"x": x},

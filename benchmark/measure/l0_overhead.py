@@ -1,6 +1,6 @@
 """Training-step cost of L0 gates: forward + backward time, dense vs gated, on CPU.
 
-    python benchmark/l0_overhead.py [--repeats 500] [--cnn-repeats 40] [--threads 1] [--json PATH]
+    python -m benchmark.measure.l0_overhead [--repeats 500] [--cnn-repeats 40] [--threads 1] [--json PATH]
 
 Two networks: (a) a 64-64 tanh MLP, 8-d input, 2 outputs, batch 64; (b) the Nature CNN
 (conv 32 8x8 s4, 64 4x4 s2, 64 3x3 s1, linear 3136->512, ->7) at batch 32 on (4, 84, 84) float

@@ -2,8 +2,8 @@
 the steps are says which `python -m l0rl.compress --channel-block` suits this CPU (oneDNN computes
 output channels in blocks, 16 on AVX-512, 8 on AVX2, so widths between two multiples cost the same).
 
-    python -m benchmark.conv_blocks                # first conv (4x84x84, 8x8 stride 4), 1..32 channels
-    python -m benchmark.conv_blocks --layer 2      # second conv (32->64 at 20x20, 4x4 stride 2)
+    python -m benchmark.measure.conv_blocks                # first conv (4x84x84, 8x8 stride 4), 1..32 channels
+    python -m benchmark.measure.conv_blocks --layer 2      # second conv (32->64 at 20x20, 4x4 stride 2)
 
 Prints a markdown table of median microseconds per width (the medians of several interleaved rounds).
 """
@@ -54,7 +54,7 @@ def widths_latency(layer: int, widths: list[int], rounds: int = 5, calls: int = 
 
 
 def main(argv: list[str] | None = None) -> dict[int, float]:
-    p = argparse.ArgumentParser(prog="python -m benchmark.conv_blocks", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmark.measure.conv_blocks", description=__doc__.split("\n\n")[0])
     p.add_argument("--layer", type=int, default=1, help="which Nature CNN conv: 1, 2 or 3 (default 1)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     a = p.parse_args(argv)
@@ -72,4 +72,4 @@ def main(argv: list[str] | None = None) -> dict[int, float]:
 
 
 if __name__ == "__main__":
-    run_cli(main, "benchmark.conv_blocks")
+    run_cli(main, "benchmark.measure.conv_blocks")

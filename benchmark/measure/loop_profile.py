@@ -1,7 +1,7 @@
 """Where a training loop's time goes, next to what the environments alone allow.
 
-    python -m benchmark.loop_profile --env-id SuperMarioBros-7-1-v0 --steps 8192 --num-envs 8
-    python -m benchmark.loop_profile --env-id SuperMarioBros-7-1-v0 --steps 8192 --num-envs 8 --torch-threads 1
+    python -m benchmark.measure.loop_profile --env-id SuperMarioBros-7-1-v0 --steps 8192 --num-envs 8
+    python -m benchmark.measure.loop_profile --env-id SuperMarioBros-7-1-v0 --steps 8192 --num-envs 8 --torch-threads 1
 
 1. env-only: the algorithm's own env pipeline (`make_vector_env`, same number of envs) stepped with
    random actions: the ceiling for any training loop on this machine.

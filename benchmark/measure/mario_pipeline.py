@@ -1,7 +1,7 @@
 """Frames per second of l0rl's Mario env pipeline beside the bare emulator and gymnasium's wrappers,
 measured in one process in interleaved rounds (so machine load affects all alike), one core.
 
-    python -m benchmark.mario_pipeline --steps 2000 --rounds 5 --json benchmark/results/mario/pipeline.json
+    python -m benchmark.measure.mario_pipeline --steps 2000 --rounds 5 --json benchmark/results/mario/pipeline.json
 
 Four ways to run SuperMarioBros-7-1-v0, each over the same seeded random actions (held for `skip`
 frames in the bare cases, as the pipelines do):
@@ -93,7 +93,7 @@ def measure(steps: int, rounds: int, skip: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(
-        prog="python -m benchmark.mario_pipeline", description=__doc__.split("\n\n")[0]
+        prog="python -m benchmark.measure.mario_pipeline", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("--steps", type=int, default=2000, help="agent steps per measurement (default 2000)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
@@ -115,4 +115,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    run_cli(main, "benchmark.mario_pipeline")
+    run_cli(main, "benchmark.measure.mario_pipeline")

@@ -1,8 +1,8 @@
 """Training speed of L0 vs dense, measured in the same process and interleaved (dense, L0, dense,
 L0, ...) so that machine load affects both alike.
 
-    python -m benchmark.sps_ratio --env-id CartPole-v1 --steps 50000
-    python -m benchmark.sps_ratio --env-id SuperMarioBros-7-1-v0 --steps 4096 --num-envs 8 --repeats 1
+    python -m benchmark.measure.sps_ratio --env-id CartPole-v1 --steps 50000
+    python -m benchmark.measure.sps_ratio --env-id SuperMarioBros-7-1-v0 --steps 4096 --num-envs 8 --repeats 1
 
 SPS = environment steps per second of the whole training loop (rollout + update + logging),
 as CleanRL's `charts/SPS` reports it; evaluation is excluded.

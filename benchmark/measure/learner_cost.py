@@ -1,10 +1,10 @@
 """Seconds of learner work in one PPO iteration on the Mario Nature CNN, emulators left out.
 
-    python -m benchmark.learner_cost                       # Mario's PPO defaults, as ppo_l0 runs them
-    python -m benchmark.learner_cost --per-head            # the torso run once per head, as before 2026-11-28
-    python -m benchmark.learner_cost --contiguous          # conv kernels in torch's default layout
-    python -m benchmark.learner_cost --widths 21 32 56     # a torso narrowed to these conv widths
-    python -m benchmark.learner_cost --closed 11 32 8      # that many conv channels of each layer gated shut
+    python -m benchmark.measure.learner_cost                       # Mario's PPO defaults, as ppo_l0 runs them
+    python -m benchmark.measure.learner_cost --per-head            # the torso run once per head, as before 2026-11-28
+    python -m benchmark.measure.learner_cost --contiguous          # conv kernels in torch's default layout
+    python -m benchmark.measure.learner_cost --widths 21 32 56     # a torso narrowed to these conv widths
+    python -m benchmark.measure.learner_cost --closed 11 32 8      # that many conv channels of each layer gated shut
 
 One iteration is what `algos/ppo_l0.py` does besides stepping the emulators: num_envs x num_steps
 rollout forwards (batch num_envs, gates cached), then update_epochs x num_minibatches minibatches of
@@ -79,7 +79,7 @@ def iteration(agent: ppo_l0.Agent, optimizer, args: ppo_l0.Args, per_head: bool)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m benchmark.learner_cost", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmark.measure.learner_cost", description=__doc__.split("\n\n")[0])
     p.add_argument("--widths", type=int, nargs=3, metavar="C", help="conv widths (default 32 64 64)")
     p.add_argument("--closed", type=int, nargs=3, metavar="K", help="conv channels gated shut per layer")
     p.add_argument("--per-head", action="store_true", help="run the torso once per head")
@@ -134,4 +134,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    run_cli(main, "benchmark.learner_cost")
+    run_cli(main, "benchmark.measure.learner_cost")
