@@ -54,7 +54,9 @@ def widths_latency(layer: int, widths: list[int], rounds: int = 5, calls: int = 
 
 
 def main(argv: list[str] | None = None) -> dict[int, float]:
-    p = argparse.ArgumentParser(prog="python -m benchmark.measure.conv_blocks", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmark.measure.conv_blocks", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--layer", type=int, default=1, help="which Nature CNN conv: 1, 2 or 3 (default 1)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     a = p.parse_args(argv)

@@ -79,7 +79,9 @@ def iteration(agent: ppo_l0.Agent, optimizer, args: ppo_l0.Args, per_head: bool)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m benchmark.measure.learner_cost", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmark.measure.learner_cost", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--widths", type=int, nargs=3, metavar="C", help="conv widths (default 32 64 64)")
     p.add_argument("--closed", type=int, nargs=3, metavar="K", help="conv channels gated shut per layer")
     p.add_argument("--per-head", action="store_true", help="run the torso once per head")

@@ -49,7 +49,9 @@ def train_sps(pipeline: str, steps: int, extra: list[str], root: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m benchmark.measure.mario_sps", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmark.measure.mario_sps", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--steps", type=int, default=8192, help="env steps per measurement (default 8192)")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
