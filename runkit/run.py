@@ -546,7 +546,7 @@ class Run:
         resume_key()  # a key file that breaks its rules is refused now, not at the first checkpoint
         self.env_options = parse_env_options(args.env_options)
         self.args = args
-        kind = {"l0": None, "gmp": "gmp", "none": "dense"}[args.sparsity]
+        kind = {"l0": None, "none": "dense"}.get(args.sparsity, args.sparsity)  # any registered method
         self.label = f"{algo.removesuffix('_l0')} ({kind})" if kind else algo  # closing lines: ppo (dense)
         self._planned_dir = Path(args.resume) if args.resume else Path(args.runs_dir) / self.name
         self.global_step = self.start_step = self.ckpt["global_step"] if self.ckpt else 0
@@ -633,7 +633,7 @@ class Run:
     def _check_policy(self, policy: nn.Module, obs_space: Any, action_space: Any) -> None:
         """The policy contract (l0rl/policy.py), checked before any training: one line naming the module."""
         try:
-            policy_record(policy, obs_space, action_space, self.args.sparsity)
+            policy_record(policy, obs_space, action_space, METHODS[self.args.sparsity].kind)
         except ValueError as e:
             raise UsageError(f"{self.script}: the deployable policy breaks the contract: {e}") from None
 
@@ -801,7 +801,9 @@ class Run:
             try:
                 sparsity.load_state_dict(saved)
             except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as e:
-                raise RunError(f"the checkpoint's sparsity schedule does not fit this run's: {_first(e)}") from None
+                raise RunError(
+                    f"the checkpoint's sparsity schedule does not fit this run's: {_first(e)}"
+                ) from None
             for key, sched in (schedulers or {}).items():
                 try:
                     sched.load_state_dict(ckpt.get("schedulers", {})[key])

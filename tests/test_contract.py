@@ -58,7 +58,11 @@ def l0_run(request, tmp_path_factory) -> tuple[str, str]:
     name = request.param
     root = tmp_path_factory.mktemp(name)
     # half-open gates at a fast rate close some within the budget (DQN's defaults close 95 % at once)
-    kw = dict(l0_schedule="constant", l0_drop_rate=0.5, l0_lr=0.3, l0_lambda_actor=10.0) if name != "dqn" else {}
+    kw = (
+        dict(l0_schedule="constant", l0_drop_rate=0.5, l0_lr=0.3, l0_lambda_actor=10.0)
+        if name != "dqn"
+        else {}
+    )
     return name, algo(name).train(tiny_args(name, root, **CARTPOLE, **kw))
 
 
