@@ -22,8 +22,9 @@ import torch.optim as optim
 from torch.distributions.categorical import Categorical
 from torch.distributions.normal import Normal
 
-from l0rl import gmp, l0
+from l0rl import l0
 from l0rl.envs import make_vector_env
+from l0rl.policy import FrameScale
 from l0rl.runkit import (
     Run,
     RunArgs,
@@ -31,12 +32,12 @@ from l0rl.runkit import (
     bootstrap_truncations,
     check_loss,
     gae,
-    make_scheduler,
     parse_args,
     run_cli,
     seed_everything,
     validate,
 )
+from l0rl.sparsity import make_sparsity
 
 ALGO = "a2c_l0"
 
@@ -102,17 +103,6 @@ def layer_init(layer, std=2**0.5, bias_const=0.0):
     return layer
 
 
-class Scale(nn.Module):
-    """Multiplies by a constant; puts the uint8 -> [0, 1] image scaling inside the policy itself."""
-
-    def __init__(self, factor: float):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x):
-        return x * self.factor
-
-
 class Agent(nn.Module):
     """Actor and critic. `actor` alone is the deployable policy: observations -> logits (discrete)
     or action mean (continuous), an nn.Sequential that compress can shrink layer by layer."""
@@ -123,7 +113,7 @@ class Agent(nn.Module):
         n_out = int(np.prod(action_space.shape)) if self.continuous else int(action_space.n)
         if len(obs_space.shape) == 3:  # stacked frames: Nature CNN torso shared by actor and critic
             torso = [
-                Scale(1.0 / 255.0),
+                FrameScale(),
                 layer_init(nn.Conv2d(obs_space.shape[0], 32, 8, stride=4)),
                 nn.ReLU(),
                 layer_init(nn.Conv2d(32, 64, 4, stride=2)),
@@ -175,12 +165,6 @@ class Agent(nn.Module):
         return action, logprob, entropy, value
 
 
-def gate(nets: dict[str, nn.Module], args: Args) -> None:
-    """Gate these networks (the actor includes a shared torso)."""
-    for net in nets.values():
-        l0.sparsify(net, args.l0_granularity, args.l0_drop_rate, output_granularity="weight")
-
-
 def check_args(args: Args) -> None:
     validate(
         args, positive=("learning_rate", "l0_lr", "max_grad_norm", "rms_eps"), unit=("gamma", "gae_lambda")
@@ -211,19 +195,11 @@ def train(args: Args) -> str:
     # channels-last conv kernels: the CNN's update is ~10 % faster on CPU (MLPs are unaffected)
     agent = Agent(envs.single_observation_space, envs.single_action_space)
     agent = agent.to(device, memory_format=torch.channels_last)
-    sparse = {"actor": agent.actor, "critic": agent.critic_own}
-    schedulers, pruner = {}, None
-    if args.sparsity == "l0":
-        # a critic at lambda 0 stays dense: no gates, no gate noise in its values
-        strength = {"actor": args.l0_lambda_actor, "critic": args.l0_lambda_critic}
-        schedulers = {k: make_scheduler(args, lam) for k, lam in strength.items() if k == "actor" or lam > 0}
-        gate({k: sparse[k] for k in schedulers}, args)
-    elif args.sparsity == "gmp":
-        for net in sparse.values():
-            gmp.attach(net)
-        pruner = gmp.GradualMagnitudePruner(
-            sparse, args.gmp_target, args.total_timesteps, args.gmp_start, args.gmp_end, args.gmp_every
-        )
+    # L0 LOGIC: gates (L0) or masks (GMP) on actor and critic (the actor includes a shared torso); a
+    # critic at lambda 0 stays dense under L0 (no gates, no gate noise in its values)
+    strength = {"actor": args.l0_lambda_actor, "critic": args.l0_lambda_critic}
+    lambdas = {k: lam for k, lam in strength.items() if k == "actor" or lam > 0}
+    sparsity = make_sparsity(args, {"actor": agent.actor, "critic": agent.critic_own}, lambdas)
     optimizer = optim.RMSprop(
         l0.param_groups(agent, args.learning_rate, args.l0_lr),
         alpha=args.rms_alpha,
@@ -245,8 +221,7 @@ def train(args: Args) -> str:
     next_obs, _ = envs.reset(seed=args.seed)
     next_obs = torch.Tensor(next_obs).to(device)
     next_done = torch.zeros(args.num_envs).to(device)
-    states = {"networks": {"agent": agent}, "optimizers": {"agent": optimizer}}
-    states["schedulers"] = {**schedulers, **({"gmp": pruner} if pruner else {})}
+    states = {"networks": {"agent": agent}, "optimizers": {"agent": optimizer}, "sparsity": sparsity}
     loop = run.restore(**states)
     if loop is not None:
         if (saved_envs := run.resumed_envs(envs)) is not None:  # exact env state (classic control)
@@ -260,11 +235,7 @@ def train(args: Args) -> str:
             frac = 1.0 - (iteration - 1.0) / args.num_iterations
             optimizer.param_groups[0]["lr"] = frac * args.learning_rate
             optimizer.param_groups[1]["lr"] = frac * args.l0_lr if args.l0_anneal_lr else args.l0_lr
-        # the target schedule's controller reads the sparsity reached so far; other modes need no stats
-        lams = {
-            k: s.step(global_step, l0.stats(sparse[k])["l0/sparsity"] if s.mode == "target" else None)
-            for k, s in schedulers.items()
-        }
+        sparsity.schedule(global_step)  # L0: this iteration's lambdas
 
         gate_mode = l0.deterministic_gates if args.l0_train_gates == "deterministic" else l0.frozen_gates
         with gate_mode(agent):  # one gate draw (or the test-time gates) for this rollout and its update
@@ -315,7 +286,7 @@ def train(args: Args) -> str:
             pg_loss = -(b_advantages * newlogprob).mean()
             v_loss = 0.5 * ((newvalue.view(-1) - b_returns) ** 2).mean()
             # L0 LOGIC: expected share of open gated weights, weighted by the scheduled lambdas
-            l0_loss = sum(lams[k] * l0.penalty(sparse[k]) for k in lams) if lams else torch.zeros(())
+            l0_loss = sparsity.penalty()
             entropy_loss = entropy.mean()
             loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef + l0_loss
             check_loss(loss, global_step)
@@ -324,9 +295,7 @@ def train(args: Args) -> str:
             loss.backward()
             nn.utils.clip_grad_norm_(l0.weight_parameters(agent), args.max_grad_norm)
             optimizer.step()
-            l0.clamp_log_alpha_(agent)
-            if pruner is not None:
-                pruner.step(global_step)
+            sparsity.after_step(global_step)
 
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
         var_y = np.var(y_true)
@@ -342,11 +311,7 @@ def train(args: Args) -> str:
                 "losses/explained_variance": explained_var,
                 "losses/l0_penalty": float(l0_loss.detach()),
             }
-            for key, sched in schedulers.items():
-                metrics.update(sched.log_dict("l0/" if key == "actor" else "l0/critic/"))
-            if pruner is not None:
-                metrics.update(pruner.log_dict())
-            run.log(global_step, metrics, policy=agent.actor)
+            run.log(global_step, metrics | sparsity.log_dict(), policy=agent.actor)
 
         if run.should_checkpoint(global_step, args.batch_size):
             loop = {"next_obs": next_obs.cpu(), "next_done": next_done.cpu()}

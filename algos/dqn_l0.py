@@ -35,8 +35,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.optim as optim
 
-from l0rl import gmp, l0
+from l0rl import l0
 from l0rl.envs import make_vector_env
+from l0rl.policy import FrameScale
 from l0rl.runkit import (
     BUFFER_NAME,
     KeepBest,
@@ -45,7 +46,7 @@ from l0rl.runkit import (
     RunArgs,
     UsageError,
     atomic_torch_save,
-    make_scheduler,
+    check_loss,
     parse_args,
     run_cli,
     seed_everything,
@@ -53,6 +54,7 @@ from l0rl.runkit import (
     update_target,
     validate,
 )
+from l0rl.sparsity import make_scheduler, make_sparsity
 
 ALGO = "dqn_l0"
 # The L0 defaults below are CartPole's best at 95 % (benchmark/results/sweep-dqn-long/NOTES.md, ninth
@@ -143,7 +145,8 @@ class Args(RunArgs):
     """fraction of training by which the target sparsity is reached (target schedule)"""
     l0_target_hold: bool = True
     """target schedule: lambda at its start value from step 0, the target ramping from the sparsity
-    reached at --l0-warmup (with --l0-random-closed, the random share) to --l0-target-sparsity"""
+    reached at --l0-warmup (with --l0-random-closed, the random share) to --l0-target-sparsity
+    (the other schedules have no hold)"""
     l0_dual_lr: float = 0.01
     """step size of the dual ascent on log(lambda) per gradient step (target schedule)"""
     l0_train_gates: Literal["sampled", "deterministic"] = "deterministic"
@@ -168,17 +171,6 @@ class Args(RunArgs):
     """the number of vector-env steps (computed in runtime)"""
 
 
-class Scale(nn.Module):
-    """Multiplies by a constant; puts the uint8 -> [0, 1] image scaling inside the policy itself."""
-
-    def __init__(self, factor: float):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x):
-        return x * self.factor
-
-
 class QNetwork(nn.Sequential):
     """Observations (float) -> one Q-value per action; the greedy policy is the argmax. A plain
     nn.Sequential chain: it is itself the deployable policy (the contract in l0rl/policy.py)."""
@@ -186,7 +178,7 @@ class QNetwork(nn.Sequential):
     def __init__(self, obs_space: gym.Space, action_space: gym.Space):
         n_actions = int(action_space.n)
         if len(obs_space.shape) == 3:  # stacked frames: Nature CNN
-            layers = [Scale(1.0 / 255.0), nn.Conv2d(obs_space.shape[0], 32, 8, stride=4), nn.ReLU()]
+            layers = [FrameScale(), nn.Conv2d(obs_space.shape[0], 32, 8, stride=4), nn.ReLU()]
             layers += [nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(), nn.Conv2d(64, 64, 3, stride=1), nn.ReLU()]
             layers += [nn.Flatten(), nn.Linear(64 * 7 * 7, 512), nn.ReLU(), nn.Linear(512, n_actions)]
         else:
@@ -195,18 +187,13 @@ class QNetwork(nn.Sequential):
         super().__init__(*layers)
 
 
-def gate(q_network: QNetwork, args: Args, obs_shape: tuple[int, ...]) -> None:
-    """Gate every layer (the output layer per weight: a unit gate would delete an action), each
-    weight priced by args.l0_cost."""
-    l0.sparsify(q_network, args.l0_granularity, args.l0_drop_rate, output_granularity="weight")
-    example = torch.zeros((1, *obs_shape), device=next(q_network.parameters()).device)
+def gate(q_network: QNetwork, args: Args, example: torch.Tensor) -> None:
+    """Price every gate by args.l0_cost, then close --l0-random-closed of them at random."""
     l0.set_costs(q_network, args.l0_cost, example if args.l0_cost == "macs" else None)
     l0.close_random(q_network, args.l0_random_closed)  # seeded: runs after seed_everything
 
 
 def check_args(args: Args) -> None:
-    if args.l0_schedule != "target":  # hold is the target schedule's default here; the others have none
-        args.l0_target_hold = False
     validate(
         args,
         positive=("learning_rate", "l0_lr", "l0_dual_lr"),
@@ -250,21 +237,16 @@ def train(args: Args) -> str:
 
     spaces = (envs.single_observation_space, envs.single_action_space)
     q_network, target_network = QNetwork(*spaces).to(device), QNetwork(*spaces).to(device)
-    schedulers, scheduler, pruner = {}, None, None
-    if args.sparsity == "l0":
-        gate(q_network, args, envs.single_observation_space.shape)
-        scheduler = schedulers["q_network"] = make_scheduler(args, args.l0_lambda)
-    elif args.sparsity == "gmp":
-        sparse = {"q_network": gmp.attach(q_network)}
-        pruner = schedulers["gmp"] = gmp.GradualMagnitudePruner(
-            sparse, args.gmp_target, args.total_timesteps, args.gmp_start, args.gmp_end, args.gmp_every
-        )
+    # L0 LOGIC: gates (L0) or masks (GMP) on the Q-network; its target stays gate- and mask-free
+    sparsity = make_sparsity(args, {"q_network": q_network}, {"q_network": args.l0_lambda})
+    if sparsity.kind == "l0":
+        gate(q_network, args, torch.zeros((1, *spaces[0].shape), device=device))
     optimizer = optim.Adam(l0.param_groups(q_network, args.learning_rate, args.l0_lr))
     update_target(target_network, q_network, 1.0)
     average = copy.deepcopy(q_network) if args.swa_start < 1.0 else None  # --swa-start's weight mean
     # only now, with every argument accepted, does the run directory appear
     run.open(*spaces, args.num_iterations * args.num_envs, policy=q_network)
-    keep = None
+    keep, schedulers = None, {}
     if args.keep_best_every:  # its state travels with the schedulers': resumed exactly, fresh in a fork
         keep = schedulers["keep_best"] = KeepBest(
             q_network, args.keep_best_every, args.keep_best_from, args.keep_best_episodes, run
@@ -280,7 +262,7 @@ def train(args: Args) -> str:
     states = {"networks": {"q_network": q_network, "target_network": target_network}}
     states["networks"] |= {"average": average} if average is not None else {}
     averaged = 0  # gradient steps in the weight mean
-    states |= {"optimizers": {"q_network": optimizer}, "schedulers": schedulers}
+    states |= {"optimizers": {"q_network": optimizer}, "sparsity": sparsity, "schedulers": schedulers}
     loop = run.restore(**states)
     if loop is not None:
         averaged = int(loop.get("averaged", 0))
@@ -325,20 +307,17 @@ def train(args: Args) -> str:
         # multiple of it this vector step passed (several when --num-envs exceeds it).
         if global_step > learn_from and len(rb) > 0:
             for _ in range(run.due(global_step, args.num_envs, args.train_frequency)):
-                lam, frozen = 0.0, False
-                if scheduler is not None:  # the target mode's controller and the freeze read the sparsity
-                    reads = scheduler.mode == "target" or args.l0_freeze_sparsity < 1.0
-                    sparsity = l0.stats(q_network)["l0/sparsity"] if reads else None
-                    lam = scheduler.step(global_step, sparsity)
-                    frozen = global_step > args.l0_freeze_at * args.total_timesteps
-                    frozen |= sparsity is not None and sparsity >= args.l0_freeze_sparsity
+                # L0 LOGIC: lambda follows the gradient steps; the freeze reads the sparsity reached
+                reached = sparsity.schedule(global_step, measure=args.l0_freeze_sparsity < 1.0)
+                frozen = sparsity.kind == "l0" and global_step > args.l0_freeze_at * args.total_timesteps
+                frozen |= reached.get("q_network", 0.0) >= args.l0_freeze_sparsity
                 frac = 1.0 - (global_step - 1.0) / args.total_timesteps  # from the step: resumable
                 if args.anneal_lr:
                     optimizer.param_groups[0]["lr"] = frac * args.learning_rate
                 if args.l0_anneal_lr:
                     optimizer.param_groups[1]["lr"] = frac * args.l0_lr
-                if frozen:  # the map is fixed from here on
-                    lam, optimizer.param_groups[1]["lr"] = 0.0, 0.0
+                if frozen:  # the map is fixed from here on: no penalty, gates' rate 0
+                    optimizer.param_groups[1]["lr"] = 0.0
                 data = [torch.as_tensor(x, device=device) for x in rb.sample(args.batch_size)]
                 b_obs, b_actions, b_next_obs, b_rewards, b_dones = data
                 with torch.no_grad():
@@ -358,16 +337,15 @@ def train(args: Args) -> str:
                     old_val = q_network(b_obs.float()).gather(1, b_actions.unsqueeze(1)).squeeze(1)
                 td_loss = F.mse_loss(old_val, td_target)
                 # L0 LOGIC: expected share of open gated weights, weighted by the scheduled lambda
-                l0_loss = lam * l0.penalty(q_network) if args.sparsity == "l0" else torch.zeros(())
+                l0_loss = torch.zeros(()) if frozen else sparsity.penalty()
 
                 # optimize the model
+                loss = td_loss + l0_loss
+                check_loss(loss, global_step)
                 optimizer.zero_grad()
-                (td_loss + l0_loss).backward()
+                loss.backward()
                 optimizer.step()
-                if args.sparsity == "l0":
-                    l0.clamp_log_alpha_(q_network)
-                if pruner is not None:
-                    pruner.step(global_step)
+                sparsity.after_step(global_step)
                 if average is not None and global_step > args.swa_start * args.total_timesteps:
                     averaged += 1
                     update_average(average, q_network, averaged)
@@ -386,11 +364,7 @@ def train(args: Args) -> str:
                 metrics["losses/td_loss"] = td_loss.item()
                 metrics["losses/q_values"] = old_val.mean().item()
                 metrics["losses/l0_penalty"] = float(l0_loss.detach())
-            if scheduler is not None:
-                metrics.update(scheduler.log_dict("l0/"))
-            if pruner is not None:
-                metrics.update(pruner.log_dict())
-            run.log(global_step, metrics, policy=q_network, eps=epsilon)
+            run.log(global_step, metrics | sparsity.log_dict(), policy=q_network, eps=epsilon)
 
         if run.should_checkpoint(global_step, args.num_envs):
             if rb.nbytes <= args.save_buffer_max_mb * 1e6:  # written first: a resume checks its step

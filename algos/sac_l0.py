@@ -34,10 +34,10 @@ import torch.optim as optim
 from torch.distributions.categorical import Categorical
 from torch.distributions.normal import Normal
 
-from l0rl import gmp, l0
+from l0rl import l0
 from l0rl.envs import goal_spec, make_vector_env
 from l0rl.errors import NonFiniteError
-from l0rl.policy import Affine
+from l0rl.policy import Affine, FrameScale
 from l0rl.runkit import (
     BUFFER_NAME,
     EpisodeReplayBuffer,
@@ -45,13 +45,14 @@ from l0rl.runkit import (
     RunArgs,
     UsageError,
     atomic_torch_save,
-    make_scheduler,
+    check_loss,
     parse_args,
     run_cli,
     seed_everything,
     update_target,
     validate,
 )
+from l0rl.sparsity import make_sparsity
 
 ALGO = "sac_l0"
 LOG_STD_MAX, LOG_STD_MIN = 2, -5
@@ -130,7 +131,7 @@ def torso(obs_space: gym.Space, hidden: int, action_space: gym.Space | None = No
     NeedleReach's positions, centimetres apart at offsets of several units, are hard to resolve raw."""
     if len(obs_space.shape) == 3:
         return [
-            affine(1.0 / 255.0, 0.0),
+            FrameScale(),
             nn.Conv2d(obs_space.shape[0], 32, 8, stride=4),
             nn.ReLU(),
             nn.Conv2d(32, 64, 4, stride=2),
@@ -210,7 +211,7 @@ class Actor(nn.Module):
         return self.rescale(y_t), log_prob.sum(1), self.rescale(torch.tanh(out))
 
 
-def check_args(args: Args, env_options: dict) -> None:
+def check_args(args: Args) -> None:
     # --alpha must be > 0 even with --autotune: it is the starting point of the tuning, in log space
     validate(args, positive=("policy_lr", "q_lr", "l0_lr", "alpha"), unit=("gamma", "tau"))
     validate(args, at_least_one=("num_envs", "batch_size", "gradient_steps", "policy_frequency"))
@@ -220,16 +221,16 @@ def check_args(args: Args, env_options: dict) -> None:
     )  # lambda 0: no penalty
     if args.buffer_size < args.num_envs or args.total_timesteps < args.num_envs:
         raise UsageError("--buffer-size and --total-timesteps must be >= --num-envs")
-    if args.her and goal_spec(args.env_id, **env_options) is None:
-        raise UsageError(f"--her needs a goal env such as NeedleReach-v0; {args.env_id} has no goal_spec")
 
 
 def train(args: Args) -> str:
     """Train (or resume) a run; returns its run directory."""
     run = Run(args, ALGO)
     args = run.args
-    check_args(args, run.env_options)
+    check_args(args)
     her = goal_spec(args.env_id, **run.env_options) if args.her else None
+    if args.her and her is None:
+        raise UsageError(f"--her needs a goal env such as NeedleReach-v0; {args.env_id} has no goal_spec")
 
     # TRY NOT TO MODIFY: seeding
     seed_everything(args.seed, args.torch_deterministic)
@@ -250,19 +251,10 @@ def train(args: Args) -> str:
     policy = actor.policy()  # the deployable path, sharing the actor's modules
     qf1, qf2 = (SoftQNetwork(obs_space, action_space, args.hidden_size).to(device) for _ in range(2))
     critics = nn.ModuleList([qf1, qf2]).eval()  # deterministic gates, as their targets (docstring)
-    sparse = {"actor": policy, "qf1": qf1, "qf2": qf2}
-    schedulers, pruner, use_l0 = {}, None, args.sparsity == "l0"
-    if use_l0:
-        for net in sparse.values():
-            l0.sparsify(net, args.l0_granularity, args.l0_drop_rate, output_granularity="weight")
-        schedulers = {"actor": make_scheduler(args, args.l0_lambda_actor)}
-        schedulers["critic"] = make_scheduler(args, args.l0_lambda_critic)
-    elif args.sparsity == "gmp":
-        for net in sparse.values():
-            gmp.attach(net)
-        pruner = gmp.GradualMagnitudePruner(
-            sparse, args.gmp_target, args.total_timesteps, args.gmp_start, args.gmp_end, args.gmp_every
-        )
+    # L0 LOGIC: gates (L0, critics gated even at lambda 0) or masks (GMP) on the policy path and both
+    # critics; the target critics stay plain networks
+    lambdas = {"actor": args.l0_lambda_actor, "critic": args.l0_lambda_critic}
+    sparsity = make_sparsity(args, {"actor": policy, "critic": [qf1, qf2]}, lambdas)
     qf1_target, qf2_target = (
         SoftQNetwork(obs_space, action_space, args.hidden_size).to(device) for _ in range(2)
     )
@@ -286,7 +278,7 @@ def train(args: Args) -> str:
     nets = {"actor": actor, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target, "qf2_target": qf2_target}
     states = {"networks": {**nets, "alpha": nn.ParameterDict({"log_alpha": log_alpha})}}
     states["optimizers"] = {"actor": actor_optimizer, "q": q_optimizer, "alpha": a_optimizer}
-    states["schedulers"] = {**schedulers, **({"gmp": pruner} if pruner else {})}
+    states["sparsity"] = sparsity
     loop = run.restore(**states)
     if loop is not None:
         updates = loop["updates"]
@@ -323,10 +315,8 @@ def train(args: Args) -> str:
 
         # L0 LOGIC: lambda follows the env steps on a fixed cadence, never the logging one, so neither
         # --log-every nor a halt and resume changes it; the target schedule reads the sparsity reached
-        if use_l0 and run.due(global_step, args.num_envs, args.l0_schedule_every):
-            gated = {"actor": policy, "critic": critics}
-            for k, s in schedulers.items():
-                s.step(global_step, l0.stats(gated[k])["l0/sparsity"] if s.mode == "target" else None)
+        if run.due(global_step, args.num_envs, args.l0_schedule_every):
+            sparsity.schedule(global_step)
 
         # ALGO LOGIC: training (after a resume without the buffer: once it is refilled)
         for _ in range(args.gradient_steps if rb.size >= args.learning_starts else 0):
@@ -345,15 +335,14 @@ def train(args: Args) -> str:
             qf1_a_values, qf2_a_values = qf1(b_obs, data["actions"]), qf2(b_obs, data["actions"])
             qf1_loss = F.mse_loss(qf1_a_values, next_q_value)
             qf2_loss = F.mse_loss(qf2_a_values, next_q_value)
-            q_loss = qf1_loss + qf2_loss
-            if use_l0:  # L0 LOGIC: expected share of open gated weights, weighted by the scheduled lambda
-                critic_l0 = schedulers["critic"].lam * (l0.penalty(qf1) + l0.penalty(qf2))
-                q_loss, losses["critic_l0_penalty"] = q_loss + critic_l0, critic_l0.item()
+            # L0 LOGIC: expected share of open gated weights, weighted by the scheduled lambda
+            critic_l0 = sparsity.penalty("critic")
+            q_loss, losses["critic_l0_penalty"] = qf1_loss + qf2_loss + critic_l0, critic_l0.item()
+            check_loss(q_loss, global_step)
             q_optimizer.zero_grad()
             q_loss.backward()
             q_optimizer.step()
-            if use_l0:
-                l0.clamp_log_alpha_(critics)
+            sparsity.after_step(global_step, "critic")
             losses.update(qf1_values=qf1_a_values.mean().item(), qf2_values=qf2_a_values.mean().item())
             losses.update(qf1_loss=qf1_loss.item(), qf2_loss=qf2_loss.item(), alpha=alpha.item())
 
@@ -370,22 +359,21 @@ def train(args: Args) -> str:
                         actor_loss = (probs * (alpha * log_pi - min_qf_pi)).sum(1).mean()
                         neg_entropy = (probs * log_pi).sum(1).detach()
                     losses["actor_loss"] = actor_loss.item()
-                    if use_l0:
-                        actor_l0 = schedulers["actor"].lam * l0.penalty(policy)
-                        actor_loss, losses["actor_l0_penalty"] = actor_loss + actor_l0, actor_l0.item()
+                    actor_l0 = sparsity.penalty("actor")
+                    actor_loss, losses["actor_l0_penalty"] = actor_loss + actor_l0, actor_l0.item()
+                    check_loss(actor_loss, global_step)
                     actor_optimizer.zero_grad()
                     actor_loss.backward()
                     actor_optimizer.step()
-                    if use_l0:
-                        l0.clamp_log_alpha_(actor)
+                    sparsity.after_step(global_step, "actor")
                     if args.autotune:
                         alpha_loss = (-log_alpha.exp() * (neg_entropy + target_entropy)).mean()
+                        check_loss(alpha_loss, global_step)
                         a_optimizer.zero_grad()
                         alpha_loss.backward()
                         a_optimizer.step()
                         losses["alpha_loss"] = alpha_loss.item()
-            if pruner is not None:  # one learning update = one pruner step (--gmp-every counts them)
-                pruner.step(global_step)
+            sparsity.after_step(global_step)  # one learning update (GMP's --gmp-every counts them)
             if updates % args.target_network_frequency == 0:
                 update_target(qf1_target, qf1, args.tau)
                 update_target(qf2_target, qf2, args.tau)
@@ -394,13 +382,7 @@ def train(args: Args) -> str:
         # TRY NOT TO MODIFY: record losses and sparsity statistics for plotting purposes
         if run.due(global_step, args.num_envs, args.log_every) or global_step >= run.total_steps:
             metrics = {f"losses/{k}": v for k, v in losses.items()}
-            for key, sched in schedulers.items():
-                metrics.update(sched.log_dict("l0/" if key == "actor" else "l0/critic/"))
-            if use_l0:
-                metrics.update(l0.stats(critics, "l0/critic/"))
-            if pruner is not None:
-                metrics.update({**pruner.log_dict(), **gmp.stats(critics, "gmp/critic/")})
-            run.log(global_step, metrics, policy=policy)
+            run.log(global_step, metrics | sparsity.log_dict(), policy=policy)
 
         if run.should_checkpoint(global_step, args.num_envs):
             if save_buffer:  # first, so a checkpoint never points at a buffer older than itself

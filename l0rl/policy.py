@@ -6,8 +6,8 @@ THE POLICY CONTRACT (every algorithm's deployable policy follows it): an nn.Sequ
 float32 observation batch to action scores or to the action, made only of nn.Linear, nn.Conv2d (gated
 or not), nn.Flatten and parameter-free elementwise modules. `as_chain` turns such a policy into the
 canonical form compress stores: nested Sequentials are flattened, ReLU/Tanh/Sigmoid/Identity are
-kept, and any other parameter-free module (an algorithm's `Scale`, SAC's action rescale) is replaced
-by an equivalent `Affine` after checking on random inputs that it is elementwise affine.
+kept, and any other parameter-free module (`FrameScale`, which every image policy starts with) is
+replaced by an equivalent `Affine` after checking on random inputs that it is elementwise affine.
 """
 
 import gymnasium as gym
@@ -17,6 +17,20 @@ from torch import nn
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv2d)
 ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Identity)
+
+
+class FrameScale(nn.Module):
+    """uint8 frames -> floats in [0, 1], inside the policy so that the deployed policy takes raw frames.
+    Parameter-free: it adds nothing to a state_dict, and as_chain stores it as a uniform Affine."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * (1.0 / 255.0)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # SAC's image checkpoints of format 2 held this constant as an Affine's two buffers
+        for key in ("scale", "shift"):
+            state_dict.pop(prefix + key, None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class Affine(nn.Module):

@@ -35,9 +35,7 @@ from l0rl.runkit.run import (
     check_loss,
     crossed,
     family_defaults,
-    make_scheduler,
     parse_args,
-    sparsity_stats,
     validate,
 )
 from l0rl.runkit.targets import update_average, update_target
@@ -72,7 +70,6 @@ __all__ = [
     "evaluate_as_run",
     "first_eval_seed",
     "load_checkpoint",
-    "make_scheduler",
     "parse_args",
     "read_metrics",
     "resolve_checkpoint",
@@ -81,7 +78,6 @@ __all__ = [
     "seed_everything",
     "update_average",
     "update_target",
-    "sparsity_stats",
     "to_bytes",
     "validate",
 ]

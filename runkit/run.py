@@ -6,7 +6,7 @@ and the closing summary line. An algorithm file keeps only what is its own.
     args = run.args
     ...build envs and networks...
     run.open(obs_space, action_space, total_steps, policy)  # checks the policy; run directory, tracker
-    loop = run.restore(networks, optimizers, schedulers)  # None on a new run
+    loop = run.restore(networks, optimizers, sparsity)   # None on a new run
     ...the loop: run.log_episodes / run.log / run.due / run.checkpoint / run.halting...
     return run.finish(global_step, policy, device)
 
@@ -40,7 +40,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from l0rl import gmp, l0
 from l0rl.envs.mario import FLAG, FURTHEST_X
 from l0rl.envs.registry import family, resolve_env_id
 from l0rl.errors import Interrupted, NonFiniteError, UsageError
@@ -76,6 +75,7 @@ from l0rl.runkit.tracker import (
     resolve_wandb_mode,
     variant_group,
 )
+from l0rl.sparsity import METHODS, SparsityMethod, sparsity_stats
 
 VIDEO_DIR = "videos"
 """Where --capture-video records, inside the run directory."""
@@ -139,7 +139,7 @@ class RunArgs:
     """JSON dict of environment options, e.g. '{"reward_type": "dense"}' for NeedleReach-v0"""
     total_timesteps: int = 500_000
     """total timesteps of the experiments"""
-    sparsity: Literal["l0", "gmp", "none"] = "l0"
+    sparsity: Literal[tuple(METHODS)] = "l0"
     """how the networks become sparse: l0 (learned gates), gmp (gradual magnitude pruning), none (dense)"""
     l0: bool = True
     """--no-l0 is shorthand for --sparsity none (the dense baseline)"""
@@ -269,25 +269,6 @@ def crossed(global_step: int, stride: int, every: int) -> int:
     """How many multiples of `every` going from global_step - stride to global_step passed (0 when
     none, so it reads as a bool too)."""
     return global_step // every - (global_step - stride) // every
-
-
-def make_scheduler(args: Any, lam: float) -> l0.SparsityMapScheduler:
-    """The sparsity-map scheduler of one gated network from the shared L0 options; impossible
-    settings (e.g. --l0-ramp-end before --l0-warmup) are a UsageError."""
-    try:
-        return l0.SparsityMapScheduler(
-            total_steps=args.total_timesteps,
-            mode=args.l0_schedule,
-            lam=lam,
-            warmup=args.l0_warmup,
-            ramp_end=args.l0_ramp_end,
-            target_sparsity=args.l0_target_sparsity,
-            target_at=args.l0_target_at,
-            dual_lr=args.l0_dual_lr,
-            hold=args.l0_target_hold,
-        )
-    except ValueError as e:
-        raise UsageError(f"--l0-schedule {args.l0_schedule}: {e}") from None
 
 
 def check_loss(loss: torch.Tensor, global_step: int) -> None:
@@ -445,17 +426,7 @@ def _check_common(args: Any) -> None:
         raise UsageError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
     if args.eval_max_steps is not None and args.eval_max_steps < 1:
         raise UsageError(f"--eval-max-steps must be >= 1, got {args.eval_max_steps}")
-    if args.sparsity == "l0":
-        validate(args, positive=("l0_lr",))
-        if not 0.0 < args.l0_drop_rate < 1.0:
-            raise UsageError(f"--l0-drop-rate must be in (0, 1), got {args.l0_drop_rate}")
-    if args.sparsity == "gmp":
-        if not 0.0 < args.gmp_target < 1.0:
-            raise UsageError(f"--gmp-target must be in (0, 1), got {args.gmp_target}")
-        if not 0.0 <= args.gmp_start < args.gmp_end <= 1.0:
-            raise UsageError(
-                f"GMP needs 0 <= --gmp-start < --gmp-end <= 1, got {args.gmp_start}, {args.gmp_end}"
-            )
+    METHODS[args.sparsity].check_args(args, _given(args))
 
 
 def _resolve_track(args: Any) -> Any:
@@ -481,18 +452,6 @@ def _calling_file(depth: int) -> str:
     with contextlib.suppress(ValueError):
         return str(path.relative_to(Path.cwd().resolve()))
     return str(path)
-
-
-def sparsity_stats(policy: nn.Module, kind: str) -> dict[str, float]:
-    """The policy's sparsity figures under its own prefix (l0/ or gmp/) plus `sparsity`, the same
-    key for every kind (0 for a dense policy)."""
-    if kind == "l0":
-        out = l0.stats(policy, "l0/")
-        return {**out, "sparsity": out["l0/sparsity"]}
-    if kind == "gmp":
-        out = gmp.stats(policy, "gmp/")
-        return {**out, "sparsity": out["gmp/sparsity"]}
-    return {"sparsity": 0.0}
 
 
 def _first(e: BaseException) -> str:
@@ -588,7 +547,7 @@ class Run:
         resume_key()  # a key file that breaks its rules is refused now, not at the first checkpoint
         self.env_options = parse_env_options(args.env_options)
         self.args = args
-        kind = {"l0": None, "gmp": "gmp", "none": "dense"}[args.sparsity]
+        kind = {"l0": None, "none": "dense"}.get(args.sparsity, args.sparsity)  # any registered method
         self.label = f"{algo.removesuffix('_l0')} ({kind})" if kind else algo  # closing lines: ppo (dense)
         self._planned_dir = Path(args.resume) if args.resume else Path(args.runs_dir) / self.name
         self.global_step = self.start_step = self.ckpt["global_step"] if self.ckpt else 0
@@ -675,7 +634,7 @@ class Run:
     def _check_policy(self, policy: nn.Module, obs_space: Any, action_space: Any) -> None:
         """The policy contract (l0rl/policy.py), checked before any training: one line naming the module."""
         try:
-            policy_record(policy, obs_space, action_space, self.args.sparsity)
+            policy_record(policy, obs_space, action_space, METHODS[self.args.sparsity].kind)
         except ValueError as e:
             raise UsageError(f"{self.script}: the deployable policy breaks the contract: {e}") from None
 
@@ -815,10 +774,17 @@ class Run:
             copies[BUFFER_NAME] = read_bytes(source / BUFFER_NAME, TORCH_FILE_LIMIT)
         return copies
 
-    def restore(self, networks: dict[str, nn.Module], optimizers: dict, schedulers: dict) -> dict | None:
-        """Guard every optimizer's step (guard_step); on --resume / --fork-from load networks,
-        optimizers, schedulers and RNGs, and return the loop state the algorithm saved (None on a new
-        run). A checkpoint part that does not fit this run (damaged or crafted) is a RunError."""
+    def restore(
+        self,
+        networks: dict[str, nn.Module],
+        optimizers: dict,
+        sparsity: SparsityMethod,
+        schedulers: dict | None = None,
+    ) -> dict | None:
+        """On --resume: load networks, optimizers, the sparsity method's state, any other schedulers'
+        (e.g. DQN's KeepBest) and RNGs; returns the loop state the algorithm saved (None on a new run).
+        Every optimizer's step is guarded (guard_step); a checkpoint part that does not fit this run
+        (damaged or crafted) is a RunError."""
         for opt in optimizers.values():
             guard_step(opt)
         if self.ckpt is None:
@@ -839,7 +805,14 @@ class Run:
                 for g, lr in zip(opt.param_groups, rates):
                     g["lr"] = lr
         if not self.forked:  # a fork's schedules start afresh from its own options at the fork's step
-            for key, sched in schedulers.items():
+            saved = ckpt.get("schedulers", {})
+            try:
+                sparsity.load_state_dict(saved)
+            except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as e:
+                raise RunError(
+                    f"the checkpoint's sparsity schedule does not fit this run's: {_first(e)}"
+                ) from None
+            for key, sched in (schedulers or {}).items():
                 try:
                     sched.load_state_dict(ckpt.get("schedulers", {})[key])
                 except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as e:
@@ -976,10 +949,11 @@ class Run:
         global_step: int,
         networks: dict[str, nn.Module],
         optimizers: dict,
-        schedulers: dict,
+        sparsity: SparsityMethod,
         loop: dict,
         envs: Any,
         policy: nn.Module,
+        schedulers: dict | None = None,
     ) -> None:
         """Write checkpoint.pt (plain data) and, where the envs pickle faithfully, env_state.pkl."""
         a = self.args
@@ -992,10 +966,10 @@ class Run:
             "args": dataclasses.asdict(a),
             "global_step": global_step,
             "finished": global_step >= self.total_steps,
-            "policy": policy_record(policy, *self.spaces, a.sparsity),
+            "policy": policy_record(policy, *self.spaces, sparsity.kind),
             "networks": {k: m.state_dict() for k, m in networks.items()},
             "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-            "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
+            "schedulers": sparsity.state_dict() | {k: s.state_dict() for k, s in (schedulers or {}).items()},
             "loop": {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in loop.items()},
             "rng": rng,
             "wandb_id": self.tracker.wandb_id,

@@ -1,18 +1,103 @@
-"""What many test files need: running an algorithm as a user does, checking one-line errors, and
-reading a run back the way compress and l0rl.load_policy do."""
+"""What many test files need: tiny runs of each algorithm, running an algorithm or an entry point as
+a user does (in a subprocess or in this process), checking one-line errors, and reading a run back the
+way compress and l0rl.load_policy do."""
 
+import contextlib
+import importlib
+import io
 import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
 from l0rl import gmp, l0
 from l0rl.policy import build_policy
-from l0rl.runkit import load_checkpoint
+from l0rl.runkit import load_checkpoint, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "ppo": dict(num_envs=2, num_steps=16, num_minibatches=2, update_epochs=2, total_timesteps=128),
+    "a2c": dict(num_envs=2, num_steps=5, total_timesteps=100),
+    "dqn": dict(
+        num_envs=2,
+        total_timesteps=400,
+        learning_starts=100,
+        buffer_size=400,
+        batch_size=32,
+        train_frequency=4,
+        target_network_frequency=100,
+        log_every=100,
+    ),
+    "sac": dict(
+        num_envs=2,
+        total_timesteps=300,
+        learning_starts=100,
+        batch_size=32,
+        hidden_size=32,
+        buffer_size=1000,
+        gradient_steps=1,
+        log_every=100,
+    ),
+}
+"""Each algorithm's budget for a run of seconds: PPO 4 iterations of 32 steps, A2C 10 of 10, DQN 75
+gradient steps from step 104 on (target updates at 200, 300, 400), SAC 100 updates from step 100 on."""
+
+
+def algo(name: str) -> ModuleType:
+    """The algorithm module (ppo, a2c, dqn, sac) as installed: l0rl.algos.<name>_l0."""
+    return importlib.import_module(f"l0rl.algos.{name}_l0")
+
+
+def tiny_args(name: str, root: Path, **kw):
+    """Arguments of a tiny run (TINY) under root/runs, without W&B or a progress display."""
+    base = dict(wandb_mode="disabled", runs_dir=str(root / "runs"), progress=False, eval_episodes=2)
+    return algo(name).Args(**{**base, **TINY[name], **kw})
+
+
+def resume(name: str, run_dir: str | Path, **kw) -> str:
+    """Resume in-process with the run's own arguments (only per-process options given)."""
+    module = algo(name)
+    return module.train(module.Args(resume=str(run_dir), wandb_mode="disabled", progress=False, **kw))
+
+
+def invoke(fn, *argv, prog: str = "test") -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of an entry point `fn(argv)` called as its command line would, in
+    this process (run_cli's error handling included)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = run_cli(lambda: fn([str(a) for a in argv]), prog)
+        except SystemExit as e:
+            code = e.code
+    return (code if isinstance(code, int) else 0), out.getvalue(), err.getvalue()
+
+
+def cli(name: str, *argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python algos/<name>_l0.py --wandb-mode disabled ARGV` in `cwd`, but in this process: the script's
+    own __main__ (tyro + run_cli) without the seconds a new interpreter takes to import torch."""
+    script = str(ROOT / "algos" / f"{name}_l0.py")
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    saved_argv, sys.argv = sys.argv, [script, "--wandb-mode", "disabled", *argv]
+    try:
+        with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            runpy.run_path(script, run_name="__main__")
+    except SystemExit as e:
+        code = e.code
+    finally:
+        sys.argv = saved_argv
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+def one_line(text: str) -> str:
+    """The only line of an error output (asserting that there is exactly one)."""
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    return lines[0]
 
 
 def run_script(algo: str, *argv: str, cwd: Path, timeout: int = 180, env: dict | None = None):
@@ -29,9 +114,8 @@ def run_script(algo: str, *argv: str, cwd: Path, timeout: int = 180, env: dict |
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, hint: str) -> None:
     """The process failed with `code` and exactly one stderr line containing `hint`."""
-    lines = proc.stderr.strip().splitlines()
     assert proc.returncode == code, proc.stderr
-    assert len(lines) == 1 and hint in lines[0], proc.stderr
+    assert hint in one_line(proc.stderr), proc.stderr
 
 
 def run_dirs(root: Path) -> list[Path]:

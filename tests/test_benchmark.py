@@ -5,12 +5,10 @@ known answers, and the W&B report is built (not saved) without a network.
 One module fixture trains the `tiny` suite once (6 PPO runs of 1,024 steps, one of them first halted
 and then resumed by the runner); the tests read it."""
 
-import contextlib
 import dataclasses
 import fcntl
 import importlib
 import inspect
-import io
 import json
 import os
 import subprocess
@@ -20,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tyro
-from helpers import ROOT
+from helpers import ROOT, invoke
 from rliable import metrics
 
 if str(ROOT) not in sys.path:  # benchmark/ is a repository tool, imported from the repository root
@@ -28,21 +26,10 @@ if str(ROOT) not in sys.path:  # benchmark/ is a repository tool, imported from 
 
 from benchmark import report, run_suite, suites, windows  # noqa: E402
 from l0rl.report import figures, publish, stats, tables  # noqa: E402
-from l0rl.runkit import Run, load_checkpoint, read_metrics, run_cli  # noqa: E402
+from l0rl.runkit import Run, load_checkpoint, read_metrics  # noqa: E402
 
 TINY = suites.SUITES["tiny"]
 REPS = 100  # bootstrap repetitions in tests: the numbers are compared with themselves, not tabulated
-
-
-def invoke(fn, *argv) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of an entry point called as its command line would, in-process."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = run_cli(lambda: fn(list(argv)), "test")
-        except SystemExit as e:
-            code = e.code
-    return (code if isinstance(code, int) else 0), out.getvalue(), err.getvalue()
 
 
 def spec_of(variant: str, seed: int) -> suites.RunSpec:

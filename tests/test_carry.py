@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import invoke, one_line
 
 from benchmark import carry
 from l0rl.runkit import load_checkpoint, run_cli
@@ -16,14 +17,8 @@ from l0rl.runkit.checkpoint import ENV_STATE_NAME, RunLock
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def invoke(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = run_cli(lambda: carry.main(list(argv)), carry.PROG)
-        except SystemExit as e:
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
+def carry_cli(*argv: str) -> tuple[int, str, str]:
+    return invoke(carry.main, *argv, prog=carry.PROG)
 
 
 def train(runs: Path, *argv: str) -> subprocess.CompletedProcess:
@@ -55,7 +50,9 @@ def halted(tmp_path_factory) -> Path:
 def test_a_carried_run_resumes_on_a_new_machine_to_its_budget(halted, tmp_path):
     (halted / ENV_STATE_NAME).write_bytes(b"not carried: a pickle runs code when loaded")
     carry_dir, runs2 = tmp_path / "carry", tmp_path / "machine2" / "runs"
-    code, out, err = invoke("save", "tiny", "--runs-dir", str(halted.parent), "--carry-dir", str(carry_dir))
+    code, out, err = carry_cli(
+        "save", "tiny", "--runs-dir", str(halted.parent), "--carry-dir", str(carry_dir)
+    )
     assert code == 0, err
     assert "[saved] " + halted.name + ": at step 512" in out
     copy = carry_dir / halted.name
@@ -63,7 +60,7 @@ def test_a_carried_run_resumes_on_a_new_machine_to_its_budget(halted, tmp_path):
     assert (copy / "metrics.jsonl").read_text() == (halted / "metrics.jsonl").read_text()
     assert not (copy / ENV_STATE_NAME).exists() and not (copy / ".lock").exists()
 
-    code, out, err = invoke("restore", "tiny", "--runs-dir", str(runs2), "--carry-dir", str(carry_dir))
+    code, out, err = carry_cli("restore", "tiny", "--runs-dir", str(runs2), "--carry-dir", str(carry_dir))
     assert code == 0, err
     assert f"[restored] {halted.name}: at step 512" in out
     restored = runs2 / halted.name
@@ -83,13 +80,13 @@ def test_a_carried_run_resumes_on_a_new_machine_to_its_budget(halted, tmp_path):
     # the restored run is now ahead of the carried copy: restoring again must not roll it back,
     # and saving it again replaces the carried copy with the finished one
     before = digest(restored / "checkpoint.pt")
-    code, out, _ = invoke("restore", "tiny", "--runs-dir", str(runs2), "--carry-dir", str(carry_dir))
+    code, out, _ = carry_cli("restore", "tiny", "--runs-dir", str(runs2), "--carry-dir", str(carry_dir))
     assert code == 0 and f"[skip] {halted.name}:" in out and "finished at step 1,024" in out
     assert digest(restored / "checkpoint.pt") == before
-    code, out, _ = invoke("save", "tiny", "--runs-dir", str(runs2), "--carry-dir", str(carry_dir))
+    code, out, _ = carry_cli("save", "tiny", "--runs-dir", str(runs2), "--carry-dir", str(carry_dir))
     assert code == 0 and "finished at step 1,024" in out
     assert digest(copy / "checkpoint.pt") == before
-    code, out, _ = invoke("save", "tiny", "--runs-dir", str(halted.parent), "--carry-dir", str(carry_dir))
+    code, out, _ = carry_cli("save", "tiny", "--runs-dir", str(halted.parent), "--carry-dir", str(carry_dir))
     assert code == 0 and f"[skip] {halted.name}:" in out  # the older run never replaces the finished copy
     assert digest(copy / "checkpoint.pt") == before
 
@@ -97,17 +94,19 @@ def test_a_carried_run_resumes_on_a_new_machine_to_its_budget(halted, tmp_path):
 def test_a_run_in_training_is_refused_and_nothing_is_copied(halted, tmp_path):
     lock = RunLock(halted)
     try:
-        code, _, err = invoke("save", "tiny", "--runs-dir", str(halted.parent), "--carry-dir", str(tmp_path))
+        code, _, err = carry_cli(
+            "save", "tiny", "--runs-dir", str(halted.parent), "--carry-dir", str(tmp_path)
+        )
     finally:
         lock.release()
-    assert code != 0 and len(err.strip().splitlines()) == 1 and "in use by another l0rl process" in err
+    assert code != 0 and "in use by another l0rl process" in one_line(err)
     assert not any(tmp_path.iterdir())
 
 
 def test_bad_input_is_a_one_line_error(tmp_path):
-    code, _, err = invoke("save", "no-such-suite")
-    assert code == 2 and "unknown suite 'no-such-suite'" in err and len(err.strip().splitlines()) == 1
-    code, _, err = invoke("restore", "tiny", "--carry-dir", str(tmp_path / "absent"))
+    code, _, err = carry_cli("save", "no-such-suite")
+    assert code == 2 and "unknown suite 'no-such-suite'" in one_line(err)
+    code, _, err = carry_cli("restore", "tiny", "--carry-dir", str(tmp_path / "absent"))
     assert code == 2 and "nothing was carried" in err
     broken = tmp_path / "carry" / "CartPole-v1__ppo_l0__3__1"
     broken.mkdir(parents=True)
@@ -128,7 +127,7 @@ def test_the_suite_refuses_to_retrain_what_was_carried_but_not_restored(halted, 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as e:
         run_cli(lambda: run_suite.main(["tiny", "--dry-run"]), "run_suite")
-    assert e.value.code == 2 and len(err.getvalue().strip().splitlines()) == 1
+    assert e.value.code == 2 and one_line(err.getvalue())
     assert f"holds {halted.name} (at step 512)" in err.getvalue()
     assert "python -m benchmark.carry restore tiny" in err.getvalue()
     assert not (tmp_path / "runs").exists()

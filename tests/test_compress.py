@@ -35,20 +35,10 @@ from l0rl.compress.serialize import (
     to_bytes,
 )
 from l0rl.compress.stages import max_saving_rank, round_channels
+from l0rl.policy import FrameScale
 
 OBS_MLP = (5,)
 OBS_CNN = (2, 9, 9)
-
-
-class Scale(nn.Module):
-    """Like the algorithms' Scale: multiplies by a constant (parameter-free, elementwise)."""
-
-    def __init__(self, factor: float):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x):
-        return x * self.factor
 
 
 def mlp() -> nn.Sequential:
@@ -64,7 +54,7 @@ def mlp() -> nn.Sequential:
 def cnn(padding: int = 0) -> nn.Sequential:
     torch.manual_seed(1)
     net = nn.Sequential(
-        Scale(1.0 / 255.0),
+        FrameScale(),
         nn.Conv2d(2, 6, 3),
         nn.ReLU(),
         nn.Conv2d(6, 5, 3, padding=padding),

@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from helpers import one_line
 
 from l0rl.compress import compress_run, load_compressed
 from l0rl.compress.__main__ import main
@@ -210,8 +211,8 @@ def test_bad_run_directories(case, run_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main([str(target), "--episodes", "1", "--wandb-mode", "disabled"])
     assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("python -m l0rl.compress: error:") and hint in err[0]
+    err = one_line(capsys.readouterr().err)
+    assert err.startswith("python -m l0rl.compress: error:") and hint in err
     assert (snapshot(target) if target.exists() else None) == before
     assert not (tmp_path / "pwned").exists()  # nothing in the file was executed
 
@@ -239,8 +240,8 @@ def test_bad_options(case, run_dir, capsys, monkeypatch):
     with pytest.raises(SystemExit) as exc:
         main([str(run_dir), "--episodes", "1", "--wandb-mode", "disabled", *argv])
     assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("python -m l0rl.compress: error:") and hint in err[0]
+    err = one_line(capsys.readouterr().err)
+    assert err.startswith("python -m l0rl.compress: error:") and hint in err
     assert snapshot(run_dir) == before
 
 

@@ -4,7 +4,6 @@ stated size, episodes cut on resume), bit-exact resume, and bad input / divergen
 
 import copy
 import dataclasses
-import subprocess
 from pathlib import Path
 
 import gymnasium as gym
@@ -12,12 +11,16 @@ import numpy as np
 import pytest
 import torch
 from helpers import (
+    TINY,
     assert_one_line_error,
     assert_same_state,
+    cli,
     closed_share,
+    resume,
     run_dirs,
     run_script,
     summary,
+    tiny_args,
     trained_policy,
 )
 
@@ -33,38 +36,16 @@ from l0rl.runkit import (
     load_checkpoint,
     parse_args,
     read_metrics,
-    run_cli,
     update_average,
     update_target,
 )
-
-TINY = dict(
-    num_envs=2,
-    total_timesteps=400,
-    learning_starts=100,
-    buffer_size=400,
-    batch_size=32,
-    train_frequency=4,
-    target_network_frequency=100,
-    log_every=100,
-)
-"""400 env steps, 75 gradient steps from step 104 on, target updates at 200, 300 and 400."""
-
+from l0rl.sparsity import make_sparsity
 
 KEEP = dict(keep_best_every=100, keep_best_from=0.25, keep_best_episodes=2)
 """Candidates at steps 100, 200, 300 and 400 (the first at 25 % of the budget), 2 episodes each."""
 
 PLAIN_L0 = dict(l0_random_closed=0.0, l0_schedule="constant", l0_freeze_sparsity=1.0)
 """Every gate free, a constant lambda, no freeze: the gate mechanics tests isolate (not the defaults)."""
-
-
-def tiny_args(tmp_path: Path, **kw) -> dqn.Args:
-    base = dict(wandb_mode="disabled", runs_dir=str(tmp_path / "runs"), progress=False, eval_episodes=2)
-    return dqn.Args(**{**base, **TINY, **kw})
-
-
-def resume(run_dir: str) -> str:
-    return dqn.train(dqn.Args(resume=run_dir, wandb_mode="disabled", progress=False))
 
 
 def td_losses(run_dir: str) -> list[tuple[int, float]]:
@@ -80,7 +61,7 @@ SMOKE = {
 
 @pytest.mark.parametrize("sparsity", SMOKE)
 def test_smoke_run_directory_holds_what_was_trained(sparsity, tmp_path):
-    run_dir = dqn.train(tiny_args(tmp_path, sparsity=sparsity, **SMOKE[sparsity]))
+    run_dir = dqn.train(tiny_args("dqn", tmp_path, sparsity=sparsity, **SMOKE[sparsity]))
     ckpt, s = load_checkpoint(run_dir), summary(run_dir)
     assert ckpt["finished"] and ckpt["global_step"] == 400 and ckpt["policy"]["sparsity"] == sparsity
     # the checkpoint alone (no algorithm code) rebuilds the policy that gave the final evaluation
@@ -115,7 +96,7 @@ def test_smoke_run_directory_holds_what_was_trained(sparsity, tmp_path):
 def test_mario_smoke(tmp_path):
     kw = dict(num_envs=1, total_timesteps=120, learning_starts=40, buffer_size=60, batch_size=8, log_every=40)
     run_dir = dqn.train(
-        tiny_args(tmp_path, env_id="SuperMarioBros-7-1-v0", eval_episodes=1, eval_max_steps=50, **kw)
+        tiny_args("dqn", tmp_path, env_id="SuperMarioBros-7-1-v0", eval_episodes=1, eval_max_steps=50, **kw)
     )
     assert load_checkpoint(run_dir)["finished"]
     assert isinstance(trained_policy(run_dir)[1], torch.nn.Conv2d)
@@ -160,8 +141,10 @@ def test_weight_average_is_the_mean_of_the_weights_with_the_latest_map(kind):
 
 def test_swa_run_saves_and_evaluates_the_weight_average(tmp_path):
     kw = dict(swa_start=0.5, l0_train_gates="deterministic", l0_random_closed=0.5)
-    halfway = load_checkpoint(dqn.train(tiny_args(tmp_path / "half", halt_after=200, eval_episodes=0, **kw)))
-    run_dir = dqn.train(tiny_args(tmp_path / "full", **kw))
+    halfway = load_checkpoint(
+        dqn.train(tiny_args("dqn", tmp_path / "half", halt_after=200, eval_episodes=0, **kw))
+    )
+    run_dir = dqn.train(tiny_args("dqn", tmp_path / "full", **kw))
     ckpt = load_checkpoint(run_dir)
     average, online = ckpt["networks"]["average"], ckpt["networks"]["q_network"]
     assert ckpt["loop"]["averaged"] == optimizer_steps(ckpt) - optimizer_steps(halfway) > 20
@@ -177,8 +160,8 @@ def test_swa_run_saves_and_evaluates_the_weight_average(tmp_path):
 def test_keep_best_saves_and_evaluates_the_best_candidate_and_trains_the_same_weights(tmp_path):
     # a seed and rate whose candidates score 8.5 / 10 / 10 / 8.5: the best is not the last, and tied
     kw = dict(**SMOKE["l0"], seed=2, learning_rate=0.03)
-    kept_dir = dqn.train(tiny_args(tmp_path / "kept", **KEEP, **kw))
-    last_dir = dqn.train(tiny_args(tmp_path / "last", keep_best_every=0, **kw))
+    kept_dir = dqn.train(tiny_args("dqn", tmp_path / "kept", **KEEP, **kw))
+    last_dir = dqn.train(tiny_args("dqn", tmp_path / "last", keep_best_every=0, **kw))
     kept, last = load_checkpoint(kept_dir), load_checkpoint(last_dir)
     # the selection episodes draw none of the training's randomness: both runs trained the same weights
     for net in ("q_network", "target_network"):
@@ -329,7 +312,9 @@ gym.register("l0rlParity-v0", entry_point=ParityEnv, max_episode_steps=4)
 
 
 def test_training_stores_true_final_obs_and_bootstraps_truncations(tmp_path):
-    args = tiny_args(tmp_path, env_id="l0rlParity-v0", eval_episodes=0, total_timesteps=300, buffer_size=200)
+    args = tiny_args(
+        "dqn", tmp_path, env_id="l0rlParity-v0", eval_episodes=0, total_timesteps=300, buffer_size=200
+    )
     run_dir = dqn.train(args)
     rb = ReplayBuffer(200, 2, ParityEnv().observation_space)
     rb.load_state_dict(torch.load(Path(run_dir) / BUFFER_NAME, weights_only=True)["buffer"])
@@ -358,7 +343,7 @@ def optimizer_steps(ckpt: dict) -> int:
 @pytest.mark.parametrize("anneal_gates", [True, False])
 def test_each_learning_rate_is_annealed_to_zero_only_when_asked(anneal_weights, anneal_gates, tmp_path):
     kw = dict(eval_episodes=0, learning_rate=1e-3, l0_lr=0.01)
-    run_dir = dqn.train(tiny_args(tmp_path, anneal_lr=anneal_weights, l0_anneal_lr=anneal_gates, **kw))
+    run_dir = dqn.train(tiny_args("dqn", tmp_path, anneal_lr=anneal_weights, l0_anneal_lr=anneal_gates, **kw))
     weights, gates = [g["lr"] for g in load_checkpoint(run_dir)["optimizers"]["q_network"]["param_groups"]]
     # the last gradient step is taken at env step 400 of 400: 1 - 399/400 of the rate is left
     assert weights == pytest.approx(1e-3 / 400 if anneal_weights else 1e-3)
@@ -382,8 +367,10 @@ def test_deterministic_training_gates_pass_td_gradient_only_to_gates_not_fully_o
     # reach it, while sampled gates fall below 1 on ~21 % of draws. At drop rate 0.3 (log_alpha ~0.85)
     # the deterministic gate is ~0.74 and learns.
     kw = dict(eval_episodes=0, l0_lambda=0.0, l0_drop_rate=drop_rate, l0_train_gates=train_gates, **PLAIN_L0)
-    before = gate_logits(load_checkpoint(dqn.train(tiny_args(tmp_path / "a", learning_starts=400, **kw))))
-    after_ckpt = load_checkpoint(dqn.train(tiny_args(tmp_path / "b", **kw)))
+    before = gate_logits(
+        load_checkpoint(dqn.train(tiny_args("dqn", tmp_path / "a", learning_starts=400, **kw)))
+    )
+    after_ckpt = load_checkpoint(dqn.train(tiny_args("dqn", tmp_path / "b", **kw)))
     assert optimizer_steps(after_ckpt) > 50
     moved = gate_logits(after_ckpt) != before
     if gates_learn:
@@ -400,13 +387,14 @@ def test_l0_cost_prices_each_layer_of_the_q_network(cost, prices, tmp_path):
     # penalty's gradient on one input weight is 12.8x smaller than on one hidden weight
     args = parse_args(dqn.Args, argv=["--l0-cost", cost])
     q_network = dqn.QNetwork(gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2))
-    dqn.gate(q_network, args, (4,))
+    make_sparsity(args, {"q_network": q_network}, {"q_network": args.l0_lambda})
+    dqn.gate(q_network, args, torch.zeros((1, 4)))
     assert [g.cost_per_weight for _, _, g in l0.gated_layers(q_network)] == pytest.approx(prices)
     # the loop's penalty is lambda x the share of open weights at these prices: the last update's,
     # recomputed from the checkpoint (the gates' rate is annealed to 1/400 by then, so they hardly move)
     kw = dict(eval_episodes=0, l0_cost=cost, l0_lambda=5.0, l0_lr=0.05, l0_drop_rate=0.5, l0_anneal_lr=True)
     kw |= PLAIN_L0
-    run_dir = dqn.train(tiny_args(tmp_path, **kw))
+    run_dir = dqn.train(tiny_args("dqn", tmp_path, **kw))
     rows = [r for r in read_metrics(run_dir) if r["global_step"] == 400 and "losses/l0_penalty" in r]
     logged = rows[0]["losses/l0_penalty"]
     net = trained_policy(run_dir)
@@ -423,9 +411,9 @@ def test_freeze_fixes_the_sparsity_map_but_not_the_weights(freeze_at, tmp_path):
     kw = dict(
         eval_episodes=0, l0_lr=0.05, l0_drop_rate=0.5, l0_lambda=5.0, l0_freeze_at=freeze_at, **PLAIN_L0
     )
-    part = dqn.train(tiny_args(tmp_path, halt_after=200, **kw))
+    part = dqn.train(tiny_args("dqn", tmp_path, halt_after=200, **kw))
     halted = load_checkpoint(part)
-    end = load_checkpoint(resume(part))
+    end = load_checkpoint(resume("dqn", part))
     assert optimizer_steps(end) > optimizer_steps(halted) + 20
     before, after = halted["networks"]["q_network"], end["networks"]["q_network"]
     assert all(not torch.equal(before[k], after[k]) for k in after if k.endswith("weight.original"))
@@ -439,12 +427,12 @@ def test_freeze_at_a_sparsity_holds_the_map_from_the_step_it_is_reached(tmp_path
         return l0.stats(trained_policy(run_dir))["l0/sparsity"]
 
     kw = dict(eval_episodes=0, l0_lr=0.1, l0_drop_rate=0.5, l0_lambda=20.0)
-    reached = sparsity(dqn.train(tiny_args(tmp_path / "free", halt_after=200, **kw)))
+    reached = sparsity(dqn.train(tiny_args("dqn", tmp_path / "free", halt_after=200, **kw)))
     assert 0.0 < reached < 1.0, "the free run closed some gates by step 200"
     # the same seed follows the free run's path until it first reaches that sparsity, by step 200
-    part = dqn.train(tiny_args(tmp_path / "frozen", halt_after=200, l0_freeze_sparsity=reached, **kw))
+    part = dqn.train(tiny_args("dqn", tmp_path / "frozen", halt_after=200, l0_freeze_sparsity=reached, **kw))
     halted, at_halt = load_checkpoint(part), sparsity(part)
-    end = load_checkpoint(resume(part))
+    end = load_checkpoint(resume("dqn", part))
     assert optimizer_steps(end) > optimizer_steps(halted) + 20
     assert torch.equal(gate_logits(halted), gate_logits(end))
     assert sparsity(part) == at_halt >= reached
@@ -455,13 +443,13 @@ def test_gates_closed_at_random_before_training_stay_closed_to_the_end(tmp_path)
     # the map drawn before the first gradient step (the checkpoint of a halt at step 100) holds the
     # ERK shares, and deterministic training gates keep every one of those gates at the floor
     kw = dict(eval_episodes=0, l0_random_closed=0.9, l0_train_gates="deterministic", l0_drop_rate=0.3)
-    part = dqn.train(tiny_args(tmp_path, halt_after=100, l0_lr=0.05, **kw))
+    part = dqn.train(tiny_args("dqn", tmp_path, halt_after=100, l0_lr=0.05, **kw))
     halted = gate_logits(load_checkpoint(part))
     start = halted == l0.LOG_ALPHA_MIN
     sizes = [480, 10080, 168]
     kept = [round(d * n) for d, n in zip(l0.erk_densities([(120, 4), (84, 120), (2, 84)], 0.1), sizes)]
     assert int(start.sum()) == sum(sizes) - sum(kept)
-    end = load_checkpoint(resume(part))
+    end = load_checkpoint(resume("dqn", part))
     assert optimizer_steps(end) > 50
     logits = gate_logits(end)
     assert bool((logits[start] == l0.LOG_ALPHA_MIN).all())
@@ -480,12 +468,12 @@ def test_resume_is_bit_exact(mode, tmp_path):
     kw = dict(l0_train_gates="deterministic", l0_schedule="linear") if mode == "deterministic" else kw
     kw = KEEP if mode == "keep" else kw  # candidates on both sides of the halt at 200
     kw |= dict(eval_episodes=0, target_network_frequency=50)
-    full = dqn.train(tiny_args(tmp_path / "full", **kw))
-    part = dqn.train(tiny_args(tmp_path / "part", halt_after=200, **kw))
+    full = dqn.train(tiny_args("dqn", tmp_path / "full", **kw))
+    part = dqn.train(tiny_args("dqn", tmp_path / "part", halt_after=200, **kw))
     halted = load_checkpoint(part)
     assert not halted["finished"] and halted["global_step"] == 200
     assert torch.load(Path(part) / BUFFER_NAME, weights_only=True)["global_step"] == 200
-    resume(part)
+    resume("dqn", part)
     a, b = load_checkpoint(full), load_checkpoint(part)
     assert b["finished"] and a["global_step"] == b["global_step"] == 400
     assert 0 < optimizer_steps(halted) < optimizer_steps(b), "learning both before and after the halt"
@@ -501,11 +489,13 @@ def test_resume_is_bit_exact(mode, tmp_path):
 
 
 def test_resume_without_saved_buffer_refills_it(tmp_path, capsys):
-    args = tiny_args(tmp_path, total_timesteps=600, eval_episodes=0, save_buffer_max_mb=0, halt_after=300)
+    args = tiny_args(
+        "dqn", tmp_path, total_timesteps=600, eval_episodes=0, save_buffer_max_mb=0, halt_after=300
+    )
     part = dqn.train(args)
     assert load_checkpoint(part)["loop"]["learn_from"] == 100
     assert not (Path(part) / BUFFER_NAME).exists()
-    resume(part)
+    resume("dqn", part)
     assert "refilling" in capsys.readouterr().out
     # learning stops at the resume step (300) and starts again learning_starts (100) steps later
     assert [step for step, _ in td_losses(part)] == [200, 300, 500, 600]
@@ -514,22 +504,22 @@ def test_resume_without_saved_buffer_refills_it(tmp_path, capsys):
 def test_refill_wait_survives_another_halt(tmp_path):
     """A lost buffer file is refilled; a halt during the refill keeps the wait: the buffer saved
     then holds fewer than learning_starts steps."""
-    part = dqn.train(tiny_args(tmp_path, total_timesteps=600, eval_episodes=0, halt_after=300))
+    part = dqn.train(tiny_args("dqn", tmp_path, total_timesteps=600, eval_episodes=0, halt_after=300))
     (Path(part) / BUFFER_NAME).unlink()
-    dqn.train(dqn.Args(resume=part, wandb_mode="disabled", progress=False, halt_after=50))
+    resume("dqn", part, halt_after=50)
     assert load_checkpoint(part)["loop"]["learn_from"] == 400
-    resume(part)
+    resume("dqn", part)
     assert [step for step, _ in td_losses(part)] == [200, 300, 500, 600]
 
 
 def test_resume_box2d_restarts_episodes_and_cuts_the_buffer(tmp_path):
     """LunarLander (Box2D) pickles only its constructor arguments: resume restarts the episodes in
     flight, and the transitions of the halt step keep the obs the envs were in."""
-    part = dqn.train(tiny_args(tmp_path, env_id="LunarLander-v3", eval_episodes=0, halt_after=200))
+    part = dqn.train(tiny_args("dqn", tmp_path, env_id="LunarLander-v3", eval_episodes=0, halt_after=200))
     halted = load_checkpoint(part)
     assert halted["env_state_step"] is None
     before = torch.load(Path(part) / BUFFER_NAME, weights_only=True)["buffer"]
-    resume(part)
+    resume("dqn", part)
     after = torch.load(Path(part) / BUFFER_NAME, weights_only=True)["buffer"]
     row = 99  # the halt step's row: vector step 100 of 200 rows
     assert after["ended"][row].all() and bool(after["full"])
@@ -538,16 +528,6 @@ def test_resume_box2d_restarts_episodes_and_cuts_the_buffer(tmp_path):
             before["final_obs"][row * 2 + env] if before["ended"][row, env] else halted["loop"]["obs"][env]
         )
         torch.testing.assert_close(after["final_obs"][row * 2 + env], expected, rtol=0, atol=0)
-
-
-def cli(tmp_path: Path, capsys, *argv: str) -> subprocess.CompletedProcess:
-    """The command line as `python algos/dqn_l0.py ARGV` parses and reports it, run in-process
-    (a subprocess costs seconds of imports per case)."""
-    full = ["--wandb-mode", "disabled", "--runs-dir", str(tmp_path / "runs"), "--no-progress", *argv]
-    with pytest.raises(SystemExit) as exited:
-        run_cli(lambda: dqn.train(parse_args(dqn.Args, argv=full)), "dqn_l0.py")
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(full, exited.value.code, out.out, out.err)
 
 
 @pytest.mark.parametrize(
@@ -579,12 +559,12 @@ def cli(tmp_path: Path, capsys, *argv: str) -> subprocess.CompletedProcess:
     ],
 )
 def test_bad_input_one_line_exit_2(argv, hint, tmp_path, capsys):
-    assert_one_line_error(cli(tmp_path, capsys, *argv), 2, hint)
+    assert_one_line_error(cli("dqn", "--no-progress", *argv, cwd=tmp_path), 2, hint)
     assert run_dirs(tmp_path) == [] and not (tmp_path / "runs").exists()
 
 
 def test_bad_choice_is_one_line_and_leaves_no_run_dir(tmp_path, capsys):
-    proc = cli(tmp_path, capsys, "--wandb-mode", "bogus")  # tyro's parser rejects it: still one line
+    proc = cli("dqn", "--wandb-mode", "bogus", cwd=tmp_path)  # tyro's parser rejects it: still one line
     assert_one_line_error(proc, 2, "invalid choice 'bogus' for argument '--wandb-mode'")
     assert not (tmp_path / "runs").exists()
 
@@ -592,7 +572,7 @@ def test_bad_choice_is_one_line_and_leaves_no_run_dir(tmp_path, capsys):
 def test_divergence_exits_3_and_keeps_a_finite_checkpoint(tmp_path):
     """An absurd learning rate blows the TD loss up within a few updates: the run stops with exit 3
     and one error line, and the checkpoint on disk is the last finite one."""
-    argv = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    argv = [f"--{k.replace('_', '-')}={v}" for k, v in TINY["dqn"].items()]
     proc = run_script(
         "dqn", *argv, "--learning-rate", "1e10", "--checkpoint-every", "50", "--no-progress", cwd=tmp_path
     )
@@ -609,10 +589,10 @@ def test_divergence_exits_3_and_keeps_a_finite_checkpoint(tmp_path):
 
 def test_a_fork_keeps_its_sources_replay_buffer_and_learns_on(tmp_path, capsys):
     source = Path(
-        dqn.train(tiny_args(tmp_path / "src", total_timesteps=600, eval_episodes=0, halt_after=300))
+        dqn.train(tiny_args("dqn", tmp_path / "src", total_timesteps=600, eval_episodes=0, halt_after=300))
     )
     before = {p.name: p.read_bytes() for p in source.iterdir() if p.is_file() and p.name != ".lock"}
-    args = tiny_args(tmp_path / "fork", total_timesteps=600, eval_episodes=0, l0_schedule="target")
+    args = tiny_args("dqn", tmp_path / "fork", total_timesteps=600, eval_episodes=0, l0_schedule="target")
     fork = Path(dqn.train(dataclasses.replace(args, fork_from=str(source))))
     after = {p.name: p.read_bytes() for p in source.iterdir() if p.is_file() and p.name != ".lock"}
     assert after == before and "refilling" not in capsys.readouterr().out

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
-NAMES = ("l0", "gmp", "envs", "runkit", "compress", "algos", "report", "benchmark")
+NAMES = ("l0", "gmp", "envs", "runkit", "compress", "algos", "report", "sparsity", "benchmark")
 
 
 def python(*argv: str, cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
@@ -23,7 +23,7 @@ def test_outside_the_repository_only_l0rl_is_importable(tmp_path):
     assert proc.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("name", ["l0", "envs", "runkit", "compress", "gmp", "report"])
+@pytest.mark.parametrize("name", ["l0", "envs", "runkit", "compress", "gmp", "report", "sparsity"])
 def test_a_folder_refuses_a_second_import_name(name):
     proc = python("-c", f"import {name}", cwd=ROOT)
     assert proc.returncode == 1 and f"import this package as l0rl.{name}" in proc.stderr

@@ -2,15 +2,10 @@
 evaluated; every transition real; bit-exact resume for every L0 schedule and for GMP; bad input and
 divergence ending in one line with their exit codes."""
 
-import contextlib
 import dataclasses
-import io
 import math
 import pickle
-import runpy
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -18,13 +13,15 @@ import numpy as np
 import pytest
 import torch
 from helpers import (
-    ROOT,
     assert_one_line_error,
     assert_same_state,
+    cli,
     closed_share,
+    resume,
     run_dirs,
     run_script,
     summary,
+    tiny_args,
     trained_policy,
 )
 
@@ -33,40 +30,10 @@ from l0rl import gmp, l0
 from l0rl.algos import a2c_l0, ppo_l0
 from l0rl.errors import NonFiniteError
 from l0rl.runkit import eval_metrics, evaluate, load_checkpoint, read_metrics
+from l0rl.sparsity import make_sparsity
 
 ALGOS = {"ppo": ppo_l0, "a2c": a2c_l0}
-BATCH = {"ppo": 32, "a2c": 10}  # env steps per iteration of a tiny() run
-BUDGET = {
-    "ppo": dict(num_steps=16, num_minibatches=2, update_epochs=2, total_timesteps=128),  # 4 iterations
-    "a2c": dict(num_steps=5, total_timesteps=100),  # 10 iterations
-}
-
-
-def tiny(algo: str, root: Path, **kw):
-    """A run of a few iterations under root/runs, without W&B or a progress display."""
-    base = dict(wandb_mode="disabled", runs_dir=str(root / "runs"), progress=False, eval_episodes=2)
-    return ALGOS[algo].Args(**{**base, "num_envs": 2, **BUDGET[algo], **kw})
-
-
-def resume(algo: str, run_dir: str | Path) -> str:
-    """Resume in-process with the run's own arguments (only per-process options given)."""
-    return ALGOS[algo].train(ALGOS[algo].Args(resume=str(run_dir), wandb_mode="disabled", progress=False))
-
-
-def cli(algo: str, *argv: str, cwd: Path) -> subprocess.CompletedProcess:
-    """The script's own __main__ (tyro + run_cli), run in this process: what run_script does without
-    the ~3 s start of a new interpreter. Real subprocesses below cover what only they can show."""
-    script = str(ROOT / "algos" / f"{algo}_l0.py")
-    out, err, code = io.StringIO(), io.StringIO(), 0
-    saved_argv, sys.argv = sys.argv, [script, "--wandb-mode", "disabled", *argv]
-    try:
-        with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            runpy.run_path(script, run_name="__main__")
-    except SystemExit as e:
-        code = e.code
-    finally:
-        sys.argv = saved_argv
-    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+BATCH = {"ppo": 32, "a2c": 10}  # env steps per iteration of a tiny_args() run
 
 
 def files(run_dir: Path) -> dict[str, bytes]:
@@ -131,7 +98,7 @@ L0_LR = {"ppo": 0.04, "a2c": 0.045}
 @pytest.mark.parametrize("sparsity", ["l0", "gmp", "none"])
 def test_smoke(algo, env_id, sparsity, tmp_path):
     kw = {**SPARSE[sparsity], **({"l0_lr": L0_LR[algo]} if sparsity == "l0" else {})}
-    check_run(ALGOS[algo].train(tiny(algo, tmp_path, env_id=env_id, sparsity=sparsity, **kw)), sparsity)
+    check_run(ALGOS[algo].train(tiny_args(algo, tmp_path, env_id=env_id, sparsity=sparsity, **kw)), sparsity)
 
 
 @pytest.mark.mario
@@ -139,7 +106,7 @@ def test_smoke(algo, env_id, sparsity, tmp_path):
 def test_mario_smoke(algo, tmp_path):
     budget = {"ppo": dict(num_steps=8, update_epochs=1, total_timesteps=16), "a2c": dict(total_timesteps=10)}
     kw = dict(env_id="SuperMarioBros-7-1-v0", num_envs=1, eval_episodes=1, eval_max_steps=20, **budget[algo])
-    run_dir = ALGOS[algo].train(tiny(algo, tmp_path, **kw))
+    run_dir = ALGOS[algo].train(tiny_args(algo, tmp_path, **kw))
     check_run(run_dir, "l0", mixed=False)
     assert isinstance(trained_policy(run_dir)[1], torch.nn.Conv2d)
 
@@ -180,7 +147,8 @@ def test_mac_costs_with_a_gated_critic_on_the_shared_cnn(tmp_path):
     obs = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
     agent = ppo_l0.Agent(obs, gym.spaces.Discrete(7))
     args = ppo_l0.Args(l0_cost="macs", l0_granularity="unit")
-    ppo_l0.gate(agent, {"actor": agent.actor, "critic": agent.critic_own}, args, obs.shape)
+    make_sparsity(args, {"actor": agent.actor, "critic": agent.critic_own}, {"actor": 1.0, "critic": 0.5})
+    ppo_l0.gate(agent, args, torch.zeros((1, *obs.shape)))
     costs = {name: g.cost_per_weight for name, _, g in l0.gated_layers(agent)}
     assert costs == {
         "actor.1": 400,
@@ -191,7 +159,9 @@ def test_mac_costs_with_a_gated_critic_on_the_shared_cnn(tmp_path):
         "critic.10": 1,
     }
     kw = dict(env_id="SuperMarioBros-7-1-v0", num_envs=1, num_steps=8, update_epochs=1, total_timesteps=16)
-    run_dir = ppo_l0.train(tiny("ppo", tmp_path, eval_episodes=0, l0_cost="macs", l0_lambda_critic=0.5, **kw))
+    run_dir = ppo_l0.train(
+        tiny_args("ppo", tmp_path, eval_episodes=0, l0_cost="macs", l0_lambda_critic=0.5, **kw)
+    )
     assert load_checkpoint(run_dir)["global_step"] == 16
 
 
@@ -227,7 +197,7 @@ gym.register("l0rlCounting-v0", entry_point=CountingEnv)
 @pytest.mark.parametrize("algo, log_every", [("ppo", 50), ("a2c", 25)])
 def test_every_transition_is_real_and_logging_counts_env_steps(algo, log_every, tmp_path):
     CountingEnv.real_steps = CountingEnv.episodes = 0
-    args = tiny(algo, tmp_path, env_id="l0rlCounting-v0", eval_episodes=0, log_every=log_every)
+    args = tiny_args(algo, tmp_path, env_id="l0rlCounting-v0", eval_episodes=0, log_every=log_every)
     run_dir = ALGOS[algo].train(args)
     ckpt = load_checkpoint(run_dir)
     # every transition the update consumed came from a real env.step(), and every finished
@@ -251,8 +221,8 @@ def test_resume_is_bit_exact(algo, sparsity, schedule, tmp_path):
     b = BATCH[algo]
     kw = dict(sparsity=sparsity, total_timesteps=4 * b, eval_episodes=0, log_every=b)
     kw.update({"l0_schedule": schedule} if sparsity == "l0" else {"gmp_every": 1, "gmp_start": 0.0})
-    full = ALGOS[algo].train(tiny(algo, tmp_path / "full", **kw))
-    part = ALGOS[algo].train(tiny(algo, tmp_path / "part", halt_after=2 * b, **kw))
+    full = ALGOS[algo].train(tiny_args(algo, tmp_path / "full", **kw))
+    part = ALGOS[algo].train(tiny_args(algo, tmp_path / "part", halt_after=2 * b, **kw))
     halted = load_checkpoint(part)
     assert not halted["finished"] and halted["global_step"] == 2 * b
     assert halted["env_state_step"] == 2 * b  # classic control: the exact envs travel with the run
@@ -270,7 +240,7 @@ def test_resume_is_bit_exact(algo, sparsity, schedule, tmp_path):
 
 def test_target_hold_trains_at_the_constant_lambda_then_steers(tmp_path):
     kw = dict(l0_schedule="target", l0_target_hold=True, l0_warmup=0.5, l0_target_at=0.5, log_every=32)
-    run_dir = ppo_l0.train(tiny("ppo", tmp_path, eval_episodes=0, l0_target_sparsity=0.99, **kw))
+    run_dir = ppo_l0.train(tiny_args("ppo", tmp_path, eval_episodes=0, l0_target_sparsity=0.99, **kw))
     logged = [(r["global_step"], r["l0/lambda"]) for r in read_metrics(run_dir) if "l0/lambda" in r]
     # lambda is set at the start of each 32-step iteration from the step reached (0, 32, 64, 96 of 128)
     assert [lam for _, lam in logged[:2]] == [ppo_l0.Args.l0_lambda_actor] * 2
@@ -281,7 +251,7 @@ def test_target_hold_trains_at_the_constant_lambda_then_steers(tmp_path):
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
 def test_the_seed_decides_the_run(algo, tmp_path):
     states = [
-        load_checkpoint(ALGOS[algo].train(tiny(algo, tmp_path / name, seed=seed, eval_episodes=0)))
+        load_checkpoint(ALGOS[algo].train(tiny_args(algo, tmp_path / name, seed=seed, eval_episodes=0)))
         for name, seed in (("a", 1), ("b", 1), ("c", 2))
     ]
     assert_same_state(states[0]["networks"]["agent"], states[1]["networks"]["agent"])
@@ -293,7 +263,7 @@ def test_the_seed_decides_the_run(algo, tmp_path):
 def test_resume_restarts_box2d_episodes(algo, tmp_path):
     """Box2D envs pickle only their constructor arguments: resume must restart their episodes
     instead of restoring a never-reset env (regression: LunarLander resume used to crash)."""
-    args = tiny(algo, tmp_path, env_id="LunarLander-v3", eval_episodes=0, halt_after=BATCH[algo])
+    args = tiny_args(algo, tmp_path, env_id="LunarLander-v3", eval_episodes=0, halt_after=BATCH[algo])
     run_dir = Path(ALGOS[algo].train(args))
     halted = load_checkpoint(run_dir)
     assert halted["env_state_step"] is None and not (run_dir / "env_state.pkl").exists()
@@ -305,7 +275,7 @@ def test_resume_restarts_box2d_episodes(algo, tmp_path):
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
 @pytest.mark.parametrize("critic_lambda", [0.0, 0.5])
 def test_the_critic_is_gated_only_with_a_positive_lambda(algo, critic_lambda, tmp_path):
-    run_dir = ALGOS[algo].train(tiny(algo, tmp_path, l0_lambda_critic=critic_lambda, eval_episodes=0))
+    run_dir = ALGOS[algo].train(tiny_args(algo, tmp_path, l0_lambda_critic=critic_lambda, eval_episodes=0))
     ckpt = load_checkpoint(run_dir)
     critic_gates = [k for k in ckpt["networks"]["agent"] if k.startswith("critic.") and "log_alpha" in k]
     actor_gates = [k for k in ckpt["networks"]["agent"] if k.startswith("actor.") and "log_alpha" in k]
@@ -318,7 +288,7 @@ def test_the_critic_is_gated_only_with_a_positive_lambda(algo, critic_lambda, tm
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
 def test_the_gates_learning_rate_is_annealed_with_the_weights_unless_told_not_to(algo, tmp_path):
     def last_rates(**kw):
-        args = tiny(algo, tmp_path / str(len(kw)), eval_episodes=0, l0_lr=0.01, **kw)
+        args = tiny_args(algo, tmp_path / str(len(kw)), eval_episodes=0, l0_lr=0.01, **kw)
         ckpt = load_checkpoint(ALGOS[algo].train(args))
         return [g["lr"] for g in ckpt["optimizers"]["agent"]["param_groups"]]
 
@@ -342,7 +312,9 @@ def test_deterministic_training_gates_reach_only_gates_not_fully_open(
     # rate 0.3 (log_alpha ~0.85) the test-time gate is ~0.74, and every gate learns.
     def actor_log_alpha(l0_lr: float, root: Path) -> torch.Tensor:
         kw = dict(eval_episodes=0, l0_lambda_actor=0.0, l0_drop_rate=drop_rate, l0_train_gates=train_gates)
-        state = load_checkpoint(ALGOS[algo].train(tiny(algo, root, l0_lr=l0_lr, **kw)))["networks"]["agent"]
+        state = load_checkpoint(ALGOS[algo].train(tiny_args(algo, root, l0_lr=l0_lr, **kw)))["networks"][
+            "agent"
+        ]
         return torch.cat(
             [v.flatten() for k, v in sorted(state.items()) if k.startswith("actor.") and "log_alpha" in k]
         )
@@ -357,7 +329,7 @@ def test_deterministic_training_gates_reach_only_gates_not_fully_open(
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
 def test_gmp_reaches_its_target_and_pruned_weights_are_zero(algo, tmp_path):
     run_dir = ALGOS[algo].train(
-        tiny(algo, tmp_path, sparsity="gmp", gmp_target=0.8, gmp_every=1, eval_episodes=0)
+        tiny_args(algo, tmp_path, sparsity="gmp", gmp_target=0.8, gmp_every=1, eval_episodes=0)
     )
     policy = trained_policy(run_dir)
     assert abs(closed_share(policy) - 0.8) <= 0.02
@@ -445,7 +417,7 @@ def made(tmp_path_factory):
         if (algo, finished) not in cache:
             root = tmp_path_factory.mktemp(f"{algo}_{'finished' if finished else 'halted'}")
             halt = {} if finished else {"halt_after": BATCH[algo]}
-            cache[algo, finished] = Path(ALGOS[algo].train(tiny(algo, root, eval_episodes=0, **halt)))
+            cache[algo, finished] = Path(ALGOS[algo].train(tiny_args(algo, root, eval_episodes=0, **halt)))
         return cache[algo, finished]
 
     return get
@@ -503,14 +475,18 @@ def adam_steps(ckpt: dict) -> set[float]:
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
 def test_a_fork_continues_its_source_with_its_own_l0_options(algo, tmp_path):
     b = BATCH[algo]
-    source = Path(ALGOS[algo].train(tiny(algo, tmp_path / "src", halt_after=b, eval_episodes=0, log_every=b)))
+    source = Path(
+        ALGOS[algo].train(tiny_args(algo, tmp_path / "src", halt_after=b, eval_episodes=0, log_every=b))
+    )
     src = load_checkpoint(source)
     # the source's envs pickle faithfully; a fork must not load that pickle (a run may come from anyone)
     witness = tmp_path / "executed"
     (source / "env_state.pkl").write_bytes(pickle.dumps({"global_step": b, "envs": _Planted(witness)}))
     before = files(source)
     kw = dict(l0_schedule="target", l0_target_sparsity=0.5, l0_target_at=0.5, l0_lr=0.02, l0_anneal_lr=False)
-    args = ALGOS[algo].Args(**{**vars(tiny(algo, tmp_path / "fork", eval_episodes=0, log_every=b)), **kw})
+    args = ALGOS[algo].Args(
+        **{**vars(tiny_args(algo, tmp_path / "fork", eval_episodes=0, log_every=b)), **kw}
+    )
     fork = Path(ALGOS[algo].train(dataclasses.replace(args, fork_from=str(source))))
     assert files(source) == before and not witness.exists() and fork.parent == tmp_path / "fork" / "runs"
     ckpt = load_checkpoint(fork)
@@ -590,7 +566,7 @@ def test_divergence_stops_with_exit_3_and_keeps_the_last_finite_checkpoint(tmp_p
 
 
 def test_a2c_divergence_raises_before_any_non_finite_checkpoint(tmp_path):
-    args = tiny("a2c", tmp_path, learning_rate=1e30, checkpoint_every=BATCH["a2c"], eval_episodes=0)
+    args = tiny_args("a2c", tmp_path, learning_rate=1e30, checkpoint_every=BATCH["a2c"], eval_episodes=0)
     with pytest.raises(NonFiniteError, match="training diverged at step 20"):
         a2c_l0.train(args)
     (run_dir,) = run_dirs(tmp_path)

@@ -4,9 +4,7 @@ first checkpoint (the retry resumes it); a second invocation skips everything; t
 backend's in structure; failed attempts are retried a bounded number of times and what still fails is
 reported; a runs directory that a node cannot see is refused in one line."""
 
-import contextlib
 import dataclasses
-import io
 import json
 import re
 import subprocess
@@ -14,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, invoke
 
 ray = pytest.importorskip("ray")
 
@@ -22,7 +20,7 @@ if str(ROOT) not in sys.path:  # benchmark/ is a repository tool, imported from 
     sys.path.insert(0, str(ROOT))
 
 from benchmark import ray_backend, report, run_suite, suites  # noqa: E402
-from l0rl.runkit import load_checkpoint, run_cli  # noqa: E402
+from l0rl.runkit import load_checkpoint  # noqa: E402
 
 SUITE = suites.Suite(
     "raytiny",
@@ -47,17 +45,6 @@ SUITE = suites.Suite(
 )
 DENSE, L0 = suites.expand(SUITE)
 KILLED = run_suite.train_name(L0)
-
-
-def invoke(fn, *argv) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of an entry point called as its command line would, in-process."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = run_cli(lambda: fn([str(a) for a in argv]), "test")
-        except SystemExit as e:
-            code = e.code
-    return (code if isinstance(code, int) else 0), out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module", autouse=True)

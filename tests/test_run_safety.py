@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, assert_one_line_error, run_dirs, run_script
+from helpers import ROOT, assert_one_line_error, run_dirs, run_script, tiny_args
 
 import l0rl
 from l0rl.algos import ppo_l0
@@ -46,17 +46,9 @@ def make_key(path: Path) -> Path:
 
 
 def tiny(tmp_path: Path, **kw) -> ppo_l0.Args:
-    base = dict(
-        wandb_mode="disabled",
-        runs_dir=str(tmp_path / "runs"),
-        progress=False,
-        eval_episodes=0,
-        num_envs=2,
-        num_steps=32,
-        total_timesteps=512,
-        checkpoint_every=64,
-    )
-    return ppo_l0.Args(**{**base, **kw})
+    """16 iterations of 32 steps with PPO's own update sizes, a checkpoint every 64 steps."""
+    base = dict(num_steps=32, total_timesteps=512, checkpoint_every=64, eval_episodes=0)
+    return tiny_args("ppo", tmp_path, **{**base, "num_minibatches": 4, "update_epochs": 4, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ logging, gate-free target critics, hindsight relabelling, the deployable policy,
 divergence."""
 
 import importlib
-import subprocess
 from pathlib import Path
 
 import gymnasium as gym
@@ -14,9 +13,12 @@ import torch
 from helpers import (
     assert_one_line_error,
     assert_same_state,
+    cli,
     closed_share,
+    resume,
     run_dirs,
     summary,
+    tiny_args,
     trained_policy,
 )
 
@@ -32,9 +34,7 @@ from l0rl.runkit import (
     eval_metrics,
     evaluate,
     load_checkpoint,
-    parse_args,
     read_metrics,
-    run_cli,
     update_target,
 )
 
@@ -47,34 +47,12 @@ SPARSITY = {  # settings under which L0 and GMP close most weights within a tiny
 }
 
 
-def tiny_args(tmp_path: Path, **kw) -> "sac.Args":
-    base = dict(
-        wandb_mode="disabled",
-        runs_dir=str(tmp_path / "runs"),
-        progress=False,
-        eval_episodes=2,
-        num_envs=2,
-        total_timesteps=300,
-        learning_starts=100,
-        batch_size=32,
-        hidden_size=32,
-        buffer_size=1000,
-        gradient_steps=1,
-        log_every=100,
-    )
-    return sac.Args(**{**base, **kw})
-
-
-def resume(run_dir: str) -> str:
-    return sac.train(sac.Args(resume=run_dir, wandb_mode="disabled", progress=False))
-
-
 @pytest.mark.parametrize("kind", ["l0", "gmp", "none"])
 @pytest.mark.parametrize(
     "env_id, kw", [("NeedleReach-v0", dict(her=True, env_options=DENSE_REWARD)), ("CartPole-v1", {})]
 )
 def test_smoke_reloads_into_the_same_policy(env_id, kw, kind, tmp_path):
-    run_dir = sac.train(tiny_args(tmp_path, env_id=env_id, **kw, **SPARSITY[kind]))
+    run_dir = sac.train(tiny_args("sac", tmp_path, env_id=env_id, **kw, **SPARSITY[kind]))
     ckpt = load_checkpoint(run_dir)
     assert ckpt["finished"] and ckpt["global_step"] == 300 and ckpt["policy"]["sparsity"] == kind
     done = summary(run_dir)
@@ -115,12 +93,12 @@ def test_halt_and_resume_is_bit_exact(kw, tmp_path):
         **({"l0_schedule_every": 20, "l0_warmup": 0.2, "l0_lr": 0.05} if kw["sparsity"] == "l0" else {}),
         **kw,
     )
-    straight = sac.train(tiny_args(tmp_path / "straight", **kw))
-    halted = sac.train(tiny_args(tmp_path / "halted", halt_after=120, **kw))
+    straight = sac.train(tiny_args("sac", tmp_path / "straight", **kw))
+    halted = sac.train(tiny_args("sac", tmp_path / "halted", halt_after=120, **kw))
     ckpt = load_checkpoint(halted)
     assert ckpt["global_step"] == 120 and not ckpt["finished"]
     assert (Path(halted) / BUFFER_NAME).exists() and (Path(halted) / ENV_STATE_NAME).exists()
-    resume(halted)
+    resume("sac", halted)
     a, b = load_checkpoint(straight), load_checkpoint(halted)
     assert b["finished"] and a["global_step"] == b["global_step"] == 200
     assert a["networks"].keys() == b["networks"].keys()
@@ -136,8 +114,8 @@ def test_scheduling_does_not_depend_on_logging(schedule, tmp_path):
     kw = dict(
         total_timesteps=200, learning_starts=60, eval_episodes=0, l0_schedule=schedule, l0_schedule_every=20
     )
-    rare = load_checkpoint(sac.train(tiny_args(tmp_path / "rare", log_every=1000, **kw)))
-    often = load_checkpoint(sac.train(tiny_args(tmp_path / "often", log_every=4, **kw)))
+    rare = load_checkpoint(sac.train(tiny_args("sac", tmp_path / "rare", log_every=1000, **kw)))
+    often = load_checkpoint(sac.train(tiny_args("sac", tmp_path / "often", log_every=4, **kw)))
     for key in rare["networks"]:
         assert_same_state(rare["networks"][key], often["networks"][key])
     assert rare["schedulers"] == often["schedulers"] and rare["schedulers"]["actor"]["lam"] > 0
@@ -214,9 +192,9 @@ def test_her_relabels_with_a_later_achieved_goal_of_the_same_episode():
 
 def test_resume_without_buffer_refills_before_learning(tmp_path):
     kw = dict(total_timesteps=400, learning_starts=120, log_every=20, eval_episodes=0, save_buffer=False)
-    part = sac.train(tiny_args(tmp_path, env_id="Pendulum-v1", halt_after=200, **kw))
+    part = sac.train(tiny_args("sac", tmp_path, env_id="Pendulum-v1", halt_after=200, **kw))
     assert not (Path(part) / BUFFER_NAME).exists()
-    resume(part)
+    resume("sac", part)
     assert load_checkpoint(part)["finished"]
     learned = [r["global_step"] for r in read_metrics(part) if "losses/qf1_loss" in r]
     # 2 envs refill 120 transitions in 60 vector steps: no update between the resume and step 320
@@ -226,16 +204,18 @@ def test_resume_without_buffer_refills_before_learning(tmp_path):
 def test_resume_restarts_box2d_episodes_and_keeps_the_buffer(tmp_path):
     # Box2D envs pickle only their constructor arguments: they restart, the saved buffer stays
     kw = dict(env_id="LunarLanderContinuous-v3", total_timesteps=300, log_every=20, eval_episodes=0)
-    part = sac.train(tiny_args(tmp_path, halt_after=200, **kw))
+    part = sac.train(tiny_args("sac", tmp_path, halt_after=200, **kw))
     assert load_checkpoint(part)["env_state_step"] is None and (Path(part) / BUFFER_NAME).exists()
-    resume(part)
+    resume("sac", part)
     assert load_checkpoint(part)["finished"]
     learned = [r["global_step"] for r in read_metrics(part) if "losses/qf1_loss" in r]
     assert 220 in learned, "learning goes on right after the resume"
 
 
 def test_policy_is_the_squashed_rescaled_mean_within_bounds(tmp_path):
-    run_dir = sac.train(tiny_args(tmp_path, env_id="Pendulum-v1", total_timesteps=200, eval_episodes=1))
+    run_dir = sac.train(
+        tiny_args("sac", tmp_path, env_id="Pendulum-v1", total_timesteps=200, eval_episodes=1)
+    )
     ckpt = load_checkpoint(run_dir)
     policy = l0rl.load_policy(run_dir)
     assert [type(m).__name__ for m in policy][-2:] == ["Tanh", "Affine"]
@@ -250,28 +230,30 @@ def test_policy_is_the_squashed_rescaled_mean_within_bounds(tmp_path):
     assert (out >= -2.0).all() and (out <= 2.0).all() and (out.abs() > 1.0).any()
 
 
+def test_frame_networks_load_checkpoints_that_stored_the_frame_scale_as_an_affine():
+    """SAC's image networks began with Affine(1/255, 0), whose two buffers format-2 checkpoints hold;
+    FrameScale (the same function, no buffers) loads them and computes the same values bit for bit."""
+    frames = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    torch.manual_seed(0)
+    actor = sac.Actor(frames, gym.spaces.Discrete(3), 32)
+    old = {**actor.state_dict(), "trunk.0.scale": torch.tensor(1 / 255), "trunk.0.shift": torch.tensor(0.0)}
+    actor.load_state_dict(old)  # strict: any key left over would raise
+    x = torch.randint(0, 256, (2, 4, 84, 84)).float()
+    affine = sac.affine(1.0 / 255.0, 0.0)
+    assert torch.equal(actor.trunk[0](x), affine(x))
+
+
 @pytest.mark.mario
 def test_mario_smoke(tmp_path):
     # one emulator process; a Nature-CNN update of three networks is slow on one core: few of them
     kw = dict(num_envs=1, total_timesteps=60, learning_starts=56, log_every=30, batch_size=8, buffer_size=64)
     run_dir = sac.train(
-        tiny_args(tmp_path, env_id="SuperMarioBros-7-1-v0", eval_episodes=1, eval_max_steps=20, **kw)
+        tiny_args("sac", tmp_path, env_id="SuperMarioBros-7-1-v0", eval_episodes=1, eval_max_steps=20, **kw)
     )
     assert load_checkpoint(run_dir)["finished"]
     assert any("losses/qf1_loss" in r for r in read_metrics(run_dir))
     assert isinstance(trained_policy(run_dir)[1], torch.nn.Conv2d)
     assert not (Path(run_dir) / BUFFER_NAME).exists(), "image buffers are not saved by default"
-
-
-def cli(argv: list[str], tmp_path: Path, monkeypatch, capsys) -> subprocess.CompletedProcess:
-    """`algos/sac_l0.py ARGV` in tmp_path, in this process (each subprocess costs a torch import)."""
-    monkeypatch.chdir(tmp_path)
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        run_cli(
-            lambda: sac.train(parse_args(sac.Args, argv=["--wandb-mode", "disabled", *argv])), "sac_l0.py"
-        )
-    return subprocess.CompletedProcess(argv, exc.value.code, "", capsys.readouterr().err)
 
 
 @pytest.mark.parametrize(
@@ -293,23 +275,23 @@ def cli(argv: list[str], tmp_path: Path, monkeypatch, capsys) -> subprocess.Comp
         (["--env-id", "CartPole-v1", "--her"], "--her needs a goal env"),
     ],
 )
-def test_bad_input_one_line_exit_2(argv, hint, tmp_path, monkeypatch, capsys):
-    assert_one_line_error(cli(argv, tmp_path, monkeypatch, capsys), 2, hint)
+def test_bad_input_one_line_exit_2(argv, hint, tmp_path):
+    assert_one_line_error(cli("sac", *argv, cwd=tmp_path), 2, hint)
     assert not run_dirs(tmp_path) and not (tmp_path / "runs").exists()
 
 
-def test_unknown_choice_exit_2_without_a_run(tmp_path, monkeypatch, capsys):
-    proc = cli(["--wandb-mode", "bogus"], tmp_path, monkeypatch, capsys)
+def test_unknown_choice_exit_2_without_a_run(tmp_path):
+    proc = cli("sac", "--wandb-mode", "bogus", cwd=tmp_path)
     assert_one_line_error(proc, 2, "invalid choice 'bogus' for argument '--wandb-mode'")
     assert not (tmp_path / "runs").exists()
 
 
-def test_divergence_exit_3_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+def test_divergence_exit_3_keeps_the_last_good_checkpoint(tmp_path):
     argv = (
         "--env-id CartPole-v1 --q-lr 1e30 --total-timesteps 300 --learning-starts 100 --checkpoint-every 40"
     )
     argv += " --num-envs 2 --batch-size 32 --hidden-size 32 --buffer-size 1000 --no-progress"
-    proc = cli(argv.split(), tmp_path, monkeypatch, capsys)
+    proc = cli("sac", *argv.split(), cwd=tmp_path)
     # one line says what happened, after the line that named the run directory
     lines = proc.stderr.strip().splitlines()
     # the start lines (run directory, plan, short-budget warning), then one error line: no traceback
@@ -329,4 +311,4 @@ def test_divergence_exit_3_keeps_the_last_good_checkpoint(tmp_path, monkeypatch,
 
 def test_divergence_in_process_raises_nonfinite(tmp_path):
     with pytest.raises(NonFiniteError, match="diverged"):
-        sac.train(tiny_args(tmp_path, env_id="Pendulum-v1", policy_lr=1e30, eval_episodes=0))
+        sac.train(tiny_args("sac", tmp_path, env_id="Pendulum-v1", policy_lr=1e30, eval_episodes=0))

@@ -31,7 +31,7 @@ from l0rl.runkit.cli import run_cli
 
 FRAMES = (4, 84, 84)
 CONVS = (1, 3, 5)
-"""Positions of the three convolutions in the actor (after Scale); the Linear(., 512) is at 8."""
+"""Positions of the three convolutions in the actor (after FrameScale); the Linear(., 512) is at 8."""
 
 
 def narrow(agent: ppo_l0.Agent, widths: list[int]) -> None:
