@@ -121,7 +121,10 @@ def test_a_local_ray_trains_and_compresses_every_run(ray_runs):
         assert run_dir is not None, out + err
         ckpt = load_checkpoint(run_dir)
         assert ckpt["finished"] and ckpt["global_step"] == SUITE.cells[0].total_timesteps
-        assert ckpt["args"]["wandb_group"] == f"raytiny__{spec.cell.env_id}__{spec.exp_name}" and ckpt["args"]["exp_name"] == spec.exp_name
+        assert (
+            ckpt["args"]["wandb_group"] == f"raytiny__{spec.cell.env_id}__{spec.exp_name}"
+            and ckpt["args"]["exp_name"] == spec.exp_name
+        )
         expected = {"compress.json"} | (
             {"compress_magnitude.json", "compress_svd.json"} if spec.magnitude_source else set()
         )

@@ -112,8 +112,10 @@ def main(argv: list[str] | None = None) -> dict:
         narrow(agent, a.widths)
     if not a.contiguous:
         agent = agent.to(memory_format=torch.channels_last)
-    nets = {"actor": agent.actor, "critic": agent.critic_own}
-    ppo_l0.gate(agent, nets, args, FRAMES)
+    # the gates exactly as ppo_l0.train puts them on (the Mario defaults gate actor and critic)
+    lambdas = {"actor": args.l0_lambda_actor, "critic": args.l0_lambda_critic}
+    ppo_l0.make_sparsity(args, {"actor": agent.actor, "critic": agent.critic_own}, lambdas)
+    ppo_l0.gate(agent, args, torch.zeros((1, *FRAMES)))
     gates = {id(module): gate for _, module, gate in l0.gated_layers(agent)}
     with torch.no_grad():
         for pos, k in zip(CONVS, a.closed or (0, 0, 0)):
