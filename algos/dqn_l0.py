@@ -40,6 +40,7 @@ from l0rl.envs import make_vector_env
 from l0rl.policy import FrameScale
 from l0rl.runkit import (
     BUFFER_NAME,
+    CommandLine,
     KeepBest,
     ReplayBuffer,
     Run,
@@ -218,9 +219,9 @@ def check_args(args: Args) -> None:
         make_scheduler(args, args.l0_lambda)  # refuses impossible schedule settings now
 
 
-def train(args: Args) -> str:
+def train(args: Args, cli: CommandLine | None = None) -> str:
     """Train (or resume) a run; returns its run directory."""
-    run = Run(args, ALGO)
+    run = Run(args, ALGO, cli)
     args = run.args
     check_args(args)
     args.num_iterations = args.total_timesteps // args.num_envs
@@ -380,4 +381,4 @@ def train(args: Args) -> str:
 
 
 if __name__ == "__main__":
-    run_cli(lambda: train(parse_args(Args, FAMILY_DEFAULTS)), f"{ALGO}.py")
+    run_cli(lambda: train(*parse_args(Args, FAMILY_DEFAULTS)), f"{ALGO}.py")

@@ -40,6 +40,7 @@ from l0rl.errors import NonFiniteError
 from l0rl.policy import Affine, FrameScale
 from l0rl.runkit import (
     BUFFER_NAME,
+    CommandLine,
     EpisodeReplayBuffer,
     Run,
     RunArgs,
@@ -223,9 +224,9 @@ def check_args(args: Args) -> None:
         raise UsageError("--buffer-size and --total-timesteps must be >= --num-envs")
 
 
-def train(args: Args) -> str:
+def train(args: Args, cli: CommandLine | None = None) -> str:
     """Train (or resume) a run; returns its run directory."""
-    run = Run(args, ALGO)
+    run = Run(args, ALGO, cli)
     args = run.args
     check_args(args)
     her = goal_spec(args.env_id, **run.env_options) if args.her else None
@@ -396,4 +397,4 @@ def train(args: Args) -> str:
 
 
 if __name__ == "__main__":
-    run_cli(lambda: train(parse_args(Args)), f"{ALGO}.py")
+    run_cli(lambda: train(*parse_args(Args)), f"{ALGO}.py")
