@@ -42,14 +42,14 @@ from l0rl.runkit import (
     BUFFER_NAME,
     CommandLine,
     KeepBest,
+    ReplayArgs,
     ReplayBuffer,
     Run,
-    RunArgs,
     UsageError,
-    atomic_torch_save,
     check_loss,
     parse_args,
     run_cli,
+    save_buffer,
     seed_everything,
     update_average,
     update_target,
@@ -72,8 +72,8 @@ FAMILY_DEFAULTS = {"mario": MARIO}
 
 
 @dataclass
-class Args(RunArgs):
-    """DQN arguments (the run arguments every algorithm shares come first, from RunArgs)."""
+class Args(ReplayArgs):
+    """DQN arguments (the run arguments every algorithm shares come first, from RunArgs, then ReplayArgs' buffer option)."""
 
     # Algorithm specific arguments
     learning_rate: float = 1e-3
@@ -118,11 +118,6 @@ class Args(RunArgs):
     """fraction of training from which policies are candidates (the defaults' map is fixed by then)"""
     keep_best_episodes: int = 10
     """selection episodes per candidate"""
-    save_buffer_max_mb: float = 200.0
-    """save the replay buffer (replay_buffer.pt) at each checkpoint when it takes at most
-    this many MB, so --resume is exact: vector obs yes, a 100k Mario buffer (2.8 GB) no;
-    0 never, inf always. Else --resume keeps weights, optimizer, scheduler and step and
-    refills the buffer (no updates for learning_starts steps again)"""
 
     # L0 arguments (--sparsity l0, the default)
     l0_lambda: float = 20.0
@@ -368,10 +363,9 @@ def train(args: Args, cli: CommandLine | None = None) -> str:
             run.log(global_step, metrics | sparsity.log_dict(), policy=q_network, eps=epsilon)
 
         if run.should_checkpoint(global_step, args.num_envs):
-            if rb.nbytes <= args.save_buffer_max_mb * 1e6:  # written first: a resume checks its step
-                atomic_torch_save(buffer_path, {"global_step": global_step, "buffer": rb.state_dict()})
-            else:  # outgrew the limit: no stale buffer stays behind
-                buffer_path.unlink(missing_ok=True)
+            save_buffer(
+                rb, buffer_path, global_step, args.save_buffer_max_mb
+            )  # first: a resume checks its step
             loop = {"obs": obs, "learn_from": learn_from, "averaged": averaged}
             run.checkpoint(global_step, **states, loop=loop, envs=envs, policy=policy)
         if run.halting(global_step):

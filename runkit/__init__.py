@@ -31,7 +31,7 @@ from l0rl.runkit.evaluate import eval_metrics, evaluate, evaluate_as_run, first_
 from l0rl.runkit.guards import check_loss
 from l0rl.runkit.keep_best import KeepBest
 from l0rl.runkit.progress import Progress
-from l0rl.runkit.replay import BUFFER_NAME, EpisodeReplayBuffer, ReplayBuffer
+from l0rl.runkit.replay import BUFFER_NAME, EpisodeReplayBuffer, ReplayArgs, ReplayBuffer, save_buffer
 from l0rl.runkit.returns import bootstrap_truncations, gae
 from l0rl.runkit.run import Run, crossed
 from l0rl.runkit.targets import update_average, update_target
@@ -49,6 +49,7 @@ __all__ = [
     "EpisodeReplayBuffer",
     "KeepBest",
     "Progress",
+    "ReplayArgs",
     "ReplayBuffer",
     "Run",
     "RunArgs",
@@ -73,6 +74,7 @@ __all__ = [
     "resolve_checkpoint",
     "resolve_wandb_mode",
     "run_cli",
+    "save_buffer",
     "seed_everything",
     "update_average",
     "update_target",

@@ -136,12 +136,20 @@ def _fits(value: Any, hint: Any) -> bool:
     return type(value) is hint
 
 
+RETIRED = {"save_buffer": lambda v: {"save_buffer_max_mb": {True: 1e9, False: 0.0}.get(v, 200.0)}}
+"""Options older checkpoints hold under a retired name, as the options that replaced them (runs in
+flight resume): SAC's --save-buffer (None: unless image observations) is --save-buffer-max-mb."""
+
+
 def check_saved_args(saved: dict, args_cls: type, path: Path, known_only: bool) -> dict:
     """A checkpoint's saved arguments that `args_cls` knows, each of its field's type (a crafted or
     damaged file is a RunError). known_only: refuse an option this l0rl does not know (a resume
     must use every saved option; a fork keeps only the ones it knows)."""
     hints = typing.get_type_hints(args_cls)
     names = {f.name for f in dataclasses.fields(args_cls)}
+    for old, new in RETIRED.items():
+        if old in saved and old not in names:
+            saved = {k: v for k, v in saved.items() if k != old} | new(saved[old])
     unknown = sorted(k for k in saved if k not in names)
     if unknown and known_only:
         raise RunError(
