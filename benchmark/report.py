@@ -21,17 +21,26 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmark import suites
+from benchmark.baselines import baselines
 from benchmark.run_suite import ROOT, default_runs_dir, find_run, is_done
 from benchmark.suites import RunSpec, Suite
+from l0rl.envs.registry import family
 from l0rl.errors import UsageError
 from l0rl.report import stats
-from l0rl.report.collect import Record, read_run
+from l0rl.report.collect import Record, is_number, read_json, read_run
 from l0rl.report.document import as_json, build, by_variant, cell_body, header_lines, validate_reps, write
 from l0rl.report.publish import publish
-from l0rl.report.tables import CellReport, num, pct
+from l0rl.report.tables import CellReport, md_text, num, pct
 from l0rl.runkit import run_cli
+from l0rl.runkit.args import EVAL_DEFAULTS
+from l0rl.runkit.evaluate import EVAL_SEED_OFFSET
 
 PROG = "python -m benchmark.report"
+BASELINES_NAME = "baselines.json"
+"""Baselines measured beforehand (`python -m benchmark.baselines ENV --json OUT/baselines.json`), read
+for the envs whose episodes are too slow to play while reporting (Mario: minutes per policy)."""
+MEASURED_ONLY = ("mario",)
+BASELINE_KEYS = ("path", "episodes", "first_seed", "return_mean", "return_sem", "x_pos", "flags")
 
 
 def default_out(suite: str) -> Path:
@@ -70,6 +79,8 @@ class SeedRow:
     compressed_score: float | None
     met: bool | None
     """None: the cell has no target, or the run is dense"""
+    x_pos: float | None = None
+    """Mario: the mean furthest x of the final evaluation's episodes"""
 
 
 def seed_rows(cell: suites.Cell, records: list[Record]) -> list[SeedRow]:
@@ -95,6 +106,7 @@ def seed_rows(cell: suites.Cell, records: list[Record]) -> list[SeedRow]:
                     bytes=final.get("bytes"),
                     compressed_score=final.get("success_rate" if success else "return_mean"),
                     met=cell.target.met(sparsity, score) if judged else None,
+                    x_pos=r.summary.get("eval/x_pos"),
                 )
             )
     return out
@@ -118,17 +130,91 @@ def seed_table(cell: suites.Cell, rows: list[SeedRow]) -> list[str]:
     if cell.target is not None:
         counts = ", ".join(f"{v} on {m} of {n} seeds" for v, (m, n) in met_counts(rows).items())
         lines += [f"Target {cell.target}: {counts or 'no finished run yet'}.", ""]
+    x = any(r.x_pos is not None for r in rows)
     lines += [
-        f"| variant | seed | {score} | sparsity | compressed params | compressed bytes | compressed {score} "
-        "| meets target |",
-        "|---" * 8 + "|",
+        f"| variant | seed | {score} | {'furthest x | ' if x else ''}sparsity | compressed params | "
+        f"compressed bytes | compressed {score} | meets target |",
+        "|---" * (9 if x else 8) + "|",
     ]
     for r in rows:
         met = "-" if r.met is None else ("yes" if r.met else "no")
         lines.append(
-            f"| {r.variant} | {r.seed} | {fmt(r.score)} | {pct(r.sparsity)} | {num(r.params)} | "
-            f"{num(r.bytes)} | {fmt(r.compressed_score)} | {met} |"
+            f"| {r.variant} | {r.seed} | {fmt(r.score)} | {num(r.x_pos) + ' | ' if x else ''}{pct(r.sparsity)} | "
+            f"{num(r.params)} | {num(r.bytes)} | {fmt(r.compressed_score)} | {met} |"
         )
+    return lines
+
+
+def cell_baselines(cell: suites.Cell, records: list[Record], out: Path) -> tuple[list[dict], str]:
+    """The trivial baselines of a cell (random, and scripted where one exists) on the evaluation seeds
+    of its finished runs (each run's seed + 10,000, the cell's episodes), and where they come from.
+    Envs in MEASURED_ONLY are read from OUT/baselines.json; continuous actions have none."""
+    env_id, fam = cell.env_id, family(cell.env_id)
+    if fam in MEASURED_ONLY:
+        path = out / BASELINES_NAME
+        saved = read_json(path)
+        rows = [r for r in saved if baseline_row(r, env_id)] if isinstance(saved, list) else []
+        if not rows:
+            return [], f"not measured yet: `python -m benchmark.baselines {env_id} --json {path}`"
+        return rows, f"from `{BASELINES_NAME}` (episode seeds from {rows[0]['first_seed']:,})"
+    seeds = sorted({r.seed for r in records if r.cell == cell and r.progress_step is None})
+    if not seeds:
+        return [], "no finished run yet"
+    episodes = int(cell.args.get("eval_episodes", 10))
+    max_steps = cell.args.get("eval_max_steps", EVAL_DEFAULTS.get(fam, {}).get("eval_max_steps"))
+    merged: dict[str, dict] = {}
+    try:
+        for seed in seeds:
+            for row in baselines(env_id, episodes, seed + EVAL_SEED_OFFSET, max_steps):
+                into = merged.setdefault(row["path"], {**row, "returns": [], "x_pos": [], "flags": []})
+                for k in ("returns", "x_pos", "flags"):
+                    into[k] += row[k] or []
+    except UsageError as e:  # continuous actions
+        return [], str(e)
+    for row in merged.values():
+        n = len(row["returns"])
+        mean = sum(row["returns"]) / n
+        sd = (sum((v - mean) ** 2 for v in row["returns"]) / (n - 1)) ** 0.5 if n > 1 else None
+        row.update(episodes=n, return_mean=mean, return_sem=sd / n**0.5 if sd is not None else None)
+    where = (
+        f"played now on the runs' evaluation episodes: {episodes} per run seed ({', '.join(map(str, seeds))}), "
+        "from seed + 10,000"
+    )
+    return list(merged.values()), where
+
+
+def baseline_row(row: object, env_id: str) -> bool:
+    """Whether a baselines.json entry is one of env_id's with the figures the table shows."""
+    if not isinstance(row, dict) or row.get("env_id") != env_id or not isinstance(row.get("path"), str):
+        return False
+    lists = [row.get(k) or [] for k in ("x_pos", "flags")]
+    return (
+        is_number(row.get("return_mean"))
+        and type(row.get("episodes")) is int
+        and type(row.get("first_seed")) is int
+        and (row.get("return_sem") is None or is_number(row.get("return_sem")))
+        and all(isinstance(v, list) and all(is_number(x) for x in v) for v in lists)
+    )
+
+
+def baseline_table(rows: list[dict], where: str) -> list[str]:
+    """A cell's trivial baselines as markdown: a trained figure means something only well above these."""
+    if not rows:
+        return ["", f"Trivial baselines: {where}."]
+    lines = ["", f"Trivial baselines, {where}; a trained return means something only well above them:", ""]
+    x = any(r.get("x_pos") for r in rows)
+    lines += [
+        f"| policy | episodes | return, mean +- sem{' | furthest x, mean (best) | flags' if x else ''} |",
+        "|---" * (5 if x else 3) + "|",
+    ]
+    for r in rows:
+        sem = "" if r.get("return_sem") is None else f" +- {r['return_sem']:.1f}"
+        row = f"| {md_text(r['path'])} | {r['episodes']} | {r['return_mean']:.1f}{sem}"
+        if x:
+            xs = r.get("x_pos") or []
+            best = f"{sum(xs) / len(xs):,.0f} ({max(xs):,.0f})" if xs else "-"
+            row += f" | {best} | {sum(r.get('flags') or [])}"
+        lines.append(row + " |")
     return lines
 
 
@@ -179,6 +265,7 @@ def cell_section(
     report_command: str,
     compress_flags: str = "",
     seeds: list[SeedRow] = (),
+    trivial: list[str] = (),
 ) -> list[str]:
     """A cell's commands, table, comparisons, per-seed targets and figures; `specs`: one run of each variant."""
     lines = [
@@ -203,17 +290,20 @@ def cell_section(
     if c.cell.target is not None and seeds:
         per_seed = ["", "Per seed (final evaluation; compressed: the `--method l0` report's last stage):", ""]
         per_seed += seed_table(c.cell, seeds)
-    return lines + cell_body(c, report_command, per_seed)
+    return lines + cell_body(c, report_command, [*trivial, *per_seed])
 
 
-def markdown(suite: Suite, cells: list[CellReport], records, missing, commands: dict, seeds, reps) -> str:
+def markdown(
+    suite: Suite, cells: list[CellReport], records, missing, commands: dict, seeds, reps, trivial: list
+) -> str:
     lines = header(suite, records, missing, commands, seeds, reps)
-    for c in cells:
+    for c, (rows_b, where) in zip(cells, trivial, strict=True):
         of_cell = [s for s in suites.expand(suite, seeds) if s.cell == c.cell]
         specs = [s for s in of_cell if s.seed == of_cell[0].seed]  # one run per variant, for its command
         flags = " ".join(suites.to_flags(suite.compress_options))
         rows = seed_rows(c.cell, records)
-        lines += cell_section(c, specs, commands["report"], f" {flags}" if flags else "", rows)
+        baseline = baseline_table(rows_b, where)
+        lines += cell_section(c, specs, commands["report"], f" {flags}" if flags else "", rows, baseline)
     if missing:
         lines += ["", "## Missing runs", "", f"Not finished yet (run `{commands['runs']}`):", ""]
         lines += [f"- {s.key}" for s in missing]
@@ -266,11 +356,13 @@ def main(argv: list[str] | None = None) -> Path:
         raise UsageError("--publish reports finished runs only; drop --in-progress to publish")
     cells = build(list(suite.cells), records, out, a.reps)
     data = as_json(cells, a.reps)
-    for c, entry in zip(cells, data["cells"], strict=True):
+    trivial = [cell_baselines(c.cell, records, out) for c in cells]
+    for c, entry, (rows_b, where) in zip(cells, data["cells"], trivial, strict=True):
         entry.update(target_json(c.cell, seed_rows(c.cell, records)))
+        entry["baselines"] = {"source": where, "rows": [{k: r.get(k) for k in BASELINE_KEYS} for r in rows_b]}
     write(
         out,
-        markdown(suite, cells, records, missing, commands, seeds, a.reps),
+        markdown(suite, cells, records, missing, commands, seeds, a.reps, trivial),
         {"suite": suite.name, **data, "missing": [s.key for s in missing]},
     )
     print(f"report: {out / 'REPORT.md'} ({len(records)} runs, {len(missing)} missing)")
