@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmark import suites
-from benchmark.run_suite import ROOT, default_runs_dir, find_run, is_done
+from benchmark.layout import ROOT, default_runs_dir, find_run, is_done
 from benchmark.suites import RunSpec, Suite
 from l0rl.errors import UsageError
 from l0rl.report import stats
