@@ -659,8 +659,7 @@ def test_conv_blocks_times_every_width_up_to_the_dense_one():
 def test_a_compress_report_answers_only_the_options_it_recorded():
     """The runner skips a compression whose report matches: same checkpoint step, episodes and every
     option asked for; an option the report predates (not recorded) means compressing again."""
-    from benchmark.run_suite import same_compression
-
+    same_compression = tasks.same_compression
     old = {
         "global_step": 1000,
         "episodes": 10,
