@@ -168,15 +168,13 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     except (ConnectionError, ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         where = f"at {address}" if address else "on this machine"
-        token = os.environ.get(AUTH_MODE_ENV, "").lower() == "token"
+        token = os.environ.get(AUTH_MODE_ENV, "").lower() == "token"  # a wrong token fails alike
+        hint = (
+            "; with token auth, the head's token must be this driver's (~/.ray/auth_token)" if token else ""
+        )
         raise UsageError(
             f"cannot start or join Ray {where} ({first}); start the head with `ray start --head "
-            "--port=6379` and pass --address HEAD:6379"
-            + (
-                "; with token auth, the head's token must be this driver's (~/.ray/auth_token)"
-                if token
-                else ""
-            )
+            f"--port=6379` and pass --address HEAD:6379{hint}"
         ) from None
     return True
 
