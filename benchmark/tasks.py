@@ -26,8 +26,7 @@ from l0rl.compress import compress_run
 from l0rl.compress.pipeline import output_names
 from l0rl.compress.report import format_report
 from l0rl.report.collect import BENCH_NAME, hardware
-from l0rl.runkit import RunError, atomic_write_json, load_checkpoint
-from l0rl.runkit.run import RESUMABLE
+from l0rl.runkit import RESUMABLE, RunError, atomic_write_json, load_checkpoint
 from l0rl.runkit.tracker import variant_group
 
 NOT_COMPRESS_OPTIONS = ("method", "wandb_mode", "episodes")
