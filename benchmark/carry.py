@@ -31,13 +31,12 @@ import sys
 from pathlib import Path
 
 from benchmark import suites
-from benchmark.run_suite import default_runs_dir
+from benchmark.layout import ROOT, default_runs_dir
 from l0rl.errors import UsageError
 from l0rl.runkit import RunError, load_checkpoint, run_cli
 from l0rl.runkit.checkpoint import CHECKPOINT_NAME, ENV_STATE_NAME, ENV_STATE_NEXT, LOCK_NAME, RunLock
 from l0rl.runkit.files import MiB, read_bytes
 
-ROOT = Path(__file__).resolve().parents[1]
 PROG = "python -m benchmark.carry"
 SKIPPED_NAMES = {LOCK_NAME, ENV_STATE_NAME, ENV_STATE_NEXT, "latest-run"}
 """Never carried (see the module docstring), nor any `*.log` under wandb/."""

@@ -2,9 +2,9 @@
 
 The `paper` suite and the frontier sweeps are hundreds of CPU-hours. This backend hands the runner's
 tasks (train a run, then compress it) to Ray instead of the local process pool; everything else is the
-runner's own code (benchmark/run_suite.py): the same tasks and dependencies, the same skip-finished
-and resume logic (each Ray task runs the local pool's code for its one task on the node Ray picks),
-the same logs, the same closing summary.
+runner's own code: the same tasks and dependencies (benchmark/tasks.py), the same skip-finished and
+resume logic (each Ray task runs the local pool's code, benchmark/pool.py, for its one task on the
+node Ray picks), the same logs, the same closing summary (benchmark/run_suite.py).
 
 Start a cluster, then run the suite from any node:
 
@@ -27,9 +27,12 @@ Requirements:
 - The same code everywhere: every node runs `ray start` from a Python where l0rl is installed, with
   this checkout at the same path (simplest: the checkout on the shared file system too). Workers
   import `benchmark` from the driver's checkout (PYTHONPATH) and train with its algos/.
-- Where Ray's token authentication is on (Ray 2.60 turned it on for the Ray it started here), the
-  driver and every node need the same token, ~/.ray/auth_token (a shared home directory gives them
-  one); see Ray's token-auth documentation.
+- Where Ray's token authentication is on (Ray 2.60 turns it on for a head started where a token
+  exists, and for the Ray it starts here), the driver and every node need the same token,
+  ~/.ray/auth_token (a shared home directory gives them one); see Ray's token-auth documentation.
+  A driver that names the head (--address) sends the token only with RAY_AUTH_MODE=token: where a
+  token exists and RAY_AUTH_MODE is unset, the suite is refused up front in one line saying so
+  (exit 2), rather than after Ray's 20 s of retries.
 
 Resources: a train task asks Ray for one CPU (a vector env stepped in the training process, which
 runs with OMP_NUM_THREADS=1), or one per env for the families whose envs step in their own processes
@@ -62,19 +65,20 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from benchmark.run_suite import LOG_DIR, ROOT, Outcome, Pool, Runner, Task, train_name
+from benchmark.layout import LOG_DIR, ROOT
+from benchmark.pool import Pool, log_path
+from benchmark.tasks import Outcome, Runner, Task, train_name
 from l0rl.envs.registry import family
 from l0rl.errors import UsageError
 from l0rl.runkit.checkpoint import CHECKPOINT_NAME, RunError, load_checkpoint
 
-try:
-    import ray
-except ModuleNotFoundError:  # an optional extra: `pip install ray`, only for --backend ray
-    ray = None
+ray = None
+"""The ray module once require_ray() imported it: an optional extra (`pip install ray`), and some
+600 modules that a local suite, which imports this module too, does without."""
 
 DEFAULT_RETRIES = 2
 RETRY_DELAY_S = 5.0
@@ -91,6 +95,9 @@ NO_RETRY = ("exit 3:",)
 KILL_ENV = "L0RL_RAY_TEST_KILL"
 """Test-only: the name of a train task whose first attempt is killed (its training process and its
 Ray worker, SIGKILL) once the run wrote a checkpoint, as a lost node would be."""
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+TOKEN_ENV, TOKEN_PATH_ENV = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"
+"""Where Ray looks for its token, besides ~/.ray/auth_token: the token itself, or a file holding it."""
 FORWARDED_ENV = ("WANDB_", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 """Driver environment variables (prefixes) handed to every task, besides what the runner adds to its
 own environment: W&B's settings, so runs log where the driver's would, and one thread per process
@@ -101,8 +108,38 @@ own environment: W&B's settings, so runs log where the driver's would, and one t
 
 
 def require_ray() -> None:
+    """Import Ray on first use (the driver's pool, a worker's attempt)."""
+    global ray
     if ray is None:
-        raise UsageError("--backend ray needs Ray: pip install 'ray>=2.60'")
+        try:
+            ray = importlib.import_module("ray")
+        except ModuleNotFoundError:
+            raise UsageError("--backend ray needs Ray: pip install 'ray>=2.60'") from None
+
+
+def token_mismatch(address: str | None, env: Mapping[str, str] = os.environ) -> str | None:
+    """Why joining the head at `address` would fail on token auth, or None. Ray turns token auth on
+    for a head started where a token exists, and for a driver that finds a Ray on this machine, but
+    never for a driver that names an address: without RAY_AUTH_MODE=token it sends no token, and Ray
+    retries for 20 s before it fails as if no head were there."""
+    address = address or env.get("RAY_ADDRESS")
+    if address in (None, "", "auto", "local") or env.get(AUTH_MODE_ENV):
+        return None
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    if env.get(TOKEN_ENV):
+        source = TOKEN_ENV
+    elif env.get(TOKEN_PATH_ENV) and Path(env[TOKEN_PATH_ENV]).is_file():
+        source = env[TOKEN_PATH_ENV]
+    elif (home / ".ray" / "auth_token").is_file():
+        source = str(home / ".ray" / "auth_token")
+    else:
+        return None
+    return (
+        f"Ray token auth mismatch: a Ray token is set up here ({source}) but {AUTH_MODE_ENV} is not "
+        f"set, so this driver would join {address} without it and a head started with that token "
+        f"refuses it; set {AUTH_MODE_ENV}=token (or {AUTH_MODE_ENV}=disabled if the head runs without "
+        "token auth) and run again"
+    )
 
 
 def pythonpath() -> str:
@@ -116,6 +153,9 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     require_ray()
     if ray.is_initialized():
         return False
+    mismatch = token_mismatch(address)
+    if mismatch:
+        raise UsageError(mismatch)
     options = {
         "runtime_env": {"env_vars": {"PYTHONPATH": pythonpath()}},
         "log_to_driver": False,  # each task's output goes to its log; the driver prints the outcomes
@@ -128,9 +168,13 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     except (ConnectionError, ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         where = f"at {address}" if address else "on this machine"
+        token = os.environ.get(AUTH_MODE_ENV, "").lower() == "token"  # a wrong token fails alike
+        hint = (
+            "; with token auth, the head's token must be this driver's (~/.ray/auth_token)" if token else ""
+        )
         raise UsageError(
             f"cannot start or join Ray {where} ({first}); start the head with `ray start --head "
-            "--port=6379` and pass --address HEAD:6379"
+            f"--port=6379` and pass --address HEAD:6379{hint}"
         ) from None
     return True
 
@@ -356,11 +400,6 @@ class RayPool(Pool):
         return outcome
 
 
-def log_path(log_dir: Path, task: Task) -> Path:
-    """Where the pool writes a task's log."""
-    return log_dir / (task.name.replace(" ", "__") + ".log")
-
-
 # --- on a worker --------------------------------------------------------------------------------
 
 ATTEMPTS_DIR = ".attempts"
@@ -452,6 +491,7 @@ def _attempt(
 ) -> Result:
     """One attempt at one task on this node: the local pool's code for that task. Raises Retry when
     it failed and a retry may help, so Ray tries again."""
+    require_ray()
     attempt = _count_attempt(Path(attempts))
     env = {**os.environ, **env_overlay}
     if not gpus:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from benchmark import suites
 from benchmark.baselines import baselines
-from benchmark.run_suite import ROOT, default_runs_dir, find_run, is_done
+from benchmark.layout import ROOT, default_runs_dir, find_run, is_done
 from benchmark.suites import RunSpec, Suite
 from l0rl.envs.registry import family
 from l0rl.errors import UsageError

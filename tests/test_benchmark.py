@@ -24,7 +24,7 @@ from rliable import metrics
 if str(ROOT) not in sys.path:  # benchmark/ is a repository tool, imported from the repository root
     sys.path.insert(0, str(ROOT))
 
-from benchmark import report, run_suite, suites, windows  # noqa: E402
+from benchmark import layout, pool, report, run_suite, suites, tasks, windows  # noqa: E402
 from l0rl.report import figures, publish, stats, tables  # noqa: E402
 from l0rl.runkit import Run, load_checkpoint, read_metrics  # noqa: E402
 
@@ -259,7 +259,7 @@ def test_the_runner_trains_and_compresses_every_run(tiny):
     assert code == 0, out + err
     assert "0 failed" in out and "next: python -m benchmark.report tiny" in out
     for spec in suites.expand(TINY):
-        run_dir = run_suite.finished_run(tiny["runs"], spec)
+        run_dir = layout.finished_run(tiny["runs"], spec)
         assert run_dir is not None, spec.key
         ckpt = load_checkpoint(run_dir)
         # a run the tiny fixture trained by hand carries its --wandb-group tiny; one the runner trained
@@ -284,17 +284,17 @@ def test_the_runner_trains_and_compresses_every_run(tiny):
 
 def test_gmp_prunes_to_the_sparsity_its_l0_run_reached(tiny):
     for seed in TINY.seeds:
-        l0_dir = run_suite.finished_run(tiny["runs"], spec_of("l0", seed))
+        l0_dir = layout.finished_run(tiny["runs"], spec_of("l0", seed))
         reached = json.loads((l0_dir / "summary.json").read_text())["sparsity"]
-        low, high = run_suite.SPARSITY_RANGE
+        low, high = layout.SPARSITY_RANGE
         matched = round(min(max(reached, low), high), 4)
-        gmp_args = load_checkpoint(run_suite.finished_run(tiny["runs"], spec_of("gmp", seed)))["args"]
+        gmp_args = load_checkpoint(layout.finished_run(tiny["runs"], spec_of("gmp", seed)))["args"]
         assert gmp_args["sparsity"] == "gmp" and gmp_args["gmp_target"] == matched
         # the dense run is pruned to the sparsity its L0 partner is deployed at: the L0 run's final
         # magnitude step (0.9) where the gates alone reached less, as 1,024 steps do
         deployed = max(matched, spec_of("l0", seed).variant.magnitude_after)
         assert deployed == 0.9
-        dense_dir = run_suite.finished_run(tiny["runs"], spec_of("dense", seed))
+        dense_dir = layout.finished_run(tiny["runs"], spec_of("dense", seed))
         magnitude = json.loads((dense_dir / "compress_magnitude.json").read_text())
         assert magnitude["options"]["sparsity"] == deployed
 
@@ -305,15 +305,15 @@ def test_a_second_invocation_starts_no_training(tiny):
     assert "[start]" not in out
     # every run: train + compress l0; every dense run also compress magnitude + svd; every L0 run
     # its final magnitude step
-    tasks = 2 * len(suites.expand(TINY)) + 3 * len(TINY.seeds)
-    assert f"0 ran, {tasks} done already, 0 failed" in out
-    names = [p.name for p in tiny["runs"].iterdir() if p.name != run_suite.LOG_DIR]
+    count = 2 * len(suites.expand(TINY)) + 3 * len(TINY.seeds)
+    assert f"0 ran, {count} done already, 0 failed" in out
+    names = [p.name for p in tiny["runs"].iterdir() if p.name != layout.LOG_DIR]
     assert len(names) == len(suites.expand(TINY))  # no run was started twice
 
 
 def test_changed_compress_options_or_episodes_compress_again(tiny):
     def what(suite, episodes) -> dict[str, str]:
-        runner = run_suite.Runner(suite, suites.expand(suite), tiny["runs"], "disabled", episodes)
+        runner = tasks.Runner(suite, suites.expand(suite), tiny["runs"], "disabled", episodes)
         return {t.name: t.command()[0] for t in runner.tasks() if t.name.startswith("compress")}
 
     same = what(TINY, TINY.compress_episodes)
@@ -330,23 +330,23 @@ def test_changed_compress_options_or_episodes_compress_again(tiny):
 
 def test_an_interrupted_run_is_resumed_in_its_own_directory(tiny):
     spec = spec_of("dense", 2)
-    assert run_suite.finished_run(tiny["runs"], spec) == tiny["halted_dir"]
+    assert layout.finished_run(tiny["runs"], spec) == tiny["halted_dir"]
     assert len(list(tiny["runs"].glob(f"{spec.key}__*"))) == 1
     ckpt = load_checkpoint(tiny["halted_dir"])
     assert ckpt["finished"] and ckpt["global_step"] == spec.cell.total_timesteps
-    (session,) = json.loads((tiny["halted_dir"] / run_suite.BENCH_NAME).read_text())["sessions"]
+    (session,) = json.loads((tiny["halted_dir"] / tasks.BENCH_NAME).read_text())["sessions"]
     assert f"--resume {tiny['halted_dir']}" in session["command"]
     assert f"resume at step 512: {tiny['halted_dir']}" in tiny["first"][1]
 
 
 def test_a_failed_task_and_everything_that_waits_for_it_are_reported(tmp_path):
-    fail = run_suite.Task(
+    fail = tasks.Task(
         "train a", [], lambda: ("new run", [sys.executable, "-c", "print('boom'); raise SystemExit(3)"]), 0
     )
-    child = run_suite.Task("compress b", ["train a"], lambda: ("compress", None), 0)
-    fine = run_suite.Task("train c", [], lambda: ("done already", None), 0)
-    pool = run_suite.Pool(2, tmp_path / "logs", env=None, say=lambda s: None)
-    outcomes = {o.task: o for o in pool.run([fail, child, fine])}
+    child = tasks.Task("compress b", ["train a"], lambda: ("compress", None), 0)
+    fine = tasks.Task("train c", [], lambda: ("done already", None), 0)
+    local = pool.Pool(2, tmp_path / "logs", env=None, say=lambda s: None)
+    outcomes = {o.task: o for o in local.run([fail, child, fine])}
     assert outcomes["train a"].status == "failed" and outcomes["train a"].detail == "exit 3: boom"
     assert outcomes["compress b"].status == "failed" and "train a failed" in outcomes["compress b"].detail
     assert outcomes["train c"].status == "skipped"
@@ -356,21 +356,21 @@ def test_a_failed_task_and_everything_that_waits_for_it_are_reported(tmp_path):
 
 def test_a_cells_thread_count_reaches_its_training_processes(tmp_path):
     mario = suites.get("mario")
-    runner = run_suite.Runner(mario, suites.expand(mario, (1,)), tmp_path / "runs", "disabled", 1)
-    tasks = runner.tasks()
-    assert {t.env.get("OMP_NUM_THREADS") for t in tasks if t.name.startswith("train")} == {"2"}
-    assert all(not t.env for t in tasks if not t.name.startswith("train"))
+    runner = tasks.Runner(mario, suites.expand(mario, (1,)), tmp_path / "runs", "disabled", 1)
+    graph = runner.tasks()
+    assert {t.env.get("OMP_NUM_THREADS") for t in graph if t.name.startswith("train")} == {"2"}
+    assert all(not t.env for t in graph if not t.name.startswith("train"))
     # the pool's own setting (one thread, as run_suite sets it) yields to the task's
     probe = [sys.executable, "-c", "import torch; print('threads', torch.get_num_threads())"]
-    two = run_suite.Task("train two", [], lambda: ("new run", probe), 0, env=run_suite.threads_env(2))
-    one = run_suite.Task("train one", [], lambda: ("new run", probe), 0)
-    env = {**os.environ, **run_suite.threads_env(1)}
-    pool = run_suite.Pool(2, tmp_path / "logs", env, say=lambda s: None, cpus=4)
-    assert {o.status for o in pool.run([two, one])} == {"ran"}
+    two = tasks.Task("train two", [], lambda: ("new run", probe), 0, env=tasks.threads_env(2))
+    one = tasks.Task("train one", [], lambda: ("new run", probe), 0)
+    env = {**os.environ, **tasks.threads_env(1)}
+    local = pool.Pool(2, tmp_path / "logs", env, say=lambda s: None, cpus=4)
+    assert {o.status for o in local.run([two, one])} == {"ran"}
     for name, threads in (("two", 2), ("one", 1)):
         assert f"threads {threads}" in (tmp_path / "logs" / f"train__{name}.log").read_text()
     # runs side by side share the cores: two workers on 2 CPUs give each run one thread
-    shared = run_suite.Pool(2, tmp_path / "shared", env, say=lambda s: None, cpus=2)
+    shared = pool.Pool(2, tmp_path / "shared", env, say=lambda s: None, cpus=2)
     assert {o.status for o in shared.run([two])} == {"ran"}
     assert "threads 1" in (tmp_path / "shared" / "train__two.log").read_text()
 
@@ -396,9 +396,7 @@ def test_the_report_shows_every_cell_with_the_numbers_of_the_run_records(tiny, t
         assert f"## {cell.title}" in text
         rows = {(r["variant"], r["method"]): r for r in got["rows"]}
         for v in cell.variants:
-            dirs = [
-                run_suite.finished_run(tiny["runs"], suites.RunSpec("tiny", cell, v, s)) for s in TINY.seeds
-            ]
+            dirs = [layout.finished_run(tiny["runs"], suites.RunSpec("tiny", cell, v, s)) for s in TINY.seeds]
             summaries = [json.loads((d / "summary.json").read_text()) for d in dirs]
             returns = np.array([s["eval/episodic_return"] for s in summaries])
             row = rows[(v.name, "l0")]
@@ -436,7 +434,7 @@ def test_the_report_shows_every_cell_with_the_numbers_of_the_run_records(tiny, t
         expected = []
         for v in (v for v in cell.variants if v.sparsity != "none"):
             for seed in TINY.seeds:
-                d = run_suite.finished_run(tiny["runs"], suites.RunSpec("tiny", cell, v, seed))
+                d = layout.finished_run(tiny["runs"], suites.RunSpec("tiny", cell, v, seed))
                 s = json.loads((d / "summary.json").read_text())
                 expected.append((v.label, seed, s["sparsity"] >= 0.0 and s["eval/episodic_return"] >= 20.0))
                 params = json.loads((d / "compress.json").read_text())["stages"][-1]["params"]
@@ -566,7 +564,7 @@ def test_the_wandb_report_selects_exactly_the_reported_runs_by_name(tiny):
 
 def test_suite_runs_get_one_wandb_group_per_variant(tmp_path):
     """The W&B UI groups by group: a suite's dense, L0 and GMP runs must not share one."""
-    runner = run_suite.Runner(TINY, suites.expand(TINY), tmp_path, "disabled", 2)
+    runner = tasks.Runner(TINY, suites.expand(TINY), tmp_path, "disabled", 2)
     groups = {}
     for spec in suites.expand(TINY):
         _, argv = runner.train_command(spec) if spec.variant.gmp_target_from is None else (None, None)
@@ -661,8 +659,7 @@ def test_conv_blocks_times_every_width_up_to_the_dense_one():
 def test_a_compress_report_answers_only_the_options_it_recorded():
     """The runner skips a compression whose report matches: same checkpoint step, episodes and every
     option asked for; an option the report predates (not recorded) means compressing again."""
-    from benchmark.run_suite import same_compression
-
+    same_compression = tasks.same_compression
     old = {
         "global_step": 1000,
         "episodes": 10,

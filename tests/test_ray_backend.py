@@ -19,7 +19,7 @@ ray = pytest.importorskip("ray")
 if str(ROOT) not in sys.path:  # benchmark/ is a repository tool, imported from the repository root
     sys.path.insert(0, str(ROOT))
 
-from benchmark import ray_backend, report, run_suite, suites  # noqa: E402
+from benchmark import layout, ray_backend, report, run_suite, suites, tasks  # noqa: E402
 from l0rl.runkit import load_checkpoint  # noqa: E402
 
 SUITE = suites.Suite(
@@ -44,7 +44,7 @@ SUITE = suites.Suite(
     compress_episodes=2,
 )
 DENSE, L0 = suites.expand(SUITE)
-KILLED = run_suite.train_name(L0)
+KILLED = tasks.train_name(L0)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -117,7 +117,7 @@ def test_a_local_ray_trains_and_compresses_every_run(ray_runs):
     assert "on Ray at this machine" in out and "0 failed" in out
     assert "next: python -m benchmark.report raytiny" in out
     for spec in (DENSE, L0):
-        run_dir = run_suite.finished_run(ray_runs["runs"], spec)
+        run_dir = layout.finished_run(ray_runs["runs"], spec)
         assert run_dir is not None, out + err
         ckpt = load_checkpoint(run_dir)
         assert ckpt["finished"] and ckpt["global_step"] == SUITE.cells[0].total_timesteps
@@ -129,11 +129,11 @@ def test_a_local_ray_trains_and_compresses_every_run(ray_runs):
             {"compress_magnitude.json", "compress_svd.json"} if spec.magnitude_source else set()
         )
         assert expected <= {p.name for p in run_dir.glob("compress*.json")}, spec.key
-        session = json.loads((run_dir / run_suite.BENCH_NAME).read_text())["sessions"][-1]
+        session = json.loads((run_dir / tasks.BENCH_NAME).read_text())["sessions"][-1]
         assert session["hardware"]["cores"] >= 1  # recorded by the worker, as the local pool does
     # the driver's own files are gone: the probe's token and the attempt counters
     assert not list(ray_runs["runs"].glob(".l0rl-visible-*"))
-    assert not list((ray_runs["runs"] / run_suite.LOG_DIR / ray_backend.ATTEMPTS_DIR).iterdir())
+    assert not list((ray_runs["runs"] / layout.LOG_DIR / ray_backend.ATTEMPTS_DIR).iterdir())
 
 
 def test_a_task_killed_midway_is_retried_and_resumes_from_its_checkpoint(ray_runs):
@@ -143,13 +143,13 @@ def test_a_task_killed_midway_is_retried_and_resumes_from_its_checkpoint(ray_run
     ckpt = load_checkpoint(run_dir)
     assert ckpt["finished"] and ckpt["global_step"] == SUITE.cells[0].total_timesteps
     # the first attempt was killed before it could record a session; the retry resumed with --resume
-    (session,) = json.loads((run_dir / run_suite.BENCH_NAME).read_text())["sessions"]
+    (session,) = json.loads((run_dir / tasks.BENCH_NAME).read_text())["sessions"]
     assert f"--resume {run_dir}" in session["command"]
     assert re.search(
         rf"\[start\]  {re.escape(KILLED)} \(resume at step \d+: {re.escape(str(run_dir))}\)", out
     )
     assert f"{KILLED} (resume at step" in out and ", attempt 2" in out
-    log = ray_runs["runs"] / run_suite.LOG_DIR / (KILLED.replace(" ", "__") + ".log")
+    log = ray_runs["runs"] / layout.LOG_DIR / (KILLED.replace(" ", "__") + ".log")
     attempts = [line for line in log.read_text().splitlines() if line.startswith("=== ")]
     assert len(attempts) == 2 and "--resume" not in attempts[0] and f"--resume {run_dir}" in attempts[1]
     # the run the killed one waited for nothing; the dense run was not disturbed
@@ -159,10 +159,10 @@ def test_a_task_killed_midway_is_retried_and_resumes_from_its_checkpoint(ray_run
 def test_a_second_invocation_on_ray_skips_everything(ray_runs):
     code, out, err = ray_runs["second"]
     assert code == 0, out + err
-    tasks = len(run_suite.Runner(SUITE, [DENSE, L0], ray_runs["runs"], "disabled", 2).tasks())
-    assert f"0 ran, {tasks} done already, 0 failed" in out
+    count = len(tasks.Runner(SUITE, [DENSE, L0], ray_runs["runs"], "disabled", 2).tasks())
+    assert f"0 ran, {count} done already, 0 failed" in out
     assert "[start]" not in out
-    names = [p.name for p in ray_runs["runs"].iterdir() if p.name != run_suite.LOG_DIR]
+    names = [p.name for p in ray_runs["runs"].iterdir() if p.name != layout.LOG_DIR]
     assert len(names) == 2
 
 
@@ -182,7 +182,7 @@ def test_the_report_of_a_ray_run_has_the_local_reports_structure(ray_runs, tmp_p
 def test_the_command_line_joins_a_running_ray_and_runs_what_is_missing(ray_runs):
     """`python -m benchmark.run_suite ... --backend ray --address A` in a process of its own (the
     runner's module is __main__ there), joining the module's Ray: it compresses what is missing."""
-    dense = run_suite.finished_run(ray_runs["runs"], DENSE)
+    dense = layout.finished_run(ray_runs["runs"], DENSE)
     (dense / "compress_svd.json").unlink()
     address = ray.get_runtime_context().gcs_address
     argv = ["raytiny", "--backend", "ray", "--address", address, "--runs-dir", str(ray_runs["runs"])]
@@ -213,25 +213,25 @@ def test_failed_attempts_are_retried_a_bounded_number_of_times_and_reported(loca
         "import pathlib, sys; p = pathlib.Path(sys.argv[1]); n = len(p.read_text()) if p.exists() else 0; "
         "p.write_text('x' * (n + 1)); print('attempt', n + 1); sys.exit(0 if n else 1)"
     )
-    tasks = [
-        run_suite.Task("flaky", [], lambda: ("new run", [sys.executable, "-c", flaky, str(marker)]), 0),
-        run_suite.Task(
+    graph = [
+        tasks.Task("flaky", [], lambda: ("new run", [sys.executable, "-c", flaky, str(marker)]), 0),
+        tasks.Task(
             "broken", [], lambda: ("new run", [sys.executable, "-c", "print('boom'); raise SystemExit(1)"]), 0
         ),
-        run_suite.Task(
+        tasks.Task(
             "diverged",
             [],
             lambda: ("new run", [sys.executable, "-c", "print('nan'); raise SystemExit(3)"]),
             0,
         ),
-        run_suite.Task("after broken", ["broken"], lambda: ("compress", None), 0),
-        run_suite.Task("done", [], lambda: ("done already", None), 0),
+        tasks.Task("after broken", ["broken"], lambda: ("compress", None), 0),
+        tasks.Task("done", [], lambda: ("done already", None), 0),
     ]
     said = []
     pool = ray_backend.RayPool(
         None, tmp_path / "logs", None, said.append, runs_dir=tmp_path, retries=2, retry_delay_s=0
     )
-    outcomes = {o.task: o for o in pool.run(tasks)}
+    outcomes = {o.task: o for o in pool.run(graph)}
     assert outcomes["flaky"].status == "ran" and marker.read_text() == "xx"
     assert any(
         line.startswith("[start]  flaky (new run) on ") and line.endswith(", attempt 2") for line in said
@@ -275,12 +275,12 @@ def test_resources_and_options(tmp_path):
     gpu = suites.RunSpec(
         "x", GpuCell("Acrobot-v1", "ppo_l0", 1000, (suites.DENSE, suites.L0)), suites.DENSE, 1
     )
-    runner = run_suite.Runner(SUITE, [DENSE, mario, gpu], tmp_path, "disabled", 2)
+    runner = tasks.Runner(SUITE, [DENSE, mario, gpu], tmp_path, "disabled", 2)
     of = ray_backend.task_resources(runner)
     by_name = {t.name: of(t) for t in runner.tasks()}
-    assert by_name[run_suite.train_name(DENSE)] == {"num_cpus": 1, "num_gpus": 0}
-    assert by_name[run_suite.train_name(mario)] == {"num_cpus": 8, "num_gpus": 0}
-    assert by_name[run_suite.train_name(gpu)] == {"num_cpus": 1, "num_gpus": 1.0}
+    assert by_name[tasks.train_name(DENSE)] == {"num_cpus": 1, "num_gpus": 0}
+    assert by_name[tasks.train_name(mario)] == {"num_cpus": 8, "num_gpus": 0}
+    assert by_name[tasks.train_name(gpu)] == {"num_cpus": 1, "num_gpus": 1.0}
     assert by_name[f"compress-l0 {DENSE.key}"] == {"num_cpus": 1, "num_gpus": 0}
     code, _, err = invoke(run_suite.main, "raytiny", "--runs-dir", tmp_path, "--address", "h:6379")
     assert code == 2 and "--address and --retries go with --backend ray" in err
