@@ -39,8 +39,8 @@ PROBE_TIMEOUT_S = 5.0
 """How long the W&B server has to answer the probe, a part of WANDB_DEADLINE_S: else `auto` logs
 offline and `online` is refused, both before any run directory exists."""
 TEARDOWN_WAIT_S = 0.5
-"""How long W&B's service is given to stop after a call was abandoned (its exit hook then no longer
-holds the process: W&B's own exit waits minutes on a stalled server)."""
+"""How long W&B's service is given to stop after a finish was abandoned (its exit hook then no longer
+holds the process: W&B's own exit waits on a stalled upload)."""
 VIDEO_KEY = "videos/episode"
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 _probed: dict[str, str | None] = {}  # base URL -> why it did not answer (None: it did), once per process
@@ -143,9 +143,9 @@ def _no_usage_telemetry() -> None:
     opentelemetry_proxy.disable()
 
 
-def _abandon_wandb() -> None:
-    """After a W&B call was left running: stop W&B's service (the next wandb.init starts a fresh one),
-    waiting at most TEARDOWN_WAIT_S; its exit hook is gone either way."""
+def _stop_wandb() -> None:
+    """After a finish was left running: stop W&B's service (the next wandb.init starts a fresh one),
+    waiting at most TEARDOWN_WAIT_S; its exit hook, which waits on the stalled upload, is gone."""
     import wandb
 
     within(TEARDOWN_WAIT_S, wandb.teardown)
@@ -234,7 +234,7 @@ class Tracker:
         _no_usage_telemetry()
         if self.mode != "online":
             return wandb.init(mode=self.mode, **init)
-        left = WANDB_DEADLINE_S - _probe_seconds.get(_base_url(), 0.0) - TEARDOWN_WAIT_S
+        left = WANDB_DEADLINE_S - _probe_seconds.get(_base_url(), 0.0)
         # W&B's own timeouts, for a server that answers slowly; `within` for one that stalls past them
         settings = wandb.Settings(
             init_timeout=max(left, 1.0), finish_timeout=WANDB_DEADLINE_S, finish_timeout_raises=True
@@ -246,7 +246,8 @@ class Tracker:
             done, problem = False, str(e).splitlines()[0] if str(e) else type(e).__name__
         if done:
             return run
-        _abandon_wandb()
+        # a stalled init holds W&B's service: later runs in this process go offline at once
+        _probed[_base_url()] = problem
         if explicit_online:
             raise UsageError(
                 f"--wandb-mode online: W&B failed to start ({problem[:120]}); use --wandb-mode offline "
@@ -307,14 +308,18 @@ class Tracker:
         if self.wandb_run is not None:
             run, self.wandb_run = self.wandb_run, None
             try:
-                done = within(WANDB_DEADLINE_S, run.finish)[0]
-            except TimeoutError:  # finish_timeout_raises: W&B gave up on the upload itself
-                done = False
+                done = within(WANDB_DEADLINE_S - TEARDOWN_WAIT_S, run.finish)[0]
+                problem = f"did not finish uploading within {WANDB_DEADLINE_S:g} s"
+            except Exception as e:  # TimeoutError (finish_timeout_raises) or its service failing
+                done, problem = (
+                    False,
+                    f"failed to finish ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})",
+                )
             if not done:
-                _abandon_wandb()
+                _stop_wandb()
                 print(
-                    f"warning: W&B did not finish uploading within {WANDB_DEADLINE_S:g} s; {self.run_dir} is "
-                    f"complete, upload its W&B record later with `wandb sync {self.run_dir / 'wandb'}/run-*`",
+                    f"warning: W&B {problem}; {self.run_dir} is complete, upload its W&B record later "
+                    f"with `wandb sync {self.run_dir / 'wandb'}/run-*`",
                     file=sys.stderr,
                 )
 
