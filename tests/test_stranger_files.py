@@ -6,8 +6,6 @@ answers the probe and stalls later."""
 
 import json
 import os
-import pickle
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,17 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from helpers import ROOT, TINY, invoke, one_line, tiny_args
+from helpers import ROOT, TINY, tiny_args
 
-from l0rl.algos import dqn_l0, ppo_l0
-from l0rl.compress.serialize import FORMAT, VERSION, to_bytes
+from l0rl.algos import ppo_l0
 from l0rl.errors import UsageError
-from l0rl.evaluate import main as evaluate_main
-from l0rl.report.cli import main as report_main
 from l0rl.runkit import checkpoint as ckpt_mod
 from l0rl.runkit import load_checkpoint, read_metrics, tracker
-from l0rl.runkit.replay import BUFFER_NAME
 from l0rl.runkit.tracker import Tracker
 
 
