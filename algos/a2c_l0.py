@@ -26,6 +26,7 @@ from l0rl import l0
 from l0rl.envs import make_vector_env
 from l0rl.policy import FrameScale
 from l0rl.runkit import (
+    CommandLine,
     Run,
     RunArgs,
     UsageError,
@@ -177,9 +178,9 @@ def check_args(args: Args) -> None:
         raise UsageError(f"--total-timesteps must be >= one rollout ({args.num_envs * args.num_steps} steps)")
 
 
-def train(args: Args) -> str:
+def train(args: Args, cli: CommandLine | None = None) -> str:
     """Train (or resume) a run; returns its run directory."""
-    run = Run(args, ALGO)
+    run = Run(args, ALGO, cli)
     args = run.args
     check_args(args)
     args.batch_size = int(args.num_envs * args.num_steps)
@@ -323,4 +324,4 @@ def train(args: Args) -> str:
 
 
 if __name__ == "__main__":
-    run_cli(lambda: train(parse_args(Args)), f"{ALGO}.py")
+    run_cli(lambda: train(*parse_args(Args)), f"{ALGO}.py")

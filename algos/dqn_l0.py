@@ -40,15 +40,16 @@ from l0rl.envs import make_vector_env
 from l0rl.policy import FrameScale
 from l0rl.runkit import (
     BUFFER_NAME,
+    CommandLine,
     KeepBest,
+    ReplayArgs,
     ReplayBuffer,
     Run,
-    RunArgs,
     UsageError,
-    atomic_torch_save,
     check_loss,
     parse_args,
     run_cli,
+    save_buffer,
     seed_everything,
     update_average,
     update_target,
@@ -57,27 +58,24 @@ from l0rl.runkit import (
 from l0rl.sparsity import make_scheduler, make_sparsity
 
 ALGO = "dqn_l0"
-# The L0 defaults below are CartPole's best at 95 % (benchmark/results/sweep-dqn-long/NOTES.md, ninth
-# round): 90 % of the gates closed at random, the penalty closes the next 5 % in ~20k steps, then the
-# map is fixed, and the weights learn at 4x CleanRL's rate (2.5e-4 left the 95 % network at 150-340 on
-# two seeds of three). None of it was measured on Mario, which keeps the earlier L0 settings.
+# The L0 defaults are CartPole's best at 95 % (benchmark/results/sweep-dqn-long/NOTES.md); Mario keeps
+# the earlier L0 settings (its selection episodes were never measured)
 MARIO = dict(l0_cost="params", l0_schedule="constant", l0_train_gates="sampled", l0_freeze_sparsity=1.0)
 MARIO |= dict(
     l0_random_closed=0.0, l0_warmup=0.1, l0_target_sparsity=0.9, l0_target_at=0.6, l0_target_hold=False
 )
-MARIO |= dict(keep_best_every=0)  # selection episodes of Mario were never measured (and cost minutes)
+MARIO |= dict(keep_best_every=0)
 FAMILY_DEFAULTS = {"mario": MARIO}
 """Defaults where an env family differs from CartPole's (applied by parse_args; explicit flags win)."""
 
 
 @dataclass
-class Args(RunArgs):
-    """DQN arguments (the run arguments every algorithm shares come first, from RunArgs)."""
+class Args(ReplayArgs):
+    """DQN arguments (the run arguments every algorithm shares come first, from RunArgs, then ReplayArgs' buffer option)."""
 
     # Algorithm specific arguments
     learning_rate: float = 1e-3
-    """the learning rate of the optimizer (weights); 4x CleanRL's 2.5e-4: a 95 % sparse Q-network learns
-    too slowly at that rate (the Mario line sets its own)"""
+    """the learning rate of the optimizer (weights); 4x CleanRL's: a 95 % sparse Q-network learns slowly"""
     anneal_lr: bool = False
     """anneal the weights' learning rate linearly to 0 over the run (off: CleanRL's DQN keeps it)"""
     num_envs: int = 1
@@ -103,40 +101,25 @@ class Args(RunArgs):
     train_frequency: int = 10
     """one gradient step every N env steps (counted over all envs)"""
     double_dqn: bool = True
-    """Double-DQN target: the online network (deterministic gates) picks the next action,
-    the target network values it; --no-double-dqn uses the target network's max"""
+    """Double-DQN target: the online network picks the next action, the target network values it"""
     swa_start: float = 1.0
-    """fraction of training after which the policy saved and evaluated is the mean of the Q-network's
-    weights over every later gradient step (stochastic weight averaging, with the Q-network's own
-    sparsity map): it smooths the swings of DQN's greedy return between updates; 1: the last weights"""
+    """fraction of training after which the kept policy is the mean of the later weights (SWA); 1: off"""
     keep_best_every: int = 10_000
-    """every N env steps from --keep-best-from on, play --keep-best-episodes greedy episodes on selection
-    seeds (seed + 20 000) and keep the best policy so far: the run saves, evaluates and compresses it
-    (the last weights stay in the checkpoint's networks); 0: the last weights (l0rl/runkit/keep_best.py)"""
+    """every N env steps from --keep-best-from, keep the policy best on selection episodes; 0: the last"""
     keep_best_from: float = 0.2
     """fraction of training from which policies are candidates (the defaults' map is fixed by then)"""
     keep_best_episodes: int = 10
-    """selection episodes per candidate"""
-    save_buffer_max_mb: float = 200.0
-    """save the replay buffer (replay_buffer.pt) at each checkpoint when it takes at most
-    this many MB, so --resume is exact: vector obs yes, a 100k Mario buffer (2.8 GB) no;
-    0 never, inf always. Else --resume keeps weights, optimizer, scheduler and step and
-    refills the buffer (no updates for learning_starts steps again)"""
+    """selection episodes per candidate (greedy, on seeds seed + 20 000)"""
 
-    # L0 arguments (--sparsity l0, the default)
+    # L0 arguments (--sparsity l0, the default); docs/METHOD.md says why each default is what it is
     l0_lambda: float = 20.0
-    """L0 strength for the Q-network (penalty = expected share of non-zero gated weights, in [0, 1]);
-    it must hold its own against TD losses of Q-values near 100 (CartPole, constant schedule: 80-84 %)"""
+    """L0 strength for the Q-network (penalty: lambda x the priced share of open gates)"""
     l0_cost: Literal["params", "macs", "erk"] = "erk"
-    """the penalty's price of a weight: 1 (params), its MACs per observation (macs), or fan_in x fan_out /
-    (fan_in + fan_out) of its layer (erk: the wide hidden layer pays, the narrow input layer stays denser)"""
+    """a weight's price: 1 (params), its MACs (macs), or fan_in x fan_out / (fan_in + fan_out) (erk)"""
     l0_drop_rate: float = 0.05
-    """initial drop rate of the gates, in (0, 1); nearly open (log_alpha 2.9) keeps the gap
-    between test-time and mean sampled gates, hence the target's overestimate, small"""
+    """initial drop rate of the gates, in (0, 1): nearly open keeps the target's overestimate small"""
     l0_schedule: Literal["constant", "linear", "cosine", "target"] = "target"
-    """sparsity-map schedule: constant, linear, cosine (warm-up then ramp) or target (dual ascent).
-    No warm-up with sampled gates: while lambda is ~0, thousands of TD updates drive log_alpha to 6-10,
-    where the penalty's gradient vanishes, and those gates never close again"""
+    """sparsity-map schedule: constant, linear, cosine (warm-up then ramp) or target (dual ascent)"""
     l0_warmup: float = 0.0
     """fraction of training before the target schedule steers (lambda holds its start value then)"""
     l0_target_sparsity: float = 0.95
@@ -144,27 +127,19 @@ class Args(RunArgs):
     l0_target_at: float = 0.2
     """fraction of training by which the target sparsity is reached (target schedule)"""
     l0_target_hold: bool = True
-    """target schedule: lambda at its start value from step 0, the target ramping from the sparsity
-    reached at --l0-warmup (with --l0-random-closed, the random share) to --l0-target-sparsity
-    (the other schedules have no hold)"""
+    """target schedule: lambda at its start value from step 0, the target ramping from the start sparsity"""
     l0_dual_lr: float = 0.01
     """step size of the dual ascent on log(lambda) per gradient step (target schedule)"""
     l0_train_gates: Literal["sampled", "deterministic"] = "deterministic"
-    """gates of the Q-network in its learning updates: sampled (hard-concrete noise) or deterministic,
-    as SAC's critics: the TD target is then computed by the same function that is fitted, so
-    Q-values do not inflate; gates still learn through the deterministic gate (0 < z < 1) and the penalty"""
+    """gates in the learning updates: sampled (hard-concrete noise) or deterministic (as SAC's critics)"""
     l0_anneal_lr: bool = False
-    """anneal the gates' rate (--l0-lr) linearly to 0 over the run, so the sparsity map settles and
-    the Q-network's last updates fit the map it ends with (the weights' rate stays constant)"""
+    """anneal the gates' rate (--l0-lr) linearly to 0 over the run, so the sparsity map settles"""
     l0_freeze_at: float = 1.0
-    """fraction of training after which the sparsity map stays fixed (lambda 0, gates' rate 0), so the
-    last updates fit weights to a mask that no longer moves, as GMP stops pruning at --gmp-end; 1: never"""
+    """fraction of training after which the sparsity map stays fixed (lambda 0, gates' rate 0); 1: never"""
     l0_freeze_sparsity: float = 0.95
-    """fix the sparsity map (as --l0-freeze-at) from the first gradient step at which the Q-network is at
-    least this sparse; it then stays so, which makes the freeze stateless and resumable; 1: never"""
+    """fix the sparsity map from the first gradient step at which the Q-network is this sparse; 1: never"""
     l0_random_closed: float = 0.9
-    """share of the gates closed at random before training (ERK shares per layer, l0.close_random); the
-    penalty then picks the final map among the rest, inside a wide random one. 0: none"""
+    """share of the gates closed at random before training (ERK shares per layer); 0: none"""
 
     # to be filled in runtime
     num_iterations: int = 0
@@ -218,9 +193,9 @@ def check_args(args: Args) -> None:
         make_scheduler(args, args.l0_lambda)  # refuses impossible schedule settings now
 
 
-def train(args: Args) -> str:
+def train(args: Args, cli: CommandLine | None = None) -> str:
     """Train (or resume) a run; returns its run directory."""
-    run = Run(args, ALGO)
+    run = Run(args, ALGO, cli)
     args = run.args
     check_args(args)
     args.num_iterations = args.total_timesteps // args.num_envs
@@ -367,10 +342,9 @@ def train(args: Args) -> str:
             run.log(global_step, metrics | sparsity.log_dict(), policy=q_network, eps=epsilon)
 
         if run.should_checkpoint(global_step, args.num_envs):
-            if rb.nbytes <= args.save_buffer_max_mb * 1e6:  # written first: a resume checks its step
-                atomic_torch_save(buffer_path, {"global_step": global_step, "buffer": rb.state_dict()})
-            else:  # outgrew the limit: no stale buffer stays behind
-                buffer_path.unlink(missing_ok=True)
+            save_buffer(
+                rb, buffer_path, global_step, args.save_buffer_max_mb
+            )  # first: a resume checks its step
             loop = {"obs": obs, "learn_from": learn_from, "averaged": averaged}
             run.checkpoint(global_step, **states, loop=loop, envs=envs, policy=policy)
         if run.halting(global_step):
@@ -380,4 +354,4 @@ def train(args: Args) -> str:
 
 
 if __name__ == "__main__":
-    run_cli(lambda: train(parse_args(Args, FAMILY_DEFAULTS)), f"{ALGO}.py")
+    run_cli(lambda: train(*parse_args(Args, FAMILY_DEFAULTS)), f"{ALGO}.py")

@@ -25,6 +25,7 @@ from l0rl import l0
 from l0rl.envs import make_vector_env
 from l0rl.policy import FrameScale
 from l0rl.runkit import (
+    CommandLine,
     Run,
     RunArgs,
     UsageError,
@@ -39,15 +40,9 @@ from l0rl.runkit import (
 from l0rl.sparsity import make_sparsity
 
 ALGO = "ppo_l0"
-# Mario: lambda from step 0, conv channels per unit and Linear layers per weight: unit gates stalled at 66-76 %,
-# per-weight gates in the wide FC layer keep closing (77 % at 100k; benchmark/results/mario/NOTES.md)
+# Per-family L0 defaults; docs/METHOD.md ("PPO's per-family defaults") says why each is what it is
 MARIO = dict(num_envs=8, total_timesteps=1_000_000, l0_granularity="mixed", l0_lambda_actor=100.0)
 MARIO |= dict(l0_lambda_critic=0.5, l0_lr=1e-2, l0_anneal_lr=False, l0_schedule="constant")
-# Acrobot and LunarLander: a constant lambda closed the actor before the first success, so lambda is
-# ramped in (at 3.5). LunarLander takes its usual rollout shape (16 x 1024 steps, minibatches of 64,
-# gamma 0.999, GAE 0.98), a 4x lower gate rate (4x CartPole's gate updates per env step), 5M steps (at
-# 5M: 260 / 254 / 250 at 97.3-97.9 %, dense 240 / 214 / 237; at 3M only one seed of two lands) and
-# rollouts through the test-time gates (at 1M: -56 against -924 / -415 sampled; sweep-warmup, sweep-lunar).
 ACROBOT = {"l0_schedule": "linear", "l0_lambda_actor": 3.5}
 LUNAR = ACROBOT | dict(num_envs=16, num_steps=1024, num_minibatches=256, gamma=0.999, gae_lambda=0.98)
 LUNAR |= dict(l0_lr=6e-4, total_timesteps=5_000_000, l0_train_gates="deterministic")
@@ -202,9 +197,9 @@ def check_args(args: Args) -> None:
         raise UsageError(f"--total-timesteps must be >= one rollout ({args.num_envs * args.num_steps} steps)")
 
 
-def train(args: Args) -> str:
+def train(args: Args, cli: CommandLine | None = None) -> str:
     """Train (or resume) a run; returns its run directory."""
-    run = Run(args, ALGO)
+    run = Run(args, ALGO, cli)
     args = run.args
     check_args(args)
     args.batch_size = int(args.num_envs * args.num_steps)
@@ -392,4 +387,4 @@ def train(args: Args) -> str:
 
 
 if __name__ == "__main__":
-    run_cli(lambda: train(parse_args(Args, FAMILY_DEFAULTS)), f"{ALGO}.py")
+    run_cli(lambda: train(*parse_args(Args, FAMILY_DEFAULTS)), f"{ALGO}.py")

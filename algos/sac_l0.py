@@ -40,14 +40,15 @@ from l0rl.errors import NonFiniteError
 from l0rl.policy import Affine, FrameScale
 from l0rl.runkit import (
     BUFFER_NAME,
+    CommandLine,
     EpisodeReplayBuffer,
+    ReplayArgs,
     Run,
-    RunArgs,
     UsageError,
-    atomic_torch_save,
     check_loss,
     parse_args,
     run_cli,
+    save_buffer,
     seed_everything,
     update_target,
     validate,
@@ -59,8 +60,8 @@ LOG_STD_MAX, LOG_STD_MIN = 2, -5
 
 
 @dataclass
-class Args(RunArgs):
-    """SAC arguments (the run arguments every algorithm shares come first, from RunArgs)."""
+class Args(ReplayArgs):
+    """SAC arguments (the run arguments every algorithm shares come first, from RunArgs, then ReplayArgs' buffer option)."""
 
     # RunArgs fields with SAC's own defaults
     env_id: str = "NeedleReach-v0"
@@ -105,8 +106,6 @@ class Args(RunArgs):
     """hindsight experience replay ("future" strategy) for goal envs; NeedleReach-v0 with L0 needs it"""
     her_k: int = 4
     """relabelled goals per real one: a share k/(k+1) of each batch gets a later achieved goal"""
-    save_buffer: bool | None = None
-    """save the replay buffer with each checkpoint for exact resume (None: yes unless image obs)"""
 
     # L0 arguments (--sparsity l0, the default): the best point of benchmark/results/sweep-offpolicy
     # (NeedleReach with HER, 50k steps: gate rate 3e-3 -> 97.6 % actor sparsity at success 1.0; the
@@ -217,15 +216,15 @@ def check_args(args: Args) -> None:
     validate(args, at_least_one=("num_envs", "batch_size", "gradient_steps", "policy_frequency"))
     validate(args, at_least_one=("target_network_frequency", "hidden_size", "her_k", "l0_schedule_every"))
     validate(
-        args, non_negative=("l0_lambda_actor", "l0_lambda_critic", "learning_starts")
+        args, non_negative=("l0_lambda_actor", "l0_lambda_critic", "learning_starts", "save_buffer_max_mb")
     )  # lambda 0: no penalty
     if args.buffer_size < args.num_envs or args.total_timesteps < args.num_envs:
         raise UsageError("--buffer-size and --total-timesteps must be >= --num-envs")
 
 
-def train(args: Args) -> str:
+def train(args: Args, cli: CommandLine | None = None) -> str:
     """Train (or resume) a run; returns its run directory."""
-    run = Run(args, ALGO)
+    run = Run(args, ALGO, cli)
     args = run.args
     check_args(args)
     her = goal_spec(args.env_id, **run.env_options) if args.her else None
@@ -267,7 +266,6 @@ def train(args: Args) -> str:
     target_entropy = -float(n_act) if continuous else args.target_entropy_scale * math.log(n_act)
     log_alpha = nn.Parameter(torch.tensor([math.log(args.alpha)], device=device), requires_grad=args.autotune)
     a_optimizer = optim.Adam([log_alpha], lr=args.q_lr)
-    save_buffer = args.save_buffer if args.save_buffer is not None else len(obs_space.shape) != 3
     rb = EpisodeReplayBuffer(args.buffer_size, args.num_envs, obs_space, action_space)
     # only now, with every argument accepted, does the run directory appear
     run.open(obs_space, action_space, args.total_timesteps, policy=policy)
@@ -282,8 +280,9 @@ def train(args: Args) -> str:
     loop = run.restore(**states)
     if loop is not None:
         updates = loop["updates"]
-        if save_buffer:  # not one written after checkpoint.pt (a crash came between them)
-            rb.load(run.run_dir / BUFFER_NAME, global_step)
+        rb.load(
+            run.run_dir / BUFFER_NAME, global_step
+        )  # not one written after checkpoint.pt (a crash between)
         if (saved_envs := run.resumed_envs(envs)) is not None:  # exact env state (classic control)
             envs, obs = saved_envs, loop["next_obs"].numpy()
         else:  # e.g. Box2D or the emulator: episodes in flight restart, seeded by the step
@@ -385,8 +384,8 @@ def train(args: Args) -> str:
             run.log(global_step, metrics | sparsity.log_dict(), policy=policy)
 
         if run.should_checkpoint(global_step, args.num_envs):
-            if save_buffer:  # first, so a checkpoint never points at a buffer older than itself
-                atomic_torch_save(run.run_dir / BUFFER_NAME, {**rb.state_dict(), "global_step": global_step})
+            # first, so a checkpoint never points at a buffer older than itself
+            save_buffer(rb, run.run_dir / BUFFER_NAME, global_step, args.save_buffer_max_mb)
             loop = {"next_obs": obs, "updates": updates}
             run.checkpoint(global_step, **states, loop=loop, envs=envs, policy=policy)
         if run.halting(global_step):
@@ -396,4 +395,4 @@ def train(args: Args) -> str:
 
 
 if __name__ == "__main__":
-    run_cli(lambda: train(parse_args(Args)), f"{ALGO}.py")
+    run_cli(lambda: train(*parse_args(Args)), f"{ALGO}.py")

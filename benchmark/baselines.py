@@ -21,9 +21,9 @@ from torch import nn
 from l0rl.envs import make_env, resolve_env_id
 from l0rl.envs.registry import family
 from l0rl.errors import UsageError
+from l0rl.runkit.args import EVAL_DEFAULTS
 from l0rl.runkit.cli import run_cli
 from l0rl.runkit.evaluate import EVAL_SEED_OFFSET, evaluate
-from l0rl.runkit.run import EVAL_DEFAULTS
 
 MARIO_RUN_JUMP, MARIO_RUN = 4, 3  # SIMPLE_MOVEMENT: right+A+B, right+B
 JUMP_PERIOD = 8

@@ -46,8 +46,7 @@ from l0rl.compress.pipeline import output_names
 from l0rl.compress.report import format_report
 from l0rl.errors import UsageError
 from l0rl.report.collect import BENCH_NAME, hardware
-from l0rl.runkit import WANDB_MODES, RunError, atomic_write_json, load_checkpoint, run_cli
-from l0rl.runkit.run import RESUMABLE
+from l0rl.runkit import RESUMABLE, WANDB_MODES, RunError, atomic_write_json, load_checkpoint, run_cli
 from l0rl.runkit.tracker import variant_group
 
 ROOT = Path(__file__).resolve().parents[1]

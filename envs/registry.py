@@ -13,7 +13,7 @@ import warnings
 
 import gymnasium as gym
 
-from l0rl.errors import UsageError
+from l0rl.errors import UsageError, first_line
 
 
 class EnvError(UsageError):
@@ -118,7 +118,7 @@ def _check_surrol(env_id: str) -> None:
         old_gym.spec(task)
     except Exception as e:
         raise EnvError(
-            f"SurRoL has no task {task!r} ({_first_line(e)}); e.g. {SURROL_PREFIX}NeedleReach-v0"
+            f"SurRoL has no task {task!r} ({first_line(e)}); e.g. {SURROL_PREFIX}NeedleReach-v0"
         ) from None
 
 
@@ -128,7 +128,7 @@ def _observation_problem(env_id: str) -> str | None:
     try:
         env = gym.make(env_id)
     except Exception as e:
-        return f"{env_id} cannot be built: {_first_line(e)}"
+        return f"{env_id} cannot be built: {first_line(e)}"
     space = env.observation_space
     env.close()
     if _is_vector(space):
@@ -147,8 +147,3 @@ def _is_vector(space: gym.Space) -> bool:
             _is_vector(s) and not isinstance(s, gym.spaces.Dict) for s in space.values()
         )
     return isinstance(space, gym.spaces.Box) and len(space.shape) == 1
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

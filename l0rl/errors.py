@@ -40,3 +40,10 @@ class Interrupted(KeyboardInterrupt):
     @property
     def code(self) -> int:
         return 128 + self.signum
+
+
+def first_line(e: BaseException, limit: int | None = None) -> str:
+    """An exception as one line (at most `limit` characters; its type when it says nothing), for the
+    one-line errors every entry point prints."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else type(e).__name__

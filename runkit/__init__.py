@@ -1,5 +1,6 @@
-"""runkit: the plumbing every l0rl entry point shares and no algorithm owns: `Run` (arguments every
-algorithm has, start/resume, logging, checkpoints, final evaluation), the run directory on disk
+"""runkit: the plumbing every l0rl entry point shares and no algorithm owns: the arguments every
+algorithm has and their parsing (args), resume and fork (continuation), divergence guards (guards),
+`Run` (one run's lifecycle: start, logging, checkpoints, final evaluation), the run directory on disk
 (checkpoint format, atomic writes, lock), the metrics record + W&B, progress display, evaluation
 episodes, the best evaluated policy of a run, the return formulas of the on-policy algorithms, the off-policy replay buffers, and
 one-line CLI errors."""
@@ -10,6 +11,7 @@ if __name__ != "l0rl.runkit":  # one file, one import name: this folder installs
     )
 
 from l0rl.errors import NonFiniteError, UsageError
+from l0rl.runkit.args import CommandLine, RunArgs, family_defaults, parse_args, validate
 from l0rl.runkit.checkpoint import (
     CHECKPOINT_NAME,
     ENV_STATE_NAME,
@@ -24,25 +26,21 @@ from l0rl.runkit.checkpoint import (
     to_bytes,
 )
 from l0rl.runkit.cli import run_cli
+from l0rl.runkit.continuation import RESUMABLE
 from l0rl.runkit.evaluate import eval_metrics, evaluate, evaluate_as_run, first_eval_seed
+from l0rl.runkit.guards import check_loss
 from l0rl.runkit.keep_best import KeepBest
 from l0rl.runkit.progress import Progress
-from l0rl.runkit.replay import BUFFER_NAME, EpisodeReplayBuffer, ReplayBuffer
+from l0rl.runkit.replay import BUFFER_NAME, EpisodeReplayBuffer, ReplayArgs, ReplayBuffer, save_buffer
 from l0rl.runkit.returns import bootstrap_truncations, gae
-from l0rl.runkit.run import (
-    Run,
-    RunArgs,
-    check_loss,
-    crossed,
-    family_defaults,
-    parse_args,
-    validate,
-)
+from l0rl.runkit.run import Run, crossed
 from l0rl.runkit.targets import update_average, update_target
 from l0rl.runkit.tracker import WANDB_MODES, Tracker, read_metrics, resolve_wandb_mode
 
 __all__ = [
     "BUFFER_NAME",
+    "CommandLine",
+    "RESUMABLE",
     "CHECKPOINT_NAME",
     "ENV_STATE_NAME",
     "FORMAT_VERSION",
@@ -51,6 +49,7 @@ __all__ = [
     "EpisodeReplayBuffer",
     "KeepBest",
     "Progress",
+    "ReplayArgs",
     "ReplayBuffer",
     "Run",
     "RunArgs",
@@ -75,6 +74,7 @@ __all__ = [
     "resolve_checkpoint",
     "resolve_wandb_mode",
     "run_cli",
+    "save_buffer",
     "seed_everything",
     "update_average",
     "update_target",

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from l0rl.errors import Interrupted, NonFiniteError, UsageError
+from l0rl.errors import Interrupted, NonFiniteError, UsageError, first_line
 
 T = TypeVar("T")
 
@@ -28,10 +28,6 @@ OPTIONAL_PACKAGES = {
 }
 
 
-def _first_line(e: BaseException) -> str:
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
-
-
 def run_cli(fn: Callable[[], T], prog: str) -> T:
     """Call fn(); map the expected errors above to `prog: error: <one line>` and their exit codes."""
     try:
@@ -41,10 +37,10 @@ def run_cli(fn: Callable[[], T], prog: str) -> T:
             print(f"{prog}: {e.message}", file=sys.stderr)
         raise SystemExit(e.code) from None
     except UsageError as e:
-        print(f"{prog}: error: {_first_line(e)}", file=sys.stderr)
+        print(f"{prog}: error: {first_line(e)}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
     except NonFiniteError as e:
-        print(f"{prog}: error: {_first_line(e)}", file=sys.stderr)
+        print(f"{prog}: error: {first_line(e)}", file=sys.stderr)
         raise SystemExit(EXIT_NONFINITE) from None
     except ModuleNotFoundError as e:
         root = (e.name or "").split(".")[0]

@@ -1,6 +1,7 @@
 """The contract every algorithm keeps, tested once for all four (a copy that drifts fails here): a NaN
 stops training before an optimizer step uses it, the checkpoint reloads into the policy that gave the
-final evaluation, the reported sparsity is the share of weights the policy really has closed, --no-l0
+final evaluation, the reported sparsity is the share of weights the policy really has closed, halt +
+resume is bit-identical to a run that never stopped (the sparsity method's state round-trips), --no-l0
 trains a dense network, and a sparsity method plugs in as one class and one registry entry."""
 
 import math
@@ -8,7 +9,7 @@ import math
 import pytest
 import torch
 import torch.optim.optimizer as optimizer_hooks
-from helpers import algo, closed_share, summary, tiny_args, trained_policy
+from helpers import algo, assert_same_state, closed_share, resume, summary, tiny_args, trained_policy
 
 import l0rl
 from l0rl import gmp
@@ -44,6 +45,17 @@ class RandomStaticMask(SparsityMethod):
         self.made.append(self)
 
 
+def same(a, b) -> bool:
+    """Equal nested state: dicts, lists, tensors (bit for bit), numbers and strings."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return isinstance(b, list | tuple) and len(a) == len(b) and all(map(same, a, b))
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    return a == b
+
+
 @pytest.fixture
 def random_mask(monkeypatch):
     """--sparsity random, for this test only: the one line a new method adds to METHODS."""
@@ -77,6 +89,26 @@ def test_checkpoint_reloads_into_the_policy_of_the_final_evaluation(l0_run):
 def test_reported_sparsity_is_the_share_of_closed_gates(l0_run):
     _, run_dir = l0_run  # closed_share counts the zero weights of the hardened policy
     assert summary(run_dir)["sparsity"] == closed_share(trained_policy(run_dir)) > 0.0
+
+
+@pytest.mark.parametrize("name", ALGOS)
+def test_halt_and_resume_is_bit_identical_with_the_sparsity_state(name, tmp_path):
+    total = tiny_args(name, tmp_path).total_timesteps
+    kw = dict(**CARTPOLE, eval_episodes=0, l0_schedule="target", l0_target_sparsity=0.5)
+    straight = algo(name).train(tiny_args(name, tmp_path / "straight", **kw))
+    halted = algo(name).train(tiny_args(name, tmp_path / "halted", halt_after=total // 2, **kw))
+    assert not load_checkpoint(halted)["finished"]
+    resume(name, halted)
+    a, b = load_checkpoint(straight), load_checkpoint(halted)
+    assert b["finished"] and a["global_step"] == b["global_step"] == total
+    for key in a["networks"]:
+        assert_same_state(a["networks"][key], b["networks"][key])
+    # the target schedule's dual variable moved in both halves: its state is what a resume restores
+    assert a["schedulers"] and same(a["schedulers"], b["schedulers"])
+    args = tiny_args(name, tmp_path)
+    start = args.l0_lambda if name == "dqn" else args.l0_lambda_actor
+    lams = [v["lam"] for v in a["schedulers"].values() if isinstance(v, dict) and "lam" in v]
+    assert lams and any(lam != pytest.approx(start) for lam in lams), a["schedulers"]
 
 
 @pytest.mark.parametrize("name", ALGOS)

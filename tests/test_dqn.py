@@ -385,7 +385,7 @@ def test_deterministic_training_gates_pass_td_gradient_only_to_gates_not_fully_o
 def test_l0_cost_prices_each_layer_of_the_q_network(cost, prices, tmp_path):
     # erk: fan_in x fan_out / (fan_in + fan_out) per weight of the 4-120-84-2 CartPole network, so the
     # penalty's gradient on one input weight is 12.8x smaller than on one hidden weight
-    args = parse_args(dqn.Args, argv=["--l0-cost", cost])
+    args, _ = parse_args(dqn.Args, argv=["--l0-cost", cost])
     q_network = dqn.QNetwork(gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2))
     make_sparsity(args, {"q_network": q_network}, {"q_network": args.l0_lambda})
     dqn.gate(q_network, args, torch.zeros((1, 4)))

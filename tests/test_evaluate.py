@@ -12,8 +12,15 @@ import torch
 from l0rl.algos import ppo_l0
 from l0rl.compress import compress_run
 from l0rl.errors import UsageError
-from l0rl.runkit import evaluate, parse_args
-from l0rl.runkit import run as run_module
+from l0rl.runkit import evaluate
+from l0rl.runkit.args import parse_args as parse_with_cli
+from l0rl.runkit.args import resolve_sparsity
+
+
+def parse_args(*a, **kw):
+    """The parsed arguments alone (the tests below read values, not the CommandLine)."""
+    return parse_with_cli(*a, **kw)[0]
+
 
 MARIO = "SuperMarioBros-7-1-v0"
 
@@ -61,12 +68,10 @@ def test_mario_family_defaults_and_explicit_flags_win():
 def test_family_and_env_defaults_of_l0_options_are_no_flags(env_id, sparsity):
     """Their L0 defaults do not count as L0 flags given to a dense or GMP run; a real flag still does."""
     argv = ["--env-id", env_id, *sparsity, "--wandb-mode", "disabled"]
-    args = run_module._resolve_sparsity(parse_args(ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, argv))
+    args = resolve_sparsity(*parse_with_cli(ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, argv))
     assert args.sparsity == ("none" if sparsity == ["--no-l0"] else "gmp")
     with pytest.raises(UsageError, match="--l0-lr applies to --sparsity l0 only"):
-        run_module._resolve_sparsity(
-            parse_args(ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, [*argv, "--l0-lr", "0.1"])
-        )
+        resolve_sparsity(*parse_with_cli(ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, [*argv, "--l0-lr", "0.1"]))
 
 
 @pytest.mark.mario

@@ -29,6 +29,7 @@ from l0rl.errors import NonFiniteError
 from l0rl.policy import build_space
 from l0rl.runkit import (
     BUFFER_NAME,
+    CHECKPOINT_NAME,
     ENV_STATE_NAME,
     EpisodeReplayBuffer,
     eval_metrics,
@@ -107,6 +108,25 @@ def test_halt_and_resume_is_bit_exact(kw, tmp_path):
     assert a["schedulers"] == b["schedulers"] and a["loop"]["updates"] == b["loop"]["updates"]
     if kw["sparsity"] == "l0":
         assert a["schedulers"]["actor"]["lam"] > 0, "lambda never moved: a scheduling bug would go unseen"
+
+
+def test_a_run_saved_before_the_one_buffer_layout_resumes_bit_exactly(tmp_path):
+    """SAC used to save its buffer's state beside global_step and to take --save-buffer: a checkpoint
+    and buffer written that way resume exactly as a run that never stopped."""
+    kw = dict(env_id="NeedleReach-v0", her=True, total_timesteps=200, learning_starts=60, eval_episodes=0)
+    straight = sac.train(tiny_args("sac", tmp_path / "straight", **kw))
+    halted = Path(sac.train(tiny_args("sac", tmp_path / "halted", halt_after=120, **kw)))
+    ckpt = torch.load(halted / CHECKPOINT_NAME, weights_only=True)
+    del ckpt["args"]["save_buffer_max_mb"]
+    torch.save({**ckpt, "args": {**ckpt["args"], "save_buffer": None}}, halted / CHECKPOINT_NAME)
+    saved = torch.load(halted / BUFFER_NAME, weights_only=True)
+    assert set(saved) == {"global_step", "buffer"}  # the one layout, DQN's too
+    torch.save({**saved["buffer"], "global_step": saved["global_step"]}, halted / BUFFER_NAME)
+    resume("sac", halted)
+    a, b = load_checkpoint(straight), load_checkpoint(halted)
+    assert b["finished"] and b["args"]["save_buffer_max_mb"] == 200.0 and "save_buffer" not in b["args"]
+    for key in a["networks"]:
+        assert_same_state(a["networks"][key], b["networks"][key])
 
 
 @pytest.mark.parametrize("schedule", ["linear", "target"])
@@ -191,7 +211,7 @@ def test_her_relabels_with_a_later_achieved_goal_of_the_same_episode():
 
 
 def test_resume_without_buffer_refills_before_learning(tmp_path):
-    kw = dict(total_timesteps=400, learning_starts=120, log_every=20, eval_episodes=0, save_buffer=False)
+    kw = dict(total_timesteps=400, learning_starts=120, log_every=20, eval_episodes=0, save_buffer_max_mb=0)
     part = sac.train(tiny_args("sac", tmp_path, env_id="Pendulum-v1", halt_after=200, **kw))
     assert not (Path(part) / BUFFER_NAME).exists()
     resume("sac", part)

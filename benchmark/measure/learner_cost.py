@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
     if (a.num_envs * a.num_steps) % a.num_minibatches:
         raise UsageError("--num-minibatches must divide --num-envs x --num-steps")
-    args = parse_args(ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, ["--env-id", "SuperMarioBros-7-1-v0"])
+    args, _ = parse_args(ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, ["--env-id", "SuperMarioBros-7-1-v0"])
     for key in ("num_envs", "num_steps", "num_minibatches", "update_epochs"):
         setattr(args, key, getattr(a, key))
     torch.manual_seed(0)

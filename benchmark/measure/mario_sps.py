@@ -15,8 +15,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from l0rl.runkit import read_metrics, run_cli
-from l0rl.runkit.run import parse_args
+from l0rl.runkit import parse_args, read_metrics, run_cli
 
 ENV_ID = "SuperMarioBros-7-1-v0"
 
@@ -42,7 +41,7 @@ def train_sps(pipeline: str, steps: int, extra: list[str], root: str) -> float:
     try:
         argv = ["--env-id", ENV_ID, "--total-timesteps", str(steps), "--eval-episodes", "0"]
         argv += ["--wandb-mode", "disabled", "--runs-dir", root, "--no-progress", "--exp-name", pipeline]
-        run_dir = ppo_l0.train(parse_args(ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, argv + extra))
+        run_dir = ppo_l0.train(*parse_args(ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, argv + extra))
     finally:
         factory.PIPELINES["mario"] = own
     return [r["charts/SPS"] for r in read_metrics(run_dir) if "charts/SPS" in r][-1]
