@@ -20,6 +20,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +31,20 @@ from l0rl.runkit.files import append_record, atomic_write_bytes, read_json_objec
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 METRICS_NAME = "metrics.jsonl"
 SUMMARY_NAME = "summary.json"
+WANDB_DEADLINE_S = 10.0
+"""The longest W&B may hold a run up, at its start (the probe and wandb.init together) and again at
+its finish, whatever the server does (refuses, never answers, answers and then stalls): past it,
+`auto` logs offline, `online` is refused (exit 2), and a finish leaves the upload to `wandb sync`."""
 PROBE_TIMEOUT_S = 5.0
-"""How long the W&B server has to answer one request, a hard deadline (W&B's own init waits minutes
-on a server that accepts connections and never answers): else `auto` logs offline and `online` is
-refused, both before any run directory exists."""
+"""How long the W&B server has to answer the probe, a part of WANDB_DEADLINE_S: else `auto` logs
+offline and `online` is refused, both before any run directory exists."""
+TEARDOWN_WAIT_S = 0.5
+"""How long W&B's service is given to stop after a finish was abandoned (its exit hook then no longer
+holds the process: W&B's own exit waits on a stalled upload)."""
 VIDEO_KEY = "videos/episode"
-ONLINE_INIT_TIMEOUT_S = 10.0
-"""W&B's own init_timeout once the server has answered the probe."""
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 _probed: dict[str, str | None] = {}  # base URL -> why it did not answer (None: it did), once per process
+_probe_seconds: dict[str, float] = {}  # base URL -> how long its probe took (the start's deadline is shared)
 
 
 def variant_group(env_id: str, exp_name: str) -> str:
@@ -75,13 +81,34 @@ def resolve_wandb_mode(mode: str) -> str:
     return "online" if has_wandb_key() else "offline"
 
 
+def within(seconds: float, call: Callable[[], Any]) -> tuple[bool, Any]:
+    """(True, call()) when `call` returns within `seconds` (its exception is raised here), else
+    (False, None): it ran in a daemon thread, left behind, so a stalled server never holds the caller
+    (or the process's exit) past the deadline."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["value"] = call()
+        except BaseException as e:  # raised again in the caller's thread
+            out["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True, name="l0rl-wandb")
+    thread.start()
+    thread.join(max(seconds, 0.0))
+    if thread.is_alive():
+        return False, None
+    if "error" in out:
+        raise out["error"]
+    return True, out.get("value")
+
+
 def _probe(url: str) -> str | None:
     """None when the W&B server at `url` answers a GraphQL request within PROBE_TIMEOUT_S (any HTTP
     status counts, but a 401 to the key sent), else why not."""
-    answer: list[str | None] = []
     key = os.environ.get("WANDB_API_KEY")
 
-    def ask() -> None:
+    def ask() -> str | None:
         request = urllib.request.Request(
             url.rstrip("/") + "/graphql",
             data=b'{"query": "query { viewer { id } }"}',
@@ -92,26 +119,48 @@ def _probe(url: str) -> str | None:
         try:
             with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S) as response:
                 response.read(1)
-            answer.append(None)
+            return None
         except urllib.error.HTTPError as e:
-            answer.append("it refused the API key (HTTP 401)" if e.code == 401 and key else None)
+            return "it refused the API key (HTTP 401)" if e.code == 401 and key else None
         except Exception as e:  # refused, reset, DNS, TLS, timeout: the server did not answer
-            answer.append(str(getattr(e, "reason", e)).splitlines()[0][:100] or type(e).__name__)
+            return str(getattr(e, "reason", e)).splitlines()[0][:100] or type(e).__name__
 
-    thread = threading.Thread(target=ask, daemon=True)
-    thread.start()
-    thread.join(PROBE_TIMEOUT_S)
-    return answer[0] if answer else f"no answer within {PROBE_TIMEOUT_S:g} s"
+    done, problem = within(PROBE_TIMEOUT_S, ask)
+    return problem if done else f"no answer within {PROBE_TIMEOUT_S:g} s"
+
+
+def _base_url() -> str:
+    return os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
+
+
+def _no_usage_telemetry() -> None:
+    """Turn off W&B's SDK usage telemetry (no run data): in every mode, offline too, it posts to the
+    W&B server from exit hooks that wait 20 s or more on one that stalls, past any deadline set here."""
+    try:
+        from wandb.analytics.opentelemetry import opentelemetry_proxy
+    except ImportError:  # a wandb without it
+        return
+    opentelemetry_proxy.disable()
+
+
+def _stop_wandb() -> None:
+    """After a finish was left running: stop W&B's service (the next wandb.init starts a fresh one),
+    waiting at most TEARDOWN_WAIT_S; its exit hook, which waits on the stalled upload, is gone."""
+    import wandb
+
+    within(TEARDOWN_WAIT_S, wandb.teardown)
 
 
 def reachable_mode(explicit: bool) -> str:
     """For a mode that resolved to online: "online" when the W&B server (WANDB_BASE_URL) answers
     within PROBE_TIMEOUT_S, else "offline" with one warning line, or, when the user asked for
     `--wandb-mode online` (explicit), a UsageError. Asked once per process."""
-    url = os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
+    url = _base_url()
     first = url not in _probed
     if first:
+        start = time.monotonic()
         _probed[url] = _probe(url)
+        _probe_seconds[url] = time.monotonic() - start
     problem = _probed[url]
     if problem is None:
         return "online"
@@ -182,25 +231,34 @@ class Tracker:
     def _init_wandb(self, init: dict, explicit_online: bool) -> Any:
         import wandb
 
+        _no_usage_telemetry()
         if self.mode != "online":
             return wandb.init(mode=self.mode, **init)
-        try:  # the server answered the probe; W&B's own timeout bounds the rest
-            return wandb.init(
-                mode="online", settings=wandb.Settings(init_timeout=ONLINE_INIT_TIMEOUT_S), **init
-            )
+        left = WANDB_DEADLINE_S - _probe_seconds.get(_base_url(), 0.0)
+        # W&B's own timeouts, for a server that answers slowly; `within` for one that stalls past them
+        settings = wandb.Settings(
+            init_timeout=max(left, 1.0), finish_timeout=WANDB_DEADLINE_S, finish_timeout_raises=True
+        )
+        try:
+            done, run = within(left, lambda: wandb.init(mode="online", settings=settings, **init))
+            problem = f"no answer within {WANDB_DEADLINE_S:g} s"
         except Exception as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            if explicit_online:
-                raise UsageError(
-                    f"--wandb-mode online: W&B failed to start ({first[:120]}); use --wandb-mode offline "
-                    "and `wandb sync` the run later"
-                ) from None
-            print(
-                f"warning: W&B unreachable ({first[:120]}); logging offline, upload later with `wandb sync`",
-                file=sys.stderr,
+            done, problem = False, str(e).splitlines()[0] if str(e) else type(e).__name__
+        if done:
+            return run
+        # a stalled init holds W&B's service: later runs in this process go offline at once
+        _probed[_base_url()] = problem
+        if explicit_online:
+            raise UsageError(
+                f"--wandb-mode online: W&B failed to start ({problem[:120]}); use --wandb-mode offline "
+                "and `wandb sync` the run later"
             )
-            self.mode = "offline"
-            return wandb.init(mode="offline", **init)
+        print(
+            f"warning: W&B unreachable ({problem[:120]}); logging offline, upload later with `wandb sync`",
+            file=sys.stderr,
+        )
+        self.mode = "offline"
+        return wandb.init(mode="offline", **init)
 
     def _truncate_record(self, step: int) -> None:
         """Drop local rows logged after the checkpoint we resume from, so no step appears twice (and a
@@ -248,8 +306,22 @@ class Tracker:
             self._tb_writer.close()
             self._tb_writer = None
         if self.wandb_run is not None:
-            self.wandb_run.finish()
-            self.wandb_run = None
+            run, self.wandb_run = self.wandb_run, None
+            try:
+                done = within(WANDB_DEADLINE_S - TEARDOWN_WAIT_S, run.finish)[0]
+                problem = f"did not finish uploading within {WANDB_DEADLINE_S:g} s"
+            except Exception as e:  # TimeoutError (finish_timeout_raises) or its service failing
+                done, problem = (
+                    False,
+                    f"failed to finish ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})",
+                )
+            if not done:
+                _stop_wandb()
+                print(
+                    f"warning: W&B {problem}; {self.run_dir} is complete, upload its W&B record later "
+                    f"with `wandb sync {self.run_dir / 'wandb'}/run-*`",
+                    file=sys.stderr,
+                )
 
 
 def _record(line: str) -> dict | None:
