@@ -8,7 +8,7 @@ import sys
 
 from helpers import ROOT
 
-STACK = ["suites", "layout", "tasks", "pool", "carry", "ray_backend", "report", "run_suite"]
+STACK = ["suites", "baselines", "layout", "tasks", "pool", "carry", "ray_backend", "report", "run_suite"]
 """benchmark's modules that import one another, lowest first."""
 
 
