@@ -95,6 +95,14 @@ def _merge(results: list[dict]) -> dict:
     return {k: v or None for k, v in merged.items()}
 
 
+def merge_rows(rows: list[dict]) -> dict:
+    """One row from rows of the same policy played on other seeds: all their episodes together."""
+    first = rows[0]
+    return _row(
+        first["path"], first["env_id"], first["first_seed"], _merge(rows), first["greedy"], first["max_steps"]
+    )
+
+
 def baselines(env_id: str, episodes: int, first_seed: int, max_steps: int | None) -> list[dict]:
     """Rows (benchmark.evaluate's schema) for the random policy (sampled actions: greedy over equal
     logits would always pick action 0) and, where one exists, the scripted one (deterministic)."""

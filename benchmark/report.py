@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmark import suites
-from benchmark.baselines import baselines
+from benchmark.baselines import baselines, merge_rows
 from benchmark.layout import ROOT, default_runs_dir, find_run, is_done
 from benchmark.suites import RunSpec, Suite
 from l0rl.envs.registry import family
@@ -162,25 +162,18 @@ def cell_baselines(cell: suites.Cell, records: list[Record], out: Path) -> tuple
         return [], "no finished run yet"
     episodes = int(cell.args.get("eval_episodes", 10))
     max_steps = cell.args.get("eval_max_steps", EVAL_DEFAULTS.get(fam, {}).get("eval_max_steps"))
-    merged: dict[str, dict] = {}
+    by_policy: dict[str, list[dict]] = {}
     try:
         for seed in seeds:
             for row in baselines(env_id, episodes, seed + EVAL_SEED_OFFSET, max_steps):
-                into = merged.setdefault(row["path"], {**row, "returns": [], "x_pos": [], "flags": []})
-                for k in ("returns", "x_pos", "flags"):
-                    into[k] += row[k] or []
+                by_policy.setdefault(row["path"], []).append(row)
     except UsageError as e:  # continuous actions
         return [], str(e)
-    for row in merged.values():
-        n = len(row["returns"])
-        mean = sum(row["returns"]) / n
-        sd = (sum((v - mean) ** 2 for v in row["returns"]) / (n - 1)) ** 0.5 if n > 1 else None
-        row.update(episodes=n, return_mean=mean, return_sem=sd / n**0.5 if sd is not None else None)
     where = (
         f"played now on the runs' evaluation episodes: {episodes} per run seed ({', '.join(map(str, seeds))}), "
         "from seed + 10,000"
     )
-    return list(merged.values()), where
+    return [merge_rows(rows) for rows in by_policy.values()], where
 
 
 def baseline_row(row: object, env_id: str) -> bool:
