@@ -25,6 +25,8 @@ from typing import Any
 from l0rl.compress.pipeline import output_names
 from l0rl.errors import UsageError
 from l0rl.runkit.checkpoint import CHECKPOINT_NAME, RunError, load_checkpoint
+from l0rl.runkit.files import TEXT_FILE_LIMIT
+from l0rl.runkit.files import read_bytes as read_bounded
 from l0rl.runkit.tracker import METRICS_NAME, SUMMARY_NAME
 
 BENCH_NAME = "benchmark.json"
@@ -160,12 +162,8 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     """The run's metrics record, every well-formed row in step order: a malformed line is skipped
     with a warning naming the file and the line; a torn last line (a crash mid-append) silently."""
     path = Path(run_dir) / METRICS_NAME
-    if not path.is_file():
-        return []
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        warn(f"{path}: unreadable ({e.strerror}), no metrics read")
+    data = read_file(path)
+    if data is None:
         return []
     lines = data.split(b"\n")
     rows = []
@@ -182,13 +180,29 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return sorted(rows, key=lambda r: r["global_step"])
 
 
-def read_json(path: Path) -> Any:
-    """A JSON file's content; None when it is absent, and with a warning when it is not JSON."""
-    if not path.is_file():
+def read_file(path: Path) -> bytes | None:
+    """A run file's bytes, read as every reader of a run directory reads (runkit.files: a regular file,
+    no symlink followed, a bounded size); None when it is absent, and with a warning when it cannot be
+    read so."""
+    if not os.path.lexists(path):
         return None
     try:
-        return json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError):
+        return read_bounded(path, TEXT_FILE_LIMIT)
+    except RunError as e:
+        warn(f"{e}; not read")
+    except OSError as e:
+        warn(f"{path}: unreadable ({e.strerror}), not read")
+    return None
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content; None when it is absent, and with a warning when it is not JSON."""
+    data = read_file(path)
+    if data is None:
+        return None
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
         warn(f"{path}: not a JSON file, ignored")
         return None
 
@@ -344,7 +358,11 @@ def find_run_dirs(paths: list[str]) -> list[Path]:
             if is_run_dir(m):
                 found.append(m)
             elif m.is_dir():
-                found += sorted(c for c in m.iterdir() if is_run_dir(c))
+                for c in sorted(m.iterdir()):
+                    if c.is_symlink() and is_run_dir(c):  # a folder of runs is data: links are not followed
+                        warn(f"{c} is a symlink, not a run directory in {m}; skipped (name the run itself)")
+                    elif is_run_dir(c):
+                        found.append(c)
         if not found:
             raise UsageError(
                 f"{p}: no run directory there (a folder holding {CHECKPOINT_NAME}); pass runs/<run_name>, "
