@@ -28,14 +28,24 @@ OPTIONAL_PACKAGES = {
 }
 
 
+_commands = 0
+"""How many run_cli calls are under way: inside one, an aborted run ends the process (runkit.Run)."""
+
+
+def in_command() -> bool:
+    """True inside run_cli: a run aborted by a second stop signal is the end of this process, so its
+    Run ignores further stop signals instead of putting back the handlers it replaced."""
+    return _commands > 0
+
+
 def run_cli(fn: Callable[[], T], prog: str) -> T:
     """Call fn(); map the expected errors above to `prog: error: <one line>` and their exit codes."""
+    global _commands
+    _commands += 1
     try:
         return fn()
     except Interrupted as e:
-        if e.message:
-            print(f"{prog}: {e.message}", file=sys.stderr)
-        raise SystemExit(e.code) from None
+        interrupted = e.code, e.message
     except UsageError as e:
         print(f"{prog}: error: {first_line(e)}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
@@ -57,3 +67,8 @@ def run_cli(fn: Callable[[], T], prog: str) -> T:
             raise
         print(f"{prog}: error: cannot write or read {e.filename}: {e.strerror}", file=sys.stderr)
         raise SystemExit(EXIT_SYSTEM) from None
+    finally:
+        _commands -= 1
+    if interrupted[1]:  # only an Interrupted gets here: every other branch raises
+        print(f"{prog}: {interrupted[1]}", file=sys.stderr)
+    raise SystemExit(interrupted[0])

@@ -23,6 +23,7 @@ and renamed, so the last complete one stays.
 import contextlib
 import dataclasses
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -53,6 +54,7 @@ from l0rl.runkit.checkpoint import (
     run_name,
     save_checkpoint,
 )
+from l0rl.runkit.cli import in_command
 from l0rl.runkit.evaluate import EVAL_SEED_OFFSET, eval_metrics, evaluate
 from l0rl.runkit.files import atomic_write_bytes
 from l0rl.runkit.guards import guard_step
@@ -96,6 +98,7 @@ class Run:
         self.script = _calling_file(1)
         self.run_dir: Path | None = None
         self._stop_signal: int | None = None
+        self._aborting = False
         self._handlers: dict = {}
         self._checkpoint_step: int | None = None
         args = resolve_track(resolve_sparsity(args, self.cli))
@@ -174,19 +177,12 @@ class Run:
             self.run_dir = Path(a.resume)
             remove_stale_temps(self.run_dir)
         self.spaces, self.total_steps = (obs_space, action_space), total_steps
-        self.tracker = Tracker(
-            self.run_dir,
-            self.name,
-            config=dataclasses.asdict(a),
-            wandb_mode=a.wandb_mode,
-            project=a.wandb_project,
-            entity=a.wandb_entity,
-            group=a.wandb_group or variant_group(a.env_id, a.exp_name),
-            tags=[a.env_id, self.algo, a.sparsity],
-            wandb_id=self.ckpt.get("wandb_id") if self.ckpt and not self.forked else None,
-            resume_step=self.start_step if self.ckpt else None,  # a fork drops its source's later rows
-            tensorboard=True,
-        )
+        try:
+            self.tracker = self._start_tracker()
+        except BaseException:  # W&B refused, stalled or was interrupted: a new run leaves no directory
+            if self.ckpt is None or self.forked:
+                self._discard_new_run_dir()
+            raise
         videos = self.run_dir / VIDEO_DIR
         self._videos_logged = {p.name for p in videos.glob("*.mp4")} if videos.is_dir() else set()
         verb = f"resuming at step {self.start_step:,}" if self.ckpt else "run directory"
@@ -200,6 +196,31 @@ class Run:
         self.progress = Progress(total_steps, self.start_step, a.progress, desc=say)
         self.start_time = time.time()
         self._estimated = False
+
+    def _start_tracker(self) -> Tracker:
+        a = self.args
+        return Tracker(
+            self.run_dir,
+            self.name,
+            config=dataclasses.asdict(a),
+            wandb_mode=a.wandb_mode,
+            project=a.wandb_project,
+            entity=a.wandb_entity,
+            group=a.wandb_group or variant_group(a.env_id, a.exp_name),
+            tags=[a.env_id, self.algo, a.sparsity],
+            wandb_id=self.ckpt.get("wandb_id") if self.ckpt and not self.forked else None,
+            resume_step=self.start_step if self.ckpt else None,  # a fork drops its source's later rows
+            tensorboard=True,
+        )
+
+    def _discard_new_run_dir(self) -> None:
+        """Remove the directory this Run just created (its lock, W&B's folder, a fork's copies): nothing
+        in it is a result yet, and the command that failed should leave no directory behind."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        self.run_dir = None
 
     def _plan(self, total_steps: int) -> str:
         """What the run will be: its budget and the defaults it runs with (which family's, named)."""
@@ -258,6 +279,9 @@ class Run:
                 flush=True,
             )
             return
+        if self._aborting:
+            return  # the abort is unwinding: a third signal must not raise inside it (or in __del__)
+        self._aborting = True
         if self._checkpoint_step is None:
             last = "no checkpoint was written yet: start the run again"
         else:
@@ -475,7 +499,8 @@ class Run:
 
     def close(self) -> None:
         for s, handler in self._handlers.items():
-            signal.signal(s, handler)
+            # an abort under a command line ends the process: a third Ctrl-C on the way out is ignored
+            signal.signal(s, signal.SIG_IGN if self._aborting and in_command() else handler)
         self._handlers = {}
         if self._lock is not None:
             self._lock.release()

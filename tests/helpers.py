@@ -7,6 +7,7 @@ import importlib
 import io
 import json
 import runpy
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -69,11 +70,15 @@ def invoke(fn, *argv, prog: str = "test") -> tuple[int, str, str]:
     """(exit code, stdout, stderr) of an entry point `fn(argv)` called as its command line would, in
     this process (run_cli's error handling included)."""
     out, err = io.StringIO(), io.StringIO()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             code = run_cli(lambda: fn([str(a) for a in argv]), prog)
         except SystemExit as e:
             code = e.code
+        finally:  # an interrupted command ignores stop signals on its way out: not this process's
+            for s, h in handlers.items():
+                signal.signal(s, h)
     return (code if isinstance(code, int) else 0), out.getvalue(), err.getvalue()
 
 
@@ -83,6 +88,7 @@ def cli(name: str, *argv: str, cwd: Path) -> subprocess.CompletedProcess:
     script = str(ROOT / "algos" / f"{name}_l0.py")
     out, err, code = io.StringIO(), io.StringIO(), 0
     saved_argv, sys.argv = sys.argv, [script, "--wandb-mode", "disabled", *argv]
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             runpy.run_path(script, run_name="__main__")
@@ -90,6 +96,8 @@ def cli(name: str, *argv: str, cwd: Path) -> subprocess.CompletedProcess:
         code = e.code
     finally:
         sys.argv = saved_argv
+        for s, h in handlers.items():
+            signal.signal(s, h)
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 

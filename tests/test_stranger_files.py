@@ -146,6 +146,15 @@ def test_online_is_refused_in_one_line_within_the_deadline_when_the_server_stall
     assert time.monotonic() - start < 3.0 + 1.5
 
 
+def test_online_that_stalls_in_wandb_init_leaves_no_run_directory(wandb_at, tmp_path):
+    wandb_at(answers=1)  # the probe passes, so the run directory exists when wandb.init stalls
+    with pytest.raises(UsageError, match="--wandb-mode online: W&B failed to start"):
+        ppo_l0.train(tiny_args("ppo", tmp_path, wandb_mode="online"))
+    assert list((tmp_path / "runs").iterdir()) == []  # no .lock, no wandb/ left behind
+    again = ppo_l0.train(tiny_args("ppo", tmp_path, wandb_mode="disabled"))  # the same name is free
+    assert Path(again).parent == tmp_path / "runs"
+
+
 def test_online_refused_before_the_run_directory_exists_when_nothing_answers(wandb_at, tmp_path):
     wandb_at(answers=0)
     start = time.monotonic()
