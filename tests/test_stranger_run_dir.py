@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_one_line_error, assert_same_state, run_script
+from helpers import algo, assert_one_line_error, assert_same_state, run_script, tiny_args
 
 import l0rl
 from benchmark import carry
@@ -472,6 +472,7 @@ def test_a_wandb_server_that_never_answers_costs_at_most_the_probe_deadline(tmp_
         ({"l0_lambda_actor": float("nan")}, "--l0-lambda-actor must be a finite number"),
         ({"ent_coef": float("nan")}, "--ent-coef must be a finite number"),
         ({"learning_rate": float("inf")}, "--learning-rate must be a finite number"),
+        ({"exp_name": "x" * 300}, "--exp-name 'xxx"),
     ],
 )
 def test_a_bad_number_is_refused_before_a_run_exists(tmp_path, option, message):
@@ -480,9 +481,14 @@ def test_a_bad_number_is_refused_before_a_run_exists(tmp_path, option, message):
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_learning_rate_that_overflows_the_optimizer_is_divergence(tmp_path):
+@pytest.mark.parametrize(
+    "name, option",
+    [("ppo", "learning_rate"), ("a2c", "learning_rate"), ("dqn", "learning_rate"), ("sac", "q_lr")],
+)
+def test_a_learning_rate_that_overflows_the_optimizer_is_divergence(tmp_path, name, option):
+    """Adam's step overflows (PPO, DQN, SAC) or the logits turn NaN (A2C): exit 3, not a traceback."""
     with pytest.raises(NonFiniteError, match="training diverged"):
-        ppo_l0.train(tiny(tmp_path / "runs", learning_rate=1e38))
+        algo(name).train(tiny_args(name, tmp_path, eval_episodes=0, **{option: 1e38}))
     freed()
 
 
