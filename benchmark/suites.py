@@ -397,7 +397,9 @@ SUITES: dict[str, Suite] = {
             seeds=HELD_OUT_SEEDS,
             compress_options={"rank_search": True},  # the smallest ranks that keep the return
             # CPU per run: PPO CartPole-v1 ~200 s, A2C ~210 s, DQN ~650 s (L0) / ~450 s (GMP), PPO Acrobot
-            # ~260 s (L0) / ~200 s (dense), PPO LunarLander-v3 5M ~45 min, SAC NeedleReach-v0 ~720 s
+            # ~260 s (L0) / ~200 s (dense), PPO LunarLander-v3 5M ~45 min, SAC NeedleReach-v0 ~720 s alone;
+            # two side by side on 2 cores (2026-12-07): Acrobot 315-320 s (L0) / 270-300 s (dense), SAC
+            # 1,030-1,130 s
             estimate="~15 h on 2 cores with 2 workers (80 runs, ~30 CPU-hours, 7.5 of them LunarLander); "
             "without LunarLander (--cells) ~11 h",
         ),
