@@ -7,7 +7,9 @@ A trained policy's figure means something only when it beats these by a wide mar
 Defaults follow a run of that env with seed 1: first episode seed 10,001 (a run's seed + 10,000), and
 the env family's evaluation defaults (Mario: sampled actions, at most 3,000 agent steps). The scripted
 policies: Mario runs right holding B and A, releasing A every 8th step so that Mario jumps again
-(holding A alone jumps once); CartPole pushes the cart towards where the pole is falling.
+(holding A alone jumps once); CartPole pushes the cart towards where the pole is falling; NeedleReach
+moves the tip straight at the goal. With continuous actions the random policy draws each action
+uniformly from the action space.
 """
 
 import argparse
@@ -19,6 +21,8 @@ import torch
 from torch import nn
 
 from l0rl.envs import make_env, resolve_env_id
+from l0rl.envs.factory import goal_spec
+from l0rl.envs.needle_reach import STEP_SIZE
 from l0rl.envs.registry import family
 from l0rl.errors import UsageError
 from l0rl.runkit.args import EVAL_DEFAULTS
@@ -63,8 +67,44 @@ class CartPoleLean(nn.Module):
         return torch.stack([(~right).float(), right.float()], dim=1)
 
 
-SCRIPTED = {"mario": ("run-jump", MarioRunJump), "CartPole-v1": ("lean", CartPoleLean)}
-"""One scripted policy per env family or env id (a class made anew for every episode)."""
+class UniformBox(nn.Module):
+    """Actions drawn uniformly from a Box action space, from its own seeded generator."""
+
+    def __init__(self, low: np.ndarray, high: np.ndarray, seed: int):
+        super().__init__()
+        self.low, self.high = torch.as_tensor(low), torch.as_tensor(high)
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def forward(self, x):
+        u = torch.rand((x.shape[0], *self.low.shape), generator=self.gen)
+        return self.low + u * (self.high - self.low)
+
+
+class ReachToward(nn.Module):
+    """A goal env's tip moved straight at the goal at full speed (the needle's yaw and jaw left still):
+    the task's closed-form solution, so a learned policy ties it at best."""
+
+    def __init__(self, achieved: slice, desired: slice, step_size: float, n_actions: int):
+        super().__init__()
+        self.achieved, self.desired, self.step_size, self.n_actions = achieved, desired, step_size, n_actions
+
+    def forward(self, x):
+        move = ((x[:, self.desired] - x[:, self.achieved]) / self.step_size).clamp(-1, 1)
+        return torch.cat([move, torch.zeros(x.shape[0], self.n_actions - move.shape[1])], dim=1)
+
+
+def _reach_toward(env_id: str, space) -> ReachToward:
+    goals = goal_spec(env_id)
+    return ReachToward(goals["achieved"], goals["desired"], STEP_SIZE, int(space.shape[0]))
+
+
+SCRIPTED = {
+    "mario": ("run-jump", lambda env_id, space: MarioRunJump()),
+    "CartPole-v1": ("lean", lambda env_id, space: CartPoleLean()),
+    "needle": ("reach toward the goal", _reach_toward),
+}
+"""One scripted policy per env family or env id: (name, maker(env_id, action_space)), made anew for
+every episode."""
 
 
 def _row(name: str, env_id: str, first_seed: int, result: dict, greedy: bool, max_steps: int | None) -> dict:
@@ -84,14 +124,15 @@ def _row(name: str, env_id: str, first_seed: int, result: dict, greedy: bool, ma
         "lengths": [int(v) for v in result["lengths"]],
         "x_pos": result["x_pos"],
         "flags": result["flags"],
+        "successes": result.get("successes"),
     }
 
 
 def _merge(results: list[dict]) -> dict:
-    merged = {k: [] for k in ("returns", "lengths", "x_pos", "flags")}
+    merged = {k: [] for k in ("returns", "lengths", "x_pos", "flags", "successes")}
     for r in results:
         for k in merged:
-            merged[k] += r[k] or []
+            merged[k] += r.get(k) or []
     return {k: v or None for k, v in merged.items()}
 
 
@@ -104,21 +145,21 @@ def merge_rows(rows: list[dict]) -> dict:
 
 
 def baselines(env_id: str, episodes: int, first_seed: int, max_steps: int | None) -> list[dict]:
-    """Rows (benchmark.evaluate's schema) for the random policy (sampled actions: greedy over equal
-    logits would always pick action 0) and, where one exists, the scripted one (deterministic)."""
+    """Rows (benchmark.evaluate's schema, plus each episode's success where the env reports one) for
+    the random policy (discrete: sampled actions, as greedy over equal logits would always pick action
+    0; continuous: uniform draws) and, where one exists, the scripted one (deterministic)."""
     env_id = resolve_env_id(env_id)
     env = make_env(env_id, first_seed, 0, False, "")()
     space = env.action_space
     env.close()
-    if not hasattr(space, "n"):
-        raise UsageError(f"{env_id} has a continuous action space; baselines cover discrete actions only")
-    uniform = UniformRandom(int(space.n))
-    result = evaluate(uniform, env_id, {}, episodes, first_seed, greedy=False, max_steps=max_steps)
-    rows = [_row("random", env_id, first_seed, result, False, max_steps)]
-    name, cls = SCRIPTED.get(env_id) or SCRIPTED.get(family(env_id)) or (None, None)
-    if cls is not None:
+    discrete = hasattr(space, "n")
+    uniform = UniformRandom(int(space.n)) if discrete else UniformBox(space.low, space.high, first_seed)
+    result = evaluate(uniform, env_id, {}, episodes, first_seed, greedy=not discrete, max_steps=max_steps)
+    rows = [_row("random", env_id, first_seed, result, not discrete, max_steps)]
+    name, make = SCRIPTED.get(env_id) or SCRIPTED.get(family(env_id)) or (None, None)
+    if make is not None:
         per_episode = [
-            evaluate(cls(), env_id, {}, 1, first_seed + i, greedy=True, max_steps=max_steps)
+            evaluate(make(env_id, space), env_id, {}, 1, first_seed + i, greedy=True, max_steps=max_steps)
             for i in range(episodes)
         ]
         rows.append(_row(f"scripted ({name})", env_id, first_seed, _merge(per_episode), True, max_steps))

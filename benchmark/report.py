@@ -148,7 +148,7 @@ def seed_table(cell: suites.Cell, rows: list[SeedRow]) -> list[str]:
 def cell_baselines(cell: suites.Cell, records: list[Record], out: Path) -> tuple[list[dict], str]:
     """The trivial baselines of a cell (random, and scripted where one exists) on the evaluation seeds
     of its finished runs (each run's seed + 10,000, the cell's episodes), and where they come from.
-    Envs in MEASURED_ONLY are read from OUT/baselines.json; continuous actions have none."""
+    Envs in MEASURED_ONLY are read from OUT/baselines.json."""
     env_id, fam = cell.env_id, family(cell.env_id)
     if fam in MEASURED_ONLY:
         path = out / BASELINES_NAME
@@ -180,7 +180,7 @@ def baseline_row(row: object, env_id: str) -> bool:
     """Whether a baselines.json entry is one of env_id's with the figures the table shows."""
     if not isinstance(row, dict) or row.get("env_id") != env_id or not isinstance(row.get("path"), str):
         return False
-    lists = [row.get(k) or [] for k in ("x_pos", "flags")]
+    lists = [row.get(k) or [] for k in ("x_pos", "flags", "successes")]
     return (
         is_number(row.get("return_mean"))
         and type(row.get("episodes")) is int
@@ -196,9 +196,12 @@ def baseline_table(rows: list[dict], where: str) -> list[str]:
         return ["", f"Trivial baselines: {where}."]
     lines = ["", f"Trivial baselines, {where}; a trained return means something only well above them:", ""]
     x = any(r.get("x_pos") for r in rows)
+    goal = any(r.get("successes") for r in rows)
     lines += [
-        f"| policy | episodes | return, mean +- sem{' | furthest x, mean (best) | flags' if x else ''} |",
-        "|---" * (5 if x else 3) + "|",
+        f"| policy | episodes | return, mean +- sem{' | furthest x, mean (best) | flags' if x else ''}"
+        + (" | success rate" if goal else "")
+        + " |",
+        "|---" * (3 + 2 * x + goal) + "|",
     ]
     for r in rows:
         sem = "" if r.get("return_sem") is None else f" +- {r['return_sem']:.1f}"
@@ -207,6 +210,9 @@ def baseline_table(rows: list[dict], where: str) -> list[str]:
             xs = r.get("x_pos") or []
             best = f"{sum(xs) / len(xs):,.0f} ({max(xs):,.0f})" if xs else "-"
             row += f" | {best} | {sum(r.get('flags') or [])}"
+        if goal:
+            successes = r.get("successes") or []
+            row += f" | {sum(successes) / len(successes):.2f}" if successes else " | -"
         lines.append(row + " |")
     return lines
 

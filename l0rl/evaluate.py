@@ -87,6 +87,10 @@ def table(rows: list[dict]) -> list[str]:
     head = "| policy | episodes | return mean | std | standard error |"
     lines = [head + (" furthest x (mean) | best | flags |" if mario else ""), "|---|---|---|---|---|"]
     lines[1] += "---|---|---|" if mario else ""
+    goal = any(r.get("successes") for r in rows)  # goal envs: the share of episodes that succeeded
+    if goal:
+        lines[0] += " success rate |"
+        lines[1] += "---|"
     for r in rows:
         sem = "-" if r["return_sem"] is None else f"{r['return_sem']:.1f}"
         name = (
@@ -99,6 +103,8 @@ def table(rows: list[dict]) -> list[str]:
             line += " - | - | - |"
         elif mario:
             line += f" {np.mean(r['x_pos']):.0f} | {max(r['x_pos'])} | {sum(r['flags'])} |"
+        if goal:
+            line += f" {np.mean(r['successes']):.2f} |" if r.get("successes") else " - |"
         lines.append(line)
     return lines
 

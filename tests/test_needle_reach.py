@@ -346,3 +346,16 @@ def test_surrol_id_without_surrol(monkeypatch):
     with pytest.raises(EnvError, match="SurRoL.*not installed.*NeedleReach-v0") as err:
         make_env("SurRoL/NeedleReach-v0", 0, 0, False, "")
     assert "\n" not in str(err.value)
+
+
+def test_the_baselines_fail_and_solve_the_reach_on_the_same_episodes():
+    """A learned figure beside its trivial baselines: a uniform random policy never reaches the goal
+    within the 50 steps, the scripted one (straight at the goal) always does, and both replay by seed."""
+    from benchmark.baselines import baselines
+
+    random_row, scripted = baselines("NeedleReach-v0", 5, 10_011, None)
+    assert random_row["path"] == "random" and random_row["successes"] == [0.0] * 5
+    assert random_row["returns"] == [-50.0] * 5  # the sparse reward: -1 on every step short of the goal
+    assert scripted["path"].startswith("scripted") and scripted["successes"] == [1.0] * 5
+    assert max(scripted["lengths"]) == 50 and -10 < scripted["return_mean"] < 0
+    assert baselines("NeedleReach-v0", 5, 10_011, None) == [random_row, scripted]
