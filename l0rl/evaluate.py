@@ -79,6 +79,7 @@ def evaluate_path(path: Path, episodes: int, seed: int | None, network: str | No
         "lengths": [int(n) for n in result["lengths"]],
         "x_pos": result["x_pos"],
         "flags": result["flags"],
+        "successes": result["successes"],
     }
 
 

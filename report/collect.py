@@ -358,10 +358,10 @@ def find_run_dirs(paths: list[str]) -> list[Path]:
             if is_run_dir(m):
                 found.append(m)
             elif m.is_dir():
-                for c in sorted(m.iterdir()):
-                    if c.is_symlink() and is_run_dir(c):  # a folder of runs is data: links are not followed
+                for c in filter(is_run_dir, sorted(m.iterdir())):
+                    if c.is_symlink():  # a folder of runs is data: its links are not followed
                         warn(f"{c} is a symlink, not a run directory in {m}; skipped (name the run itself)")
-                    elif is_run_dir(c):
+                    else:
                         found.append(c)
         if not found:
             raise UsageError(

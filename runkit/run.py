@@ -216,9 +216,7 @@ class Run:
     def _discard_new_run_dir(self) -> None:
         """Remove the directory this Run just created (its lock, W&B's folder, a fork's copies): nothing
         in it is a result yet, and the command that failed should leave no directory behind."""
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        self._release_lock()
         shutil.rmtree(self.run_dir, ignore_errors=True)
         self.run_dir = None
 
@@ -502,10 +500,13 @@ class Run:
             # an abort under a command line ends the process: a third Ctrl-C on the way out is ignored
             signal.signal(s, signal.SIG_IGN if self._aborting and in_command() else handler)
         self._handlers = {}
+        self._release_lock()
+        self._discard_unopened_video_dir()
+
+    def _release_lock(self) -> None:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-        self._discard_unopened_video_dir()
 
     def _discard_unopened_video_dir(self) -> None:
         """A command refused after --capture-video's recorder made <run>/videos/ leaves no directory."""
