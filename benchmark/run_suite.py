@@ -96,27 +96,30 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _only(
+    specs: list[RunSpec], wanted: list[str] | None, key: Callable[[RunSpec], str], flag: str, what: str
+) -> list[RunSpec]:
+    """The runs whose key(spec) is in `wanted` (all when None); refuses a name not in the suite."""
+    if wanted is None:
+        return specs
+    known = list(dict.fromkeys(key(s) for s in specs))
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        raise UsageError(f"{flag}: no {what} {unknown[0]!r} in this suite; it has {', '.join(known)}")
+    return [s for s in specs if key(s) in wanted]
+
+
 def only_cells(specs: list[RunSpec], refs: list[str] | None) -> list[RunSpec]:
     """The runs of the cells `refs` (<env_id>/<algo>; all when None); refuses a cell not in the suite."""
-    if refs is None:
-        return specs
-    known = list(dict.fromkeys(s.cell.ref for s in specs))
-    unknown = [r for r in refs if r not in known]
-    if unknown:
-        raise UsageError(f"--cells: no cell {unknown[0]!r} in this suite; it has {', '.join(known)}")
-    return [s for s in specs if s.cell.ref in refs]
+    return _only(specs, refs, lambda s: s.cell.ref, "--cells", "cell")
 
 
 def only_variants(specs: list[RunSpec], names: list[str] | None) -> list[RunSpec]:
     """The runs of the variants `names` (all when None); refuses an unknown name, and a variant whose
     GMP target or matched sparsity comes from a variant left out (its tasks would wait forever)."""
+    kept = _only(specs, names, lambda s: s.variant.name, "--variants", "variant")
     if names is None:
-        return specs
-    known = list(dict.fromkeys(s.variant.name for s in specs))
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise UsageError(f"--variants: no variant {unknown[0]!r} in this suite; it has {', '.join(known)}")
-    kept = [s for s in specs if s.variant.name in names]
+        return kept
     for s in kept:
         for source in (s.gmp_source, s.magnitude_source):
             if source is not None and source.variant.name not in names:

@@ -10,10 +10,10 @@ Stages are pure functions on a canonical nn.Sequential chain (l0rl.policy): `har
 `magnitude_prune`, `shrink`, `round_channels`, `low_rank`; figures and their definitions live in compress.measure.
 """
 
-if __name__ != "l0rl.compress":  # one file, one import name: this folder installs as l0rl.compress
-    raise ImportError(
-        "import this package as l0rl.compress (from l0rl import compress); run 'make setup' or pip install -e ."
-    )
+from l0rl._one_name import wrong_import_name
+
+if __name__ != "l0rl.compress":  # this folder installs as l0rl.compress only
+    raise wrong_import_name("l0rl.compress")
 
 from l0rl.compress.measure import counts, macs, policy_bytes
 from l0rl.compress.pipeline import METHODS, compress_run

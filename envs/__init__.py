@@ -4,10 +4,10 @@ Importing this package registers NeedleReach-v0 with gymnasium (50-step episodes
 `gym.make("NeedleReach-v0")` works too. See envs.factory for how algorithms read vector env infos.
 """
 
-if __name__ != "l0rl.envs":  # one file, one import name: this folder installs as l0rl.envs
-    raise ImportError(
-        "import this package as l0rl.envs (from l0rl import envs); run 'make setup' or pip install -e ."
-    )
+from l0rl._one_name import wrong_import_name
+
+if __name__ != "l0rl.envs":  # this folder installs as l0rl.envs only
+    raise wrong_import_name("l0rl.envs")
 
 import gymnasium as gym
 

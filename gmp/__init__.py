@@ -21,10 +21,10 @@ proportional to (fan_in + fan_out [+ kernel dims]) / weights, so small layers st
 Depends on torch and l0rl.l0 (whose erk_score also prices L0 gates with set_costs(kind='erk')).
 """
 
-if __name__ != "l0rl.gmp":  # one file, one import name: this folder installs as l0rl.gmp
-    raise ImportError(
-        "import this package as l0rl.gmp (from l0rl import gmp); run 'make setup' or pip install -e ."
-    )
+from l0rl._one_name import wrong_import_name
+
+if __name__ != "l0rl.gmp":  # this folder installs as l0rl.gmp only
+    raise wrong_import_name("l0rl.gmp")
 
 from l0rl.gmp.pruning import (
     GradualMagnitudePruner,

@@ -7,6 +7,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from l0rl.l0 import erk_densities
+from l0rl.l0.sparsify import layers_with, weight_parametrization
 
 MASKABLE = (nn.Linear, nn.Conv2d)
 _MASK_KEY = "parametrizations.weight.0.mask"
@@ -24,17 +25,12 @@ class MagnitudeMask(nn.Module):
 
 
 def is_masked(module: nn.Module) -> bool:
-    return parametrize.is_parametrized(module, "weight") and any(
-        isinstance(p, MagnitudeMask) for p in module.parametrizations["weight"]
-    )
+    return weight_parametrization(module, MagnitudeMask) is not None
 
 
 def masked_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module, MagnitudeMask]]:
     """(name, layer, mask) for every masked layer, in module order."""
-    for name, module in model.named_modules():
-        if is_masked(module):
-            mask = next(p for p in module.parametrizations["weight"] if isinstance(p, MagnitudeMask))
-            yield name, module, mask
+    return layers_with(model, MagnitudeMask)
 
 
 def attach(model: nn.Module) -> nn.Module:

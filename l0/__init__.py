@@ -15,10 +15,10 @@ Which gate mode to use in RL:
 Depends on torch only.
 """
 
-if __name__ != "l0rl.l0":  # one file, one import name: this folder installs as l0rl.l0
-    raise ImportError(
-        "import this package as l0rl.l0 (from l0rl import l0); run 'make setup' or pip install -e ."
-    )
+from l0rl._one_name import wrong_import_name
+
+if __name__ != "l0rl.l0":  # this folder installs as l0rl.l0 only
+    raise wrong_import_name("l0rl.l0")
 
 from l0rl.l0.gates import BETA, GAMMA, LOG_ALPHA_MAX, LOG_ALPHA_MIN, ZETA
 from l0rl.l0.scheduler import MODES as SCHEDULER_MODES

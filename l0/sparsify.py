@@ -177,19 +177,29 @@ def sparsify_like(model: nn.Module, state_dict: dict) -> nn.Module:
     return model
 
 
+def weight_parametrization(module: nn.Module, kind: type[nn.Module]) -> nn.Module | None:
+    """The first parametrization of type `kind` on the module's weight (a gate, a mask), or None."""
+    if not parametrize.is_parametrized(module, "weight"):
+        return None
+    return next((p for p in module.parametrizations["weight"] if isinstance(p, kind)), None)
+
+
+def layers_with(model: nn.Module, kind: type[nn.Module]) -> Iterator[tuple[str, nn.Module, nn.Module]]:
+    """(name, layer, parametrization) for every layer whose weight carries a `kind`, in module order."""
+    for name, module in model.named_modules():
+        found = weight_parametrization(module, kind)
+        if found is not None:
+            yield name, module, found
+
+
 def is_gated(module: nn.Module) -> bool:
     """True when the module's weight carries a HardConcreteGate."""
-    return parametrize.is_parametrized(module, "weight") and any(
-        isinstance(p, HardConcreteGate) for p in module.parametrizations["weight"]
-    )
+    return weight_parametrization(module, HardConcreteGate) is not None
 
 
 def gated_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module, HardConcreteGate]]:
     """(name, layer, gate) for every gated layer, in module order."""
-    for name, module in model.named_modules():
-        if is_gated(module):
-            gate = next(p for p in module.parametrizations["weight"] if isinstance(p, HardConcreteGate))
-            yield name, module, gate
+    return layers_with(model, HardConcreteGate)
 
 
 def gate_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -431,15 +441,8 @@ def harden(model: nn.Module) -> nn.Module:
 @contextlib.contextmanager
 def deterministic_gates(model: nn.Module) -> Iterator[nn.Module]:
     """Use test-time gates inside the block even in train mode (acting, target networks, eval)."""
-    gates = [gate for _, _, gate in gated_layers(model)]
-    previous = [g.force_deterministic for g in gates]
-    for g in gates:
-        g.force_deterministic = True
-    try:
+    with _gates_set(model, "force_deterministic", lambda g: True):
         yield model
-    finally:
-        for g, p in zip(gates, previous):
-            g.force_deterministic = p
 
 
 @contextlib.contextmanager
@@ -448,17 +451,29 @@ def frozen_gates(model: nn.Module, generator: torch.Generator | None = None) -> 
 
     The noise, not z, is frozen: z is recomputed from log_alpha each forward, so gradients still
     reach log_alpha while a PPO rollout and its update see the same sampled sparsity pattern."""
-    gates = [gate for _, _, gate in gated_layers(model)]
-    previous = [g.frozen_noise for g in gates]
-    for g in gates:
-        g.frozen_noise = torch.rand(
-            g.log_alpha.shape, generator=generator, dtype=g.log_alpha.dtype, device=g.log_alpha.device
-        )
-    try:
+
+    def draw(g: HardConcreteGate) -> torch.Tensor:
+        a = g.log_alpha
+        return torch.rand(a.shape, generator=generator, dtype=a.dtype, device=a.device)
+
+    with _gates_set(model, "frozen_noise", draw):
         yield model
+
+
+@contextlib.contextmanager
+def _gates_set(
+    model: nn.Module, attribute: str, value: Callable[[HardConcreteGate], object]
+) -> Iterator[None]:
+    """Set `attribute` of every gate in the model to value(gate) inside the block, then restore it."""
+    gates = [gate for _, _, gate in gated_layers(model)]
+    previous = [getattr(g, attribute) for g in gates]
+    for g in gates:
+        setattr(g, attribute, value(g))
+    try:
+        yield
     finally:
         for g, p in zip(gates, previous):
-            g.frozen_noise = p
+            setattr(g, attribute, p)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ benchmark/report.py reports a benchmark suite through the same code. Needs the `
 (matplotlib, rliable, wandb-workspaces).
 """
 
-if __name__ != "l0rl.report":  # one file, one import name: this folder installs as l0rl.report
-    raise ImportError(
-        "import this package as l0rl.report (from l0rl import report); run 'make setup' or pip install -e ."
-    )
+from l0rl._one_name import wrong_import_name
+
+if __name__ != "l0rl.report":  # this folder installs as l0rl.report only
+    raise wrong_import_name("l0rl.report")

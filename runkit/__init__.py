@@ -5,10 +5,10 @@ algorithm has and their parsing (args), resume and fork (continuation), divergen
 episodes, the best evaluated policy of a run, the return formulas of the on-policy algorithms, the off-policy replay buffers, and
 one-line CLI errors."""
 
-if __name__ != "l0rl.runkit":  # one file, one import name: this folder installs as l0rl.runkit
-    raise ImportError(
-        "import this package as l0rl.runkit (from l0rl import runkit); run 'make setup' or pip install -e ."
-    )
+from l0rl._one_name import wrong_import_name
+
+if __name__ != "l0rl.runkit":  # this folder installs as l0rl.runkit only
+    raise wrong_import_name("l0rl.runkit")
 
 from l0rl.errors import NonFiniteError, UsageError
 from l0rl.runkit.args import CommandLine, RunArgs, family_defaults, parse_args, validate

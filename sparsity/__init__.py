@@ -14,10 +14,10 @@ null object. A new method is one SparsityMethod subclass and one METHODS entry. 
 l0rl.gmp and torch; knows nothing of RL algorithms or run directories.
 """
 
-if __name__ != "l0rl.sparsity":  # one file, one import name: this folder installs as l0rl.sparsity
-    raise ImportError(
-        "import this package as l0rl.sparsity (from l0rl import sparsity); run 'make setup' or pip install -e ."
-    )
+from l0rl._one_name import wrong_import_name
+
+if __name__ != "l0rl.sparsity":  # this folder installs as l0rl.sparsity only
+    raise wrong_import_name("l0rl.sparsity")
 
 from l0rl.sparsity.methods import (
     GMP,

@@ -139,18 +139,18 @@ def test_the_installed_commands_exit_0_on_success(two_runs, tmp_path):
     assert_one_line_error(proc, 2, "unknown verb 'nothing'")
 
 
+def start_ppo(cwd: Path, flags: list[str]) -> subprocess.Popen:
+    """algos/ppo_l0.py running in the background, its output piped (text) for the test to read."""
+    command = [sys.executable, str(ROOT / "algos" / "ppo_l0.py"), "--wandb-mode", "disabled", *flags]
+    return subprocess.Popen(command, cwd=cwd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
 def test_sigint_stops_with_a_checkpoint_that_resumes_bit_exactly(tmp_path):
     """A real SIGINT mid-run: exit 130, a checkpoint, the resume command; resumed, the run ends with
     the same networks as a run never interrupted."""
     total = 4096
     flags = [*TINY_FLAGS, "--total-timesteps", str(total), "--eval-episodes", "0", "--no-progress"]
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "algos" / "ppo_l0.py"), "--wandb-mode", "disabled", *flags],
-        cwd=tmp_path,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_ppo(tmp_path, flags)
     for line in proc.stderr:  # the plan line comes once the stop handlers are in place
         if "budget" in line:
             proc.send_signal(signal.SIGINT)
@@ -172,13 +172,7 @@ def test_sigint_stops_with_a_checkpoint_that_resumes_bit_exactly(tmp_path):
 
 def test_a_second_sigint_aborts_at_once_says_what_is_left_and_a_third_changes_nothing(tmp_path):
     flags = ["--num-envs", "2", "--num-steps", "2048", "--total-timesteps", "65536", "--no-progress"]
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "algos" / "ppo_l0.py"), "--wandb-mode", "disabled", *flags],
-        cwd=tmp_path,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_ppo(tmp_path, flags)
     for line in proc.stderr:
         if ": budget " in line:  # the start line (the short-budget warning says "budget" too)
             proc.send_signal(signal.SIGINT)
