@@ -7,7 +7,7 @@ Runs land in benchmark/runs/<suite>/ (git-ignored) unless --runs-dir says otherw
 goes to <runs dir>/_logs/.
 """
 
-import json
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from benchmark.suites import RunSpec
 from l0rl.runkit import RunError, load_checkpoint
+from l0rl.runkit.tracker import read_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG_DIR = "_logs"
@@ -70,8 +71,8 @@ def finished_run(runs_dir: Path, spec: RunSpec) -> Path | None:
 def reached_sparsity(run_dir: Path) -> float:
     """The policy sparsity the run ended with (summary.json), clipped into SPARSITY_RANGE and rounded
     so the command line that carries it stays short."""
-    summary = json.loads((Path(run_dir) / "summary.json").read_text())
-    if summary.get("sparsity") is None:
+    sparsity = read_summary(run_dir).get("sparsity")  # read as every reader of a run's files does
+    if isinstance(sparsity, bool) or not isinstance(sparsity, int | float) or not math.isfinite(sparsity):
         raise RunError(f"{run_dir}/summary.json has no sparsity; was the run's final evaluation skipped?")
     low, high = SPARSITY_RANGE
-    return round(min(max(float(summary["sparsity"]), low), high), 4)
+    return round(min(max(float(sparsity), low), high), 4)

@@ -13,7 +13,6 @@ options at the same step. A GMP run whose target is the sparsity an L0 run reach
 L0 run's train task.
 """
 
-import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from l0rl.compress.pipeline import output_names
 from l0rl.compress.report import format_report
 from l0rl.report.collect import BENCH_NAME, hardware
 from l0rl.runkit import RESUMABLE, RunError, atomic_write_json, load_checkpoint
+from l0rl.runkit.files import read_json_object
 from l0rl.runkit.tracker import variant_group
 
 NOT_COMPRESS_OPTIONS = ("method", "wandb_mode", "episodes")
@@ -36,7 +36,15 @@ NOT_COMPRESS_OPTIONS = ("method", "wandb_mode", "episodes")
 def same_compression(old: dict, options: dict, global_step: int) -> bool:
     """Whether a compress report answers these options: the run's current checkpoint step, the same
     episode count and every option asked for (a changed suite or --episodes compresses again). An
-    option asked for that the report does not record (written before compress had it) is a change."""
+    option asked for that the report does not record (written before compress had it) is a change,
+    and so is a report of another shape (damaged, or carried in crafted): it is compressed again."""
+    try:
+        return _same_compression(old, options, global_step)
+    except (KeyError, TypeError):
+        return False
+
+
+def _same_compression(old: dict, options: dict, global_step: int) -> bool:
     if old["global_step"] != global_step or old["episodes"] != options["episodes"]:
         return False
     for name, value in options.items():
@@ -158,9 +166,8 @@ class Runner:
             **(self.suite.compress_options if method == "l0" else {}),
         }
         report = run_dir / output_names(method)["report"]
-        if report.exists() and same_compression(
-            json.loads(report.read_text()), options, load_checkpoint(run_dir)["global_step"]
-        ):
+        old = read_json_object(report)  # None when absent; a symlink or a non-object is one line
+        if old is not None and same_compression(old, options, load_checkpoint(run_dir)["global_step"]):
             return f"compressed: {report.name}", None
         flags = suites.to_flags({k: v for k, v in options.items() if v is not None})
         return "compress", Inline(
@@ -186,7 +193,9 @@ class Runner:
     def record(self, spec: RunSpec, seconds: float, argv: list[str]) -> None:
         """Append this process's command, wall time and hardware to the run's benchmark.json."""
         path = self.finished(spec) / BENCH_NAME
-        data = json.loads(path.read_text()) if path.exists() else {"sessions": []}
+        data = read_json_object(path) or {"sessions": []}  # a symlink or a non-object is one line
+        if not isinstance(data.get("sessions"), list):  # a damaged record's sessions start afresh
+            data["sessions"] = []
         data.update(suite=self.suite.name, variant=spec.variant.name, seed=spec.seed)
         data["sessions"].append(
             {"command": command_line(argv), "wall_seconds": round(seconds, 1), "hardware": hardware()}

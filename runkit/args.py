@@ -245,6 +245,8 @@ def resolve_sparsity(args: Any, cli: CommandLine) -> Any:
 def parse_env_options(text: str) -> dict:
     try:
         options = json.loads(text)
+    except RecursionError:
+        options = None  # nested beyond what the parser's stack holds: not an object of options
     except json.JSONDecodeError as e:
         raise UsageError(
             f'--env-options must be a JSON object such as \'{{"reward_type": "dense"}}\' ({e})'

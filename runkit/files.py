@@ -57,7 +57,8 @@ def _refuse(path: Path, what: str) -> RunError:
 
 def open_regular(path: str | Path, flags: int = os.O_RDONLY, mode: int = 0o666) -> int:
     """A descriptor of `path`, refused in one line unless it is a regular file (a symlink is not
-    followed, a FIFO is not waited on). OSError (e.g. ENOENT) keeps `path` as its filename."""
+    followed, a FIFO is not waited on) and, opened for writing, its only name (a hard link's other
+    name may lie outside the run). OSError (e.g. ENOENT) keeps `path` as its filename."""
     path = Path(path)
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
@@ -71,6 +72,12 @@ def open_regular(path: str | Path, flags: int = os.O_RDONLY, mode: int = 0o666) 
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise _refuse(path, _kind(st.st_mode))
+    if flags & (os.O_WRONLY | os.O_RDWR) and st.st_nlink > 1:  # writing it would change the other names too
+        os.close(fd)
+        raise RunError(
+            f"{path} is a hard link ({st.st_nlink} names for one file), and writing it would change a file "
+            "outside the run: replace it with a copy (cp --remove-destination) and run again"
+        )
     os.set_blocking(fd, True)
     return fd
 
@@ -115,9 +122,10 @@ def read_json_object(path: str | Path, limit: int = TEXT_FILE_LIMIT) -> dict | N
     there is a RunError naming it."""
     if not os.path.lexists(path):
         return None
+    text = read_text(path, limit)  # a symlink or an oversized file is refused as such
     try:
-        obj = json.loads(read_text(path, limit))
-    except ValueError:
+        obj = json.loads(text)
+    except (ValueError, RecursionError):  # not JSON, or nested beyond what the parser's stack holds
         obj = None
     if not isinstance(obj, dict):
         raise RunError(

@@ -328,7 +328,7 @@ def _record(line: str) -> dict | None:
     """One metrics row, or None when the line is not one (a row holds an int global_step)."""
     try:
         row = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested beyond what the parser's stack holds
         return None
     ok = isinstance(row, dict) and type(row.get("global_step")) is int
     return row if ok else None

@@ -361,3 +361,27 @@ def test_a_replay_buffer_that_would_run_code_is_refused_at_resume(tmp_path, pick
     assert (run / "checkpoint.pt").read_bytes() == before  # the run is intact: delete the buffer and resume
     (run / BUFFER_NAME).unlink()
     assert torch.load(resume("dqn", run) + "/checkpoint.pt", weights_only=True)["finished"]
+
+
+def test_a_suites_readers_of_a_carried_run_refuse_a_link_and_take_a_damaged_report_as_stale(
+    finished, tmp_path
+):
+    from benchmark.layout import reached_sparsity
+    from benchmark.tasks import same_compression
+
+    run = received(finished, tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "sparsity": 0.5}))
+    assert reached_sparsity(run) == 0.5
+    (run / "summary.json").write_text(json.dumps({**summary, "sparsity": "0.5"}))
+    with pytest.raises(ckpt_mod.RunError, match="has no sparsity"):
+        reached_sparsity(run)
+    (run / "summary.json").unlink()
+    (run / "summary.json").symlink_to("/dev/zero")
+    with pytest.raises(ckpt_mod.RunError, match="summary.json is a symlink"):
+        reached_sparsity(run)
+    genuine = json.loads((run / "compress.json").read_text())
+    options = {"episodes": genuine["episodes"], "method": "l0", "sparsity": None, "wandb_mode": "disabled"}
+    assert same_compression(genuine, options, genuine["global_step"])
+    for crafted in ({**genuine, "options": None}, {**genuine, "options": {"x": 1}, "episodes": []}, {}):
+        assert not same_compression(crafted, {**options, "x": 2.0}, genuine["global_step"])

@@ -263,6 +263,32 @@ def test_a_wandb_symlink_and_a_lock_symlink_are_refused(tmp_path):
     assert victim.read_text() == "kept" and list(elsewhere.iterdir()) == []
 
 
+def test_a_hard_linked_lock_or_record_is_never_written_through(tmp_path):
+    run = halted(tmp_path / "runs")
+    victim = tmp_path / "victim"  # a file outside the run that a tarball's hard link names
+    victim.write_text("kept")
+    (run / ckpt_mod.LOCK_NAME).unlink()
+    os.link(victim, run / ckpt_mod.LOCK_NAME)
+    with pytest.raises(RunError, match=r"\.lock is a hard link \(2 names"):
+        resume(run)
+    freed()
+    assert victim.read_text() == "kept"
+    os.link(victim, tmp_path / "record.jsonl")
+    with pytest.raises(RunError, match="record.jsonl is a hard link"):
+        files.append_record(tmp_path / "record.jsonl", b"{}\n")
+    assert victim.read_text() == "kept"
+
+
+@pytest.mark.parametrize("name", ["summary.json", "metrics.jsonl"])
+def test_json_nested_past_the_parsers_stack_is_one_line_at_resume(tmp_path, name):
+    run = halted(tmp_path / "runs")
+    with open(run / name, "a") as f:
+        f.write("[" * 100_000 + "\n" + (run / "metrics.jsonl").read_text().splitlines()[0] + "\n")
+    with pytest.raises(RunError, match=f"{name}(: line| is not a JSON object)"):
+        resume(run)
+    freed()
+
+
 # --- 5: the resume key, as strict as ssh's -----------------------------------------------------------
 
 
