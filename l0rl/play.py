@@ -21,6 +21,7 @@ from l0rl import load_policy
 from l0rl.errors import UsageError
 from l0rl.runkit.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from l0rl.runkit.evaluate import evaluate_as_run, first_eval_seed
+from l0rl.runkit.files import real_dir
 from l0rl.runkit.run import VIDEO_DIR
 
 PROG = "l0rl play"
@@ -69,7 +70,9 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> dict:
     ckpt = load_checkpoint(run_dir)
     policy = load_policy(str(run_dir), compressed=a.compressed)
     first = first_eval_seed(ckpt) if a.seed is None else a.seed
-    videos = run_dir / VIDEO_DIR / f"play-{int(time.time())}" if a.video else None
+    videos = None
+    if a.video:  # made here as real directories: the recorder would write through a symlinked videos/
+        videos = real_dir(real_dir(run_dir / VIDEO_DIR) / f"play-{int(time.time())}")
     what = "compressed policy" if a.compressed else "trained policy"
     print(f"{prog}: {ckpt['env_id']}, the {what} of {run_dir}")
     result = evaluate_as_run(

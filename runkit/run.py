@@ -56,7 +56,7 @@ from l0rl.runkit.checkpoint import (
 )
 from l0rl.runkit.cli import in_command
 from l0rl.runkit.evaluate import EVAL_SEED_OFFSET, eval_metrics, evaluate
-from l0rl.runkit.files import atomic_write_bytes
+from l0rl.runkit.files import atomic_write_bytes, real_dir
 from l0rl.runkit.guards import guard_step
 from l0rl.runkit.progress import Progress, duration
 from l0rl.runkit.tracker import Tracker, reachable_mode, resolve_wandb_mode, variant_group
@@ -135,7 +135,10 @@ class Run:
     @property
     def video_dir(self) -> str:
         """Where --capture-video records: the run directory's videos/ (pass it to make_vector_env)."""
-        return str(self._planned_dir / VIDEO_DIR)
+        videos = self._planned_dir / VIDEO_DIR
+        if self.args.capture_video and self.ckpt is not None and not self.forked:
+            real_dir(videos)  # a resumed run's videos/ may be a symlink, which the recorder would follow
+        return str(videos)
 
     def _check_policy(self, policy: nn.Module, obs_space: Any, action_space: Any) -> None:
         """The policy contract (l0rl/policy.py), checked before any training: one line naming the module."""

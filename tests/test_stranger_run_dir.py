@@ -263,6 +263,23 @@ def test_a_wandb_symlink_and_a_lock_symlink_are_refused(tmp_path):
     assert victim.read_text() == "kept" and list(elsewhere.iterdir()) == []
 
 
+def test_videos_never_go_through_a_symlinked_videos_folder(finished, tmp_path):
+    from l0rl.play import main as play_main
+
+    run, elsewhere = received(finished, tmp_path), tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (run / "videos").symlink_to(elsewhere)
+    with pytest.raises(RunError, match="videos is a symlink"):
+        play_main([str(run), "--video", "--episodes", "1"])
+    halted_run = halted(tmp_path / "runs", capture_video=True)
+    shutil.rmtree(halted_run / "videos")
+    (halted_run / "videos").symlink_to(elsewhere)
+    with pytest.raises(RunError, match="videos is a symlink"):
+        resume(halted_run)
+    freed()
+    assert list(elsewhere.iterdir()) == []
+
+
 def test_a_hard_linked_lock_or_record_is_never_written_through(tmp_path):
     run = halted(tmp_path / "runs")
     victim = tmp_path / "victim"  # a file outside the run that a tarball's hard link names
