@@ -150,9 +150,26 @@ class SparsityMapScheduler:
         return dict(self.__dict__)
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore what state_dict returned; a state this scheduler could never be in (a damaged or
+        crafted checkpoint) is a ValueError: its configuration must pass the constructor's checks and
+        every number be finite, None only where a fresh scheduler of that configuration has None."""
         unknown = set(state) - set(self.__dict__)
         if unknown:
             raise ValueError(
                 f"scheduler state has unknown keys {sorted(unknown)}; was it saved by another version?"
             )
+        s = {**self.__dict__, **state}
+        if s["mode"] not in MODES or not isinstance(s["hold"], bool):
+            raise ValueError(f"scheduler state has mode {s['mode']!r:.40} and hold {s['hold']!r:.40}")
+        for key, value in s.items():
+            number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            if key not in ("mode", "hold") and value is not None and not number:
+                raise ValueError(f"scheduler state {key} is {value!r:.40}, not a finite number")
+        fresh = SparsityMapScheduler(
+            s["total_steps"], s["mode"], s["lam_peak"], s["warmup"], s["ramp_end"], s["target_sparsity"],
+            s["target_at"], s["dual_lr"], s["lam_min"], s["lam_max"], s["beta_start"], s["beta_end"], s["hold"],
+        )  # fmt: skip
+        missing = [k for k, v in s.items() if v is None and getattr(fresh, k) is not None]
+        if missing:
+            raise ValueError(f"scheduler state {missing[0]} is None, not a number")
         self.__dict__.update(state)

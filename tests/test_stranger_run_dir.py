@@ -554,3 +554,25 @@ def test_crafted_plain_data_fields_in_a_checkpoint_are_one_line(tmp_path):
         freed()
     torch.save(good, run / "checkpoint.pt")
     assert load_checkpoint(resume(run))["finished"]
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("total_steps", "512"),
+        ("total_steps", 0),
+        ("lam_peak", float("nan")),
+        ("mode", "bogus"),
+        ("lam", None),
+    ],
+)
+def test_a_crafted_sparsity_schedule_is_one_line_at_resume(tmp_path, field, value):
+    run = halted(tmp_path / "runs")
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    ckpt["schedulers"]["actor"][field] = value
+    torch.save(ckpt, run / "checkpoint.pt")
+    with pytest.raises(
+        RunError, match="sparsity schedule does not fit this run.s: (scheduler state|total_steps)"
+    ):
+        resume(run)
+    freed()
