@@ -143,7 +143,13 @@ class GradualMagnitudePruner:
         return {"updates": self.updates, "sparsity": self.sparsity}
 
     def load_state_dict(self, state: dict) -> None:
-        self.updates, self.sparsity = int(state["updates"]), float(state["sparsity"])
+        """Restore what state_dict returned; another kind of state (a damaged or crafted checkpoint)
+        is a ValueError, not an OverflowError or a NaN logged later."""
+        updates, sparsity = state["updates"], state["sparsity"]
+        number = isinstance(sparsity, int | float) and not isinstance(sparsity, bool)
+        if type(updates) is not int or updates < 0 or not number or not 0 <= sparsity <= 1:
+            raise ValueError(f"GMP state has updates {updates!r:.40} and sparsity {sparsity!r:.40}")
+        self.updates, self.sparsity = updates, sparsity
 
     def log_dict(self, prefix: str = "gmp/") -> dict[str, float]:
         return {f"{prefix}scheduled_sparsity": self.sparsity}

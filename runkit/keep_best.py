@@ -85,5 +85,11 @@ class KeepBest:
         return {"best_return": self.best_return, "best_step": self.best_step, "kept": self.kept.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.best_return, self.best_step = state["best_return"], int(state["best_step"])
+        """Restore what state_dict returned; a best return or step of another kind (a damaged or
+        crafted checkpoint) is a ValueError, not a TypeError at the next evaluation."""
+        best, step = state["best_return"], state["best_step"]
+        number = isinstance(best, int | float) and not isinstance(best, bool) and math.isfinite(best)
+        if not (best is None or number) or type(step) is not int or step < 0:
+            raise ValueError(f"keep-best state has best_return {best!r:.40} and best_step {step!r:.40}")
+        self.best_return, self.best_step = best, step
         self.kept.load_state_dict(state["kept"])

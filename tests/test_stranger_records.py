@@ -363,6 +363,19 @@ def test_a_replay_buffer_that_would_run_code_is_refused_at_resume(tmp_path, pick
     assert torch.load(resume("dqn", run) + "/checkpoint.pt", weights_only=True)["finished"]
 
 
+def test_a_crafted_keep_best_state_is_one_line_at_resume(tmp_path):
+    run = Path(dqn_l0.train(tiny_args("dqn", tmp_path, eval_episodes=0, halt_after=200)))
+    good = torch.load(run / "checkpoint.pt", weights_only=True)
+    for field, value in (("best_return", "x"), ("best_return", float("nan")), ("best_step", float("inf"))):
+        ckpt = {**good, "schedulers": {**good["schedulers"]}}
+        ckpt["schedulers"]["keep_best"] = {**good["schedulers"]["keep_best"], field: value}
+        torch.save(ckpt, run / "checkpoint.pt")
+        with pytest.raises(ckpt_mod.RunError, match="keep_best schedule does not fit this run's: keep-best"):
+            resume("dqn", run)
+    torch.save(good, run / "checkpoint.pt")
+    assert torch.load(resume("dqn", run) + "/checkpoint.pt", weights_only=True)["finished"]
+
+
 def test_a_suites_readers_of_a_carried_run_refuse_a_link_and_take_a_damaged_report_as_stale(
     finished, tmp_path
 ):

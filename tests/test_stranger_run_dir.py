@@ -576,3 +576,15 @@ def test_a_crafted_sparsity_schedule_is_one_line_at_resume(tmp_path, field, valu
     ):
         resume(run)
     freed()
+
+
+def test_a_crafted_gmp_state_is_one_line_at_resume(tmp_path):
+    run = halted(tmp_path / "runs", sparsity="gmp")
+    good = torch.load(run / "checkpoint.pt", weights_only=True)
+    for value in ({"updates": float("inf"), "sparsity": 0.0}, {"updates": 1, "sparsity": float("nan")}):
+        torch.save({**good, "schedulers": {"gmp": value}}, run / "checkpoint.pt")
+        with pytest.raises(RunError, match="sparsity schedule does not fit this run's: GMP state has"):
+            resume(run)
+        freed()
+    torch.save(good, run / "checkpoint.pt")
+    assert load_checkpoint(resume(run))["finished"]
