@@ -13,6 +13,7 @@ counts log calls: several episodes that end in the same vector step are several 
 """
 
 import base64
+import contextlib
 import json
 import os
 import sys
@@ -20,7 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,21 @@ def reachable_mode(explicit: bool) -> str:
     return "offline"
 
 
+def _quiet_tensorboard_threads() -> None:
+    """TensorBoard's writer thread hands a failed write (a full disk) to the main thread, which names
+    it in one line, and also raises it in its own: that thread's traceback is not printed."""
+    default = threading.excepthook
+    if getattr(default, "l0rl", False):
+        return
+
+    def hook(args: Any) -> None:
+        if not (isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread"):
+            default(args)
+
+    hook.l0rl = True
+    threading.excepthook = hook
+
+
 class Tracker:
     """Logs metrics to W&B and to the run directory's local record; resumable."""
 
@@ -280,13 +296,25 @@ class Tracker:
         if self.tensorboard:
             self._log_tensorboard(metrics, int(step))
 
-    def _log_tensorboard(self, metrics: dict[str, float], step: int) -> None:
-        if self._tb_writer is None:
-            from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when used
+    @contextlib.contextmanager
+    def _tensorboard_file(self) -> Iterator[None]:
+        """TensorBoard's writer raises a full disk from its own thread without a file name: name it."""
+        try:
+            yield
+        except OSError as e:
+            if e.filename is not None:
+                raise
+            raise OSError(e.errno, e.strerror, str(self.run_dir / "events.out.tfevents.*")) from None
 
-            self._tb_writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=self._tb_purge_step)
-        for key, value in metrics.items():
-            self._tb_writer.add_scalar(key, float(value), step)
+    def _log_tensorboard(self, metrics: dict[str, float], step: int) -> None:
+        with self._tensorboard_file():
+            if self._tb_writer is None:
+                from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when used
+
+                _quiet_tensorboard_threads()
+                self._tb_writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=self._tb_purge_step)
+            for key, value in metrics.items():
+                self._tb_writer.add_scalar(key, float(value), step)
 
     def log_video(self, path: Path, step: int) -> None:
         """A recorded episode (mp4) to W&B, at this env step (nothing when W&B is off)."""
@@ -303,8 +331,9 @@ class Tracker:
 
     def finish(self) -> None:
         if self._tb_writer is not None:
-            self._tb_writer.close()
-            self._tb_writer = None
+            writer, self._tb_writer = self._tb_writer, None
+            with self._tensorboard_file():
+                writer.close()
         if self.wandb_run is not None:
             run, self.wandb_run = self.wandb_run, None
             try:

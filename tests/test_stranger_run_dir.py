@@ -130,6 +130,24 @@ def test_a_full_disk_while_logging_is_one_line_and_the_run_resumes_once_space_is
     assert rows_parse(run / "metrics.jsonl")
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # its thread's traceback
+def test_a_full_disk_under_tensorboards_writer_is_one_line_naming_its_file(tmp_path, capsys):
+    from tensorboard.compat.tensorflow_stub.io import gfile
+
+    def disk_full(*_args):  # TensorBoard raises it without a file name, from its writer's thread
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    t = Tracker(tmp_path, "x", config={}, wandb_mode="disabled", tensorboard=True)
+    t.log({"charts/SPS": 1.0}, 1)
+    with pytest.MonkeyPatch.context() as fault, pytest.raises(SystemExit) as exc:
+        fault.setattr(gfile.LocalFileSystem, "_write", disk_full)
+        run_cli(lambda: (t.log({"charts/SPS": 2.0}, 2), t.finish()), "ppo_l0.py")
+    assert exc.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"ppo_l0.py: error: cannot write or read {tmp_path / 'events.out.tfevents.*'}: No space left on device"
+    ]
+
+
 def test_a_torn_last_row_is_trimmed_on_resume_and_tolerated_by_readers(tmp_path):
     run = halted(tmp_path / "runs")
     rows = read_metrics(run)
