@@ -7,7 +7,6 @@ writes to a run directory; resume and fork are runkit.continuation's job, the ru
 
 import dataclasses
 import json
-import math
 import os
 import sys
 import types
@@ -119,6 +118,8 @@ start are one episode repeated, and a greedy policy that stalls plays until the 
 Mario is evaluated with sampled actions and at most 3000 agent steps (200 s of game time)."""
 
 SEED_LIMIT = 2**31
+FLOAT_LIMIT = 3.4e38
+"""The largest magnitude of a float option: float32's range, past which torch cannot take it as a value."""
 """--seed must be in [0, SEED_LIMIT): numpy seeds take 32 bits, and env seeds add offsets to it."""
 
 
@@ -329,8 +330,11 @@ def check_run_args(args: Any, cli: CommandLine) -> None:
     experiment name, impossible budgets and cadences, and the sparsity method's own impossible options."""
     for f in dataclasses.fields(args):  # NaN passes every comparison below: refuse it (and inf) first
         value = getattr(args, f.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UsageError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
+        if isinstance(value, float) and not abs(value) <= FLOAT_LIMIT:
+            raise UsageError(
+                f"--{f.name.replace('_', '-')} must be a finite number of magnitude at most {FLOAT_LIMIT:g}, "
+                f"got {value}"
+            )
     if not 0 <= args.seed < SEED_LIMIT:
         raise UsageError(f"--seed must be in [0, 2**31), got {args.seed}")
     check_exp_name(args.exp_name)

@@ -533,6 +533,7 @@ def test_a_wandb_server_that_never_answers_costs_at_most_the_probe_deadline(tmp_
         ({"l0_lambda_actor": float("nan")}, "--l0-lambda-actor must be a finite number"),
         ({"ent_coef": float("nan")}, "--ent-coef must be a finite number"),
         ({"learning_rate": float("inf")}, "--learning-rate must be a finite number"),
+        ({"clip_coef": 1e300}, "--clip-coef must be a finite number of magnitude at most 3.4e"),
         ({"exp_name": "x" * 300}, "--exp-name 'xxx"),
     ],
 )
