@@ -101,9 +101,12 @@ def open_bounded(path: str | Path, limit: int) -> io.BufferedReader:
 
 
 def read_bytes(path: str | Path, limit: int) -> bytes:
-    """The bytes of a regular file of at most `limit` bytes (it may not grow past it while read)."""
+    """The bytes of a regular file of at most `limit` bytes (it may not grow past it while read). The
+    buffer grows with what is read: read(n) would allocate all n bytes (`limit`, GiBs) up front."""
     with open_bounded(path, limit) as f:
-        data = f.read(limit + 1)
+        data = f.read(os.fstat(f.fileno()).st_size)
+        while len(data) <= limit and (more := f.read(min(MiB, limit + 1 - len(data)))):
+            data += more  # it grew since fstat
     if len(data) > limit:
         raise _too_big(Path(path), len(data), limit)
     return data

@@ -9,6 +9,8 @@ import gc
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -242,6 +244,19 @@ def test_an_env_state_that_is_not_a_small_regular_file_is_refused_unread(tmp_pat
         resume(run)
     freed()
     assert time.time() - start < 30
+
+
+def test_a_bounded_read_allocates_what_the_file_holds_not_its_bound(tmp_path):
+    """A fork copies replay_buffer.pt with a 4 GiB bound: read(bound) would allocate all of it."""
+    (tmp_path / "small.pt").write_bytes(b"x" * 1000)
+    code = (
+        "import resource, sys; from l0rl.runkit import files; "
+        "used = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize(); "
+        "resource.setrlimit(resource.RLIMIT_AS, (used + 2**29, used + 2**29)); "
+        "print(len(files.read_bytes(sys.argv[1], files.TORCH_FILE_LIMIT)), len(files.read_text(sys.argv[1])))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, tmp_path / "small.pt"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.split() == ["1000", "1000"], proc.stderr
 
 
 def test_a_fifo_checkpoint_is_refused_without_waiting(finished, tmp_path, capsys):
