@@ -180,6 +180,8 @@ def check_args(args: Args) -> None:
         raise UsageError(f"--keep-best-from must be in [0, 1], got {args.keep_best_from}")
     if args.buffer_size < 2 * args.num_envs:
         raise UsageError(f"--buffer-size must be >= 2 x --num-envs ({2 * args.num_envs})")
+    if args.batch_size > args.buffer_size:  # a batch is drawn from the buffer (and allocated whole)
+        raise UsageError(f"--batch-size must be <= --buffer-size ({args.buffer_size}), got {args.batch_size}")
     if not (0.0 <= args.start_e <= 1.0 and 0.0 <= args.end_e <= 1.0):
         raise UsageError(f"--start-e and --end-e must be in [0, 1], got {args.start_e}, {args.end_e}")
     validate(
@@ -219,6 +221,8 @@ def train(args: Args, cli: CommandLine | None = None) -> str:
     optimizer = optim.Adam(l0.param_groups(q_network, args.learning_rate, args.l0_lr))
     update_target(target_network, q_network, 1.0)
     average = copy.deepcopy(q_network) if args.swa_start < 1.0 else None  # --swa-start's weight mean
+    # ALGO Logic: Storage setup (before the run directory: a buffer too large for memory is refused)
+    rb = ReplayBuffer(args.buffer_size, args.num_envs, envs.single_observation_space)
     # only now, with every argument accepted, does the run directory appear
     run.open(*spaces, args.num_iterations * args.num_envs, policy=q_network)
     keep, schedulers = None, {}
@@ -227,8 +231,6 @@ def train(args: Args, cli: CommandLine | None = None) -> str:
             q_network, args.keep_best_every, args.keep_best_from, args.keep_best_episodes, run
         )
 
-    # ALGO Logic: Storage setup
-    rb = ReplayBuffer(args.buffer_size, args.num_envs, envs.single_observation_space)
     buffer_path = run.run_dir / BUFFER_NAME
 
     # TRY NOT TO MODIFY: start the game

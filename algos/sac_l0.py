@@ -220,6 +220,8 @@ def check_args(args: Args) -> None:
     )  # lambda 0: no penalty
     if args.buffer_size < args.num_envs or args.total_timesteps < args.num_envs:
         raise UsageError("--buffer-size and --total-timesteps must be >= --num-envs")
+    if args.batch_size > args.buffer_size:  # a batch is drawn from the buffer (and allocated whole)
+        raise UsageError(f"--batch-size must be <= --buffer-size ({args.buffer_size}), got {args.batch_size}")
 
 
 def train(args: Args, cli: CommandLine | None = None) -> str:

@@ -9,7 +9,9 @@ A saved buffer is read back through runkit.files (a regular file, bounded by the
 and must fit the buffer exactly (every array's shape and dtype): a damaged or crafted file is a
 one-line RunError that says to delete it, never a traceback."""
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from l0rl.errors import RunError
+from l0rl.errors import RunError, UsageError
 from l0rl.runkit.args import RunArgs
 from l0rl.runkit.checkpoint import atomic_torch_save
 from l0rl.runkit.files import MiB, load_plain
@@ -48,6 +50,19 @@ def save_buffer(
         return True
     path.unlink(missing_ok=True)
     return False
+
+
+@contextlib.contextmanager
+def fits_in_memory(buffer_size: int) -> Iterator[None]:
+    """numpy's MemoryError for a buffer larger than memory (a typo, or a crafted checkpoint's
+    arguments) as one line naming the option."""
+    try:
+        yield
+    except MemoryError:
+        raise UsageError(
+            f"a replay buffer of --buffer-size {buffer_size:,} transitions does not fit in memory; pass a "
+            "smaller --buffer-size"
+        ) from None
 
 
 def _unfit(path: Path, what: str) -> RunError:
@@ -91,11 +106,12 @@ class ReplayBuffer:
     def __init__(self, buffer_size: int, num_envs: int, obs_space: gym.Space):
         self.rows, self.num_envs = buffer_size // num_envs, num_envs
         shape = (self.rows, num_envs)
-        self.obs = np.zeros(shape + obs_space.shape, dtype=obs_space.dtype)
-        self.actions = np.zeros(shape, dtype=np.int64)
-        self.rewards = np.zeros(shape, dtype=np.float32)
-        self.dones = np.zeros(shape, dtype=np.float32)  # terminated only: truncations still bootstrap
-        self.ended = np.zeros(shape, dtype=bool)  # terminated or truncated: next obs is in final_obs
+        with fits_in_memory(buffer_size):
+            self.obs = np.zeros(shape + obs_space.shape, dtype=obs_space.dtype)
+            self.actions = np.zeros(shape, dtype=np.int64)
+            self.rewards = np.zeros(shape, dtype=np.float32)
+            self.dones = np.zeros(shape, dtype=np.float32)  # terminated only: truncations still bootstrap
+            self.ended = np.zeros(shape, dtype=bool)  # terminated or truncated: next obs is in final_obs
         self.final_obs: dict[int, np.ndarray] = {}  # row * num_envs + env -> true final observation
         self.pos, self.full = 0, False
 
@@ -188,13 +204,14 @@ class EpisodeReplayBuffer:
     def __init__(self, capacity: int, num_envs: int, obs_space: gym.Space, action_space: gym.Space):
         self.slots, self.num_envs = max(capacity // num_envs, 1), num_envs
         shape = (self.slots, num_envs)
-        self.obs = np.zeros(shape + obs_space.shape, obs_space.dtype)
-        self.next_obs = np.zeros_like(self.obs)
-        self.actions = np.zeros(shape + action_space.shape, action_space.dtype)
-        self.rewards = np.zeros(shape, np.float32)
-        self.terminations = np.zeros(shape, np.float32)
-        self.step_index = np.zeros(shape, np.int64)  # vector step at which a transition was written
-        self.episode_end = np.full(shape, -1, np.int64)  # vector step of its episode's last one; -1: running
+        with fits_in_memory(capacity):
+            self.obs = np.zeros(shape + obs_space.shape, obs_space.dtype)
+            self.next_obs = np.zeros_like(self.obs)
+            self.actions = np.zeros(shape + action_space.shape, action_space.dtype)
+            self.rewards = np.zeros(shape, np.float32)
+            self.terminations = np.zeros(shape, np.float32)
+            self.step_index = np.zeros(shape, np.int64)  # vector step at which a transition was written
+            self.episode_end = np.full(shape, -1, np.int64)  # vector step of its episode's end; -1: running
         self.episode_start = np.zeros(num_envs, np.int64)
         self.written = 0  # vector steps written so far
 

@@ -14,9 +14,10 @@ import pytest
 import torch
 from helpers import invoke, one_line, resume, tiny_args
 
-from l0rl.algos import dqn_l0, ppo_l0
+from l0rl.algos import dqn_l0, ppo_l0, sac_l0
 from l0rl.compress.__main__ import main as compress_main
 from l0rl.compress.serialize import FORMAT, VERSION, to_bytes
+from l0rl.errors import UsageError
 from l0rl.evaluate import main as evaluate_main
 from l0rl.report.cli import main as report_main
 from l0rl.runkit import checkpoint as ckpt_mod
@@ -398,3 +399,14 @@ def test_a_suites_readers_of_a_carried_run_refuse_a_link_and_take_a_damaged_repo
     assert same_compression(genuine, options, genuine["global_step"])
     for crafted in ({**genuine, "options": None}, {**genuine, "options": {"x": 1}, "episodes": []}, {}):
         assert not same_compression(crafted, {**options, "x": 2.0}, genuine["global_step"])
+
+
+@pytest.mark.parametrize("name", ["dqn", "sac"])
+def test_a_replay_buffer_larger_than_memory_or_a_batch_larger_than_it_is_one_line(tmp_path, name):
+    """Typed, or from a crafted checkpoint's arguments: one line, before a run directory exists."""
+    module = dqn_l0 if name == "dqn" else sac_l0
+    with pytest.raises(UsageError, match="--buffer-size 1,000,000,000,000 transitions does not fit"):
+        module.train(tiny_args(name, tmp_path, buffer_size=10**12))
+    with pytest.raises(UsageError, match=r"--batch-size must be <= --buffer-size \(400\)"):
+        module.train(tiny_args(name, tmp_path, buffer_size=400, batch_size=10**12))
+    assert not (tmp_path / "runs").exists()
