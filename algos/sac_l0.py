@@ -210,6 +210,11 @@ class Actor(nn.Module):
         return self.rescale(y_t), log_prob.sum(1), self.rescale(torch.tanh(out))
 
 
+HIDDEN_LIMIT = 2**14
+"""The widest hidden layer: its square of weights is 1 GiB already, and torch fails on a layer far wider
+(a typo, or a crafted checkpoint's arguments) with an allocation traceback."""
+
+
 def check_args(args: Args) -> None:
     # --alpha must be > 0 even with --autotune: it is the starting point of the tuning, in log space
     validate(args, positive=("policy_lr", "q_lr", "l0_lr", "alpha"), unit=("gamma", "tau"))
@@ -218,6 +223,8 @@ def check_args(args: Args) -> None:
     validate(
         args, non_negative=("l0_lambda_actor", "l0_lambda_critic", "learning_starts", "save_buffer_max_mb")
     )  # lambda 0: no penalty
+    if args.hidden_size > HIDDEN_LIMIT:
+        raise UsageError(f"--hidden-size must be <= {HIDDEN_LIMIT}, got {args.hidden_size}")
     if args.buffer_size < args.num_envs or args.total_timesteps < args.num_envs:
         raise UsageError("--buffer-size and --total-timesteps must be >= --num-envs")
     if args.batch_size > args.buffer_size:  # a batch is drawn from the buffer (and allocated whole)

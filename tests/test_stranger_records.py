@@ -410,3 +410,12 @@ def test_a_replay_buffer_larger_than_memory_or_a_batch_larger_than_it_is_one_lin
     with pytest.raises(UsageError, match=r"--batch-size must be <= --buffer-size \(400\)"):
         module.train(tiny_args(name, tmp_path, buffer_size=400, batch_size=10**12))
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_crafted_hidden_size_is_one_line_not_an_allocation_traceback(tmp_path):
+    run = Path(sac_l0.train(tiny_args("sac", tmp_path, eval_episodes=0, halt_after=100)))
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    ckpt["args"]["hidden_size"] = 10**6  # a 10**12-weight layer
+    torch.save(ckpt, run / "checkpoint.pt")
+    with pytest.raises(UsageError, match="--hidden-size must be <= 16384, got 1000000"):
+        resume("sac", run)
