@@ -107,7 +107,7 @@ def load_policy(ckpt: dict, path: Path) -> nn.Module:
     no algorithm file is imported, so a user's modified copy of an algorithm compresses too."""
     try:
         return build_policy(ckpt["policy"])
-    except (KeyError, RuntimeError, ValueError) as e:
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else ""
         raise RunError(f"{path}: cannot rebuild the policy ({type(e).__name__}: {first})") from e
 

@@ -282,4 +282,34 @@ def build_policy(record: dict) -> nn.Sequential:
         gmp.attach_like(chain, record["state"])
     else:
         chain.load_state_dict(record["state"])
-    return chain.eval()
+    check_fit(chain.eval(), record)
+    return chain
+
+
+def record_spaces(record: dict) -> tuple[gym.Space, gym.Space]:
+    """The observation and action spaces a policy record holds; ValueError when they are not spaces."""
+    try:
+        return build_space(record["observation_space"]), build_space(record["action_space"])
+    except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as e:
+        raise ValueError(
+            f"its observation or action space is not one l0rl writes ({type(e).__name__})"
+        ) from None
+
+
+@torch.no_grad()
+def check_fit(chain: nn.Module, record: dict) -> None:
+    """ValueError unless the policy maps one observation of its record's space to one action of its
+    action space (logits of Discrete(n), or a Box's action): a record from a file may say otherwise."""
+    obs_space, action_space = record_spaces(record)
+    if isinstance(action_space, gym.spaces.Discrete):
+        want = (1, int(action_space.n))
+    else:
+        want = (1, *action_space.shape)
+    try:
+        out = chain(torch.zeros((1, *obs_space.shape)))
+    except RuntimeError as e:
+        raise ValueError(
+            f"it cannot take an observation of shape {obs_space.shape} ({str(e)[:100]})"
+        ) from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+        raise ValueError(f"it maps an observation to shape {tuple(getattr(out, 'shape', ()))}, not {want}")

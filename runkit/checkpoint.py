@@ -236,6 +236,15 @@ FIELD_PATTERNS = {
 """Strings that end up in paths, messages or W&B's directory names: no separator tricks, no newlines."""
 
 
+READER_ARGS = {
+    "seed": lambda v: type(v) is int and 0 <= v < 2**62,
+    "eval_greedy": lambda v: type(v) is bool,
+    "eval_max_steps": lambda v: v is None or type(v) is int and v >= 1,
+}
+"""The saved arguments that a run's readers use (its evaluation seeds and settings), checked when it loads;
+--resume and --fork-from check every argument as the command line does."""
+
+
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -266,6 +275,11 @@ def check_fields(ckpt: dict, path: Path) -> None:
             raise RunError(f"{path}: its {key} {ckpt[key]} is out of range; the checkpoint is damaged")
     if not all(isinstance(k, str) for k in ckpt["args"]):
         raise RunError(f"{path}: its args have a key that is not a string; the checkpoint is damaged")
+    for key, fits in READER_ARGS.items():  # what evaluate, play and compress read of them
+        if key in ckpt["args"] and not fits(ckpt["args"][key]):
+            raise RunError(
+                f"{path}: its saved --{key.replace('_', '-')} is {_shown(ckpt['args'][key])}; the checkpoint is damaged"
+            )
 
 
 def load_checkpoint(path: str | Path) -> dict:

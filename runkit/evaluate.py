@@ -13,6 +13,8 @@ from torch import nn
 
 from l0rl.envs import make_env
 from l0rl.envs.mario import FLAG, FURTHEST_X
+from l0rl.errors import RunError
+from l0rl.policy import check_fit, record_spaces
 from l0rl.runkit.progress import Progress
 
 EVAL_SEED_OFFSET = 10_000
@@ -33,17 +35,27 @@ def evaluate(
     progress: bool = False,
     label: str = "eval",
     video_dir: str | None = None,
+    record: dict | None = None,
 ) -> dict:
     """Run `episodes` episodes; returns lists of returns, lengths and, where the env reports them,
     successes (goal envs) and each episode's furthest x and flag (Mario: "x_pos", "flags").
     With `video_dir`, episodes are recorded there (gymnasium's schedule: the 1st, 2nd, 9th, 28th, ...).
     With greedy=False a discrete policy samples its actions (seeded): the only source of variety in
-    a deterministic emulator such as Mario's, where greedy episodes from one start are all the same."""
+    a deterministic emulator such as Mario's, where greedy episodes from one start are all the same.
+    With `record` (the policy record of the checkpoint the policy comes from), the policy and the env
+    must fit its spaces first: a damaged or crafted checkpoint is one line, not a traceback mid-episode."""
     env = make_env(env_id, seed, 0, video_dir is not None, video_dir or "", **(env_options or {}))()
     discrete = isinstance(env.action_space, gym.spaces.Discrete)
     gen = torch.Generator().manual_seed(seed)
     was_training = policy.training
     policy.eval()
+    if record is not None:
+        try:
+            _check_fit(policy, env, record, env_id)
+        except RunError:
+            env.close()
+            policy.train(was_training)
+            raise
     returns, lengths, successes, furthest, flags = [], [], [], [], []
     shown = Progress(episodes, enabled=progress, every_s=10.0, desc=f"{label} {env_id}", unit="episode")
     try:
@@ -83,6 +95,23 @@ def evaluate(
         "x_pos": furthest or None,
         "flags": flags or None,
     }
+
+
+def _check_fit(policy: nn.Module, env: gym.Env, record: dict, env_id: str) -> None:
+    """RunError unless `env` has the spaces the policy record holds and the policy fits them."""
+    try:
+        obs_space, action_space = record_spaces(record)
+        check_fit(policy, record)
+    except ValueError as e:
+        raise RunError(
+            f"the saved policy does not fit its own record: {e}; the checkpoint is damaged"
+        ) from None
+    want = (obs_space.shape, action_space.shape, getattr(action_space, "n", None))
+    if (env.observation_space.shape, env.action_space.shape, getattr(env.action_space, "n", None)) != want:
+        raise RunError(
+            f"the saved policy takes observations {obs_space.shape} and actions {action_space}, but {env_id} "
+            f"has {env.observation_space.shape} and {env.action_space}; the checkpoint is damaged or crafted"
+        )
 
 
 def eval_metrics(result: dict, prefix: str = "eval/") -> dict[str, float]:
@@ -125,6 +154,7 @@ def evaluate_as_run(
         progress=progress,
         label=label,
         video_dir=video_dir,
+        record=ckpt["policy"],
     )
 
 

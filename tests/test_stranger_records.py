@@ -319,6 +319,55 @@ def test_a_crafted_compressed_file_is_refused_by_evaluate_in_one_line(finished, 
     assert not marker.exists() and not stdout
 
 
+CRAFTED_POLICY_RECORDS = {
+    "an env of other spaces": (
+        lambda c: c.update(env_id="Acrobot-v1"),
+        "takes observations (4,) and actions Discrete(2), but Acrobot-v1 has (6,)",
+    ),
+    "a Box with low above high": (
+        lambda c: c["policy"]["observation_space"].update(low=torch.ones(4), high=torch.zeros(4)),
+        "its observation or action space is not one l0rl writes (ValueError)",
+    ),
+    "an object dtype": (
+        lambda c: c["policy"]["observation_space"].update(dtype="object"),
+        "its observation or action space is not one l0rl writes",
+    ),
+    "a space that is a list": (
+        lambda c: c["policy"].update(action_space=[1]),
+        "its observation or action space is not one l0rl writes (TypeError)",
+    ),
+    "observations the policy cannot take": (
+        lambda c: c["policy"]["observation_space"].update(low=torch.zeros(7), high=torch.ones(7)),
+        "it cannot take an observation of shape (7,)",
+    ),
+    "more actions than the policy has logits": (
+        lambda c: c["policy"]["action_space"].update(n=3),
+        "it maps an observation to shape (1, 2), not (1, 3)",
+    ),
+    "a seed that is text": (lambda c: c["args"].update(seed="x"), "its saved --seed is 'x'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED_POLICY_RECORDS))
+def test_a_crafted_policy_record_is_one_line_in_every_reader(finished, tmp_path, case):
+    """compress, l0rl evaluate and play rebuild the policy from the checkpoint's record and play it in
+    the env the checkpoint names: a record that does not fit is one line, before any episode."""
+    from l0rl.play import main as play_main
+
+    craft, message = CRAFTED_POLICY_RECORDS[case]
+    run = received(finished, tmp_path)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    craft(ckpt)
+    torch.save(ckpt, run / "checkpoint.pt")
+    for main, argv in (
+        (evaluate_main, [run, "--episodes", "1"]),
+        (play_main, [run, "--episodes", "1"]),
+        (compress_main, [run, "--episodes", "1", "--wandb-mode", "disabled", "--no-progress"]),
+    ):
+        code, stdout, err = invoke(main, *argv)
+        assert code == 2 and message in one_line(err), (main, err)
+
+
 @pytest.mark.parametrize("kind", ["symlink", "fifo", "directory"])
 def test_a_compressed_file_that_is_not_a_regular_file_is_refused_unread(finished, tmp_path, kind):
     run = received(finished, tmp_path)
