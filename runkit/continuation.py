@@ -183,9 +183,25 @@ def load_optimizer(optimizer: torch.optim.Optimizer, state: Any, key: str) -> No
                     )
 
 
+def _fits_loop(key: str, value: Any, want: tuple | None) -> bool:
+    """Whether one saved loop value is what a loop saves: a finite number, or a tensor of finite values
+    (an observation batch of floats or uint8 frames, shaped `want` when known); batches are tensors."""
+    if not isinstance(value, torch.Tensor):
+        return (
+            isinstance(value, int | float | bool)
+            and math.isfinite(value)
+            and not key.endswith(("obs", "done"))
+        )
+    if value.is_floating_point() and not torch.isfinite(value).all():
+        return False
+    if key.endswith("obs") and not (value.is_floating_point() or value.dtype == torch.uint8):
+        return False
+    return want is None or tuple(value.shape) == want
+
+
 def loop_state(loop: Any, num_envs: int | None, obs_shape: tuple) -> LoopState:
-    """The saved loop state, checked: numbers and tensors only, observation batches (`*obs`) and done
-    flags (`*done`) shaped for this run's envs; a key it lacks is a RunError when read."""
+    """The saved loop state, checked (_fits_loop): observation batches (`*obs`) and done flags
+    (`*done`) shaped for this run's envs; a key it lacks is a RunError when read."""
     if not isinstance(loop, dict):
         raise RunError("the checkpoint holds no loop state; it is damaged or crafted")
     for k, v in loop.items():
@@ -195,11 +211,7 @@ def loop_state(loop: Any, num_envs: int | None, obs_shape: tuple) -> LoopState:
                 want = (num_envs, *obs_shape)
             elif k.endswith("done"):
                 want = (num_envs,)
-        if (
-            not isinstance(v, torch.Tensor | int | float | bool)
-            or want is not None
-            and tuple(v.shape) != want
-        ):
+        if not _fits_loop(k, v, want):
             shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
             raise RunError(
                 f"the checkpoint's loop state {k!r} ({shape}) does not fit this run; it is damaged or crafted"

@@ -622,3 +622,24 @@ def test_a_crafted_gmp_state_is_one_line_at_resume(tmp_path):
         freed()
     torch.save(good, run / "checkpoint.pt")
     assert load_checkpoint(resume(run))["finished"]
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("next_obs", 1.5),
+        ("next_done", 0),
+        ("next_obs", torch.full((2, 4), float("inf"))),
+        ("next_obs", torch.zeros((2, 4), dtype=torch.int64)),
+        ("updates", float("nan")),
+    ],
+)
+def test_a_crafted_loop_state_is_one_line_at_resume(tmp_path, key, value):
+    """Each was a traceback mid-training (AttributeError, a NaN Categorical, a Long x Float matmul)."""
+    run = halted(tmp_path / "runs")
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    ckpt["loop"][key] = value
+    torch.save(ckpt, run / "checkpoint.pt")
+    with pytest.raises(RunError, match=f"loop state '{key}' .* does not fit this run"):
+        resume(run)
+    freed()
