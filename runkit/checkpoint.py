@@ -275,6 +275,9 @@ def check_fields(ckpt: dict, path: Path) -> None:
             raise RunError(f"{path}: its {key} {ckpt[key]} is out of range; the checkpoint is damaged")
     if not all(isinstance(k, str) for k in ckpt["args"]):
         raise RunError(f"{path}: its args have a key that is not a string; the checkpoint is damaged")
+    bad = _non_finite(ckpt["networks"])
+    if bad:  # save_checkpoint never writes one: every reader would play or train on NaN
+        raise RunError(f"{path}: its network tensor {bad[0]} holds NaN/inf; the checkpoint is damaged")
     for key, fits in READER_ARGS.items():  # what evaluate, play and compress read of them
         if key in ckpt["args"] and not fits(ckpt["args"][key]):
             raise RunError(

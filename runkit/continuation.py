@@ -120,10 +120,13 @@ def resume(args: Any, algo: str, cli: CommandLine) -> tuple[Any, dict, RunLock]:
                 f"--resume keeps the run's own {', '.join('--' + k.replace('_', '-') for k in changed)}; "
                 f"only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE[1:])} may change"
             )
-        if (
-            ckpt["finished"]
-            and given.get("total_timesteps", saved["total_timesteps"]) <= saved["total_timesteps"]
-        ):
+        total = given.get("total_timesteps", saved["total_timesteps"])
+        if not ckpt["finished"] and ckpt["global_step"] >= total:  # a crafted step: the loop would not run
+            raise RunError(
+                f"{run_dir} is at step {ckpt['global_step']:,}, past its --total-timesteps {total:,}; pass a "
+                "larger --total-timesteps"
+            )
+        if ckpt["finished"] and total <= saved["total_timesteps"]:
             raise RunError(
                 f"{run_dir} has already finished its {saved['total_timesteps']} steps; "
                 "pass a larger --total-timesteps to extend it"
@@ -158,12 +161,21 @@ def load_optimizer(optimizer: torch.optim.Optimizer, state: Any, key: str) -> No
     """Load a saved optimizer state, refused (RunError) unless it fits: the same groups, hyper-
     parameters of the same types (finite numbers), per-parameter tensors shaped like their parameter."""
     kinds = [{k: type(v) for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    # its switches (capturable, foreach, fused, maximize, ...) are this run's own, never the file's
+    fixed = [{k: v for k, v in g.items() if v is None or type(v) is bool} for g in optimizer.param_groups]
     try:
         optimizer.load_state_dict(state)
     except (*LOAD_ERRORS, IndexError) as e:
         raise RunError(
             f"the checkpoint's {key} optimizer does not fit this run's: {first_line(e, 200)}"
         ) from None
+    for group, flags in zip(optimizer.param_groups, fixed):
+        changed = [name for name, v in flags.items() if group.get(name) != v]
+        if changed:  # e.g. capturable=True asserts on a CPU at the first step
+            raise RunError(
+                f"the checkpoint's {key} optimizer has {changed[0]} {group.get(changed[0])!r:.40}, not this "
+                "run's; it is damaged or crafted"
+            )
     for group, kind in zip(optimizer.param_groups, kinds):
         for name, t in kind.items():
             v = group.get(name)
@@ -184,14 +196,12 @@ def load_optimizer(optimizer: torch.optim.Optimizer, state: Any, key: str) -> No
 
 
 def _fits_loop(key: str, value: Any, want: tuple | None) -> bool:
-    """Whether one saved loop value is what a loop saves: a finite number, or a tensor of finite values
-    (an observation batch of floats or uint8 frames, shaped `want` when known); batches are tensors."""
+    """Whether one saved loop value is what a loop saves: a count (an int >= 0), or a batch (`*obs`,
+    `*done`): a tensor of finite values (observations floats or uint8 frames), shaped `want` when known."""
+    if not key.endswith(("obs", "done")):  # the loops' counters: steps, updates, averaged weights
+        return type(value) is int and value >= 0
     if not isinstance(value, torch.Tensor):
-        return (
-            isinstance(value, int | float | bool)
-            and math.isfinite(value)
-            and not key.endswith(("obs", "done"))
-        )
+        return False
     if value.is_floating_point() and not torch.isfinite(value).all():
         return False
     if key.endswith("obs") and not (value.is_floating_point() or value.dtype == torch.uint8):

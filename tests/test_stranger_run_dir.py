@@ -632,6 +632,8 @@ def test_a_crafted_gmp_state_is_one_line_at_resume(tmp_path):
         ("next_obs", torch.full((2, 4), float("inf"))),
         ("next_obs", torch.zeros((2, 4), dtype=torch.int64)),
         ("updates", float("nan")),
+        ("updates", torch.zeros(3)),
+        ("updates", -1),
     ],
 )
 def test_a_crafted_loop_state_is_one_line_at_resume(tmp_path, key, value):
@@ -641,5 +643,33 @@ def test_a_crafted_loop_state_is_one_line_at_resume(tmp_path, key, value):
     ckpt["loop"][key] = value
     torch.save(ckpt, run / "checkpoint.pt")
     with pytest.raises(RunError, match=f"loop state '{key}' .* does not fit this run"):
+        resume(run)
+    freed()
+
+
+@pytest.mark.parametrize(
+    "craft, message",
+    [
+        (
+            lambda c: c["optimizers"]["agent"]["param_groups"][0].update(capturable=True),
+            "has capturable True",
+        ),
+        (
+            lambda c: c["networks"]["agent"].update(
+                {k: torch.full_like(v, float("nan")) for k, v in list(c["networks"]["agent"].items())[:1]}
+            ),
+            "holds NaN/inf; the checkpoint is damaged",
+        ),
+        (lambda c: c.update(global_step=10**9), "is at step 1,000,000,000, past its --total-timesteps 512"),
+    ],
+)
+def test_a_crafted_optimizer_switch_network_or_step_is_one_line_at_resume(tmp_path, craft, message):
+    """An optimizer switch of another run (capturable asserts on a CPU), NaN weights (a NaN Categorical)
+    and a step past the budget (the loop never runs): each was a traceback."""
+    run = halted(tmp_path / "runs")
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    craft(ckpt)
+    torch.save(ckpt, run / "checkpoint.pt")
+    with pytest.raises(RunError, match=message):
         resume(run)
     freed()
