@@ -14,6 +14,7 @@ from helpers import algo, assert_same_state, closed_share, resume, summary, tiny
 import l0rl
 from l0rl import gmp
 from l0rl.errors import NonFiniteError
+from l0rl.report.collect import group_runs, read_run
 from l0rl.runkit import eval_metrics, evaluate_as_run, load_checkpoint
 from l0rl.sparsity import METHODS, SparsityMethod
 
@@ -152,9 +153,13 @@ def test_nan_stops_training_before_an_optimizer_step(name, tmp_path):
 
 @pytest.mark.parametrize("name", ALGOS)
 def test_a_new_sparsity_method_is_one_class_and_one_registry_entry(name, tmp_path, random_mask):
-    run_dir = algo(name).train(tiny_args(name, tmp_path, sparsity="random", **CARTPOLE))
+    run_dir = algo(name).train(tiny_args(name, tmp_path, sparsity="random", exp_name="mine", **CARTPOLE))
     (method,) = random_mask.made
     # the masks stood still through training, and they are what the run saved and reports
     assert all(torch.equal(m, m0) for m, m0 in zip(method.masks, method.initial, strict=True))
     assert closed_share(trained_policy(run_dir)) == summary(run_dir)["sparsity"] == random_mask.SHARE
     assert load_checkpoint(run_dir)["policy"]["sparsity"] == "gmp"
+    # l0rl report takes the run as any other (an unknown --sparsity is skipped), named by the registry
+    (cell,), (record,) = group_runs([read_run(run_dir)])
+    assert [v.label for v in cell.variants] == ["mine (random)"]
+    assert record.summary["sparsity"] == random_mask.SHARE

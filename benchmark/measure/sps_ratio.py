@@ -41,7 +41,9 @@ def measure(
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmark.measure.sps_ratio", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--algo", default="ppo_l0")
     p.add_argument("--env-id", default="CartPole-v1")
     p.add_argument("--steps", type=int, default=50_000)
@@ -70,4 +72,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main, "sps_ratio")
+    run_cli(main, "benchmark.measure.sps_ratio")
