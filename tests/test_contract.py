@@ -1,5 +1,6 @@
 """The contract every algorithm keeps, tested once for all four (a copy that drifts fails here): a NaN
-stops training before an optimizer step uses it, the checkpoint reloads into the policy that gave the
+loss stops training before an optimizer step uses it (and a step that leaves a NaN weight stops it
+at once), the checkpoint reloads into the policy that gave the
 final evaluation, the reported sparsity is the share of weights the policy really has closed, halt +
 resume is bit-identical to a run that never stopped (the sparsity method's state round-trips), --no-l0
 trains a dense network, and a sparsity method plugs in as one class and one registry entry."""
@@ -9,6 +10,7 @@ import math
 import pytest
 import torch
 import torch.optim.optimizer as optimizer_hooks
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 from helpers import algo, assert_same_state, closed_share, resume, summary, tiny_args, trained_policy
 
 import l0rl
@@ -123,9 +125,31 @@ def test_no_l0_trains_dense_networks(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", ALGOS)
-def test_nan_stops_training_before_an_optimizer_step(name, tmp_path):
+def test_a_nan_loss_stops_training_before_any_optimizer_step(name, tmp_path, monkeypatch):
+    """Every CartPole reward is NaN (a fault injected in the env), so the first loss of every
+    algorithm is NaN while every weight is still finite: check_loss must stop training before an
+    optimizer steps on it (guard_step would only see the NaN weights after the step)."""
+    step = CartPoleEnv.step
+
+    def nan_reward(env, action):
+        obs, _, terminated, truncated, info = step(env, action)
+        return obs, math.nan, terminated, truncated, info
+
+    monkeypatch.setattr(CartPoleEnv, "step", nan_reward)
+    steps = []
+    hook = optimizer_hooks.register_optimizer_step_pre_hook(lambda opt, _a, _k: steps.append(opt))
+    try:
+        with pytest.raises(NonFiniteError, match="training diverged at step [0-9]+: the loss is nan"):
+            algo(name).train(tiny_args(name, tmp_path, eval_episodes=0, **CARTPOLE))
+    finally:
+        hook.remove()
+    assert steps == []
+
+
+@pytest.mark.parametrize("name", ALGOS)
+def test_a_step_that_leaves_a_nan_weight_stops_training_at_once(name, tmp_path):
     """After the first optimizer step, one weight of that optimizer's network becomes NaN (as a step
-    that diverged would leave it); the next loss is NaN and no optimizer may step on it."""
+    that diverged would leave it): guard_step stops training there, and no optimizer steps again."""
     poisoned, steps_after = [], []
 
     def poison(opt, _args, _kwargs):
