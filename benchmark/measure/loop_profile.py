@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 
+from benchmark.measure import final_sps
 from l0rl.envs import make_vector_env
-from l0rl.runkit import atomic_write_json, read_metrics, run_cli
+from l0rl.runkit import atomic_write_json, run_cli
 from l0rl.sparsity import METHODS
 
 BUCKETS = {
@@ -61,7 +62,7 @@ def profile_training(algo: str, args: dict, root: str) -> tuple[float, pstats.St
         mod.Args(**args, runs_dir=root, wandb_mode="disabled", progress=False, eval_episodes=0)
     )
     profiler.disable()
-    sps = [r["charts/SPS"] for r in read_metrics(run_dir) if "charts/SPS" in r][-1]
+    sps = final_sps(run_dir)
     return sps, pstats.Stats(profiler)
 
 

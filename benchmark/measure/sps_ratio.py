@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from l0rl.runkit import atomic_write_json, read_metrics, run_cli
+from benchmark.measure import final_sps
+from l0rl.runkit import atomic_write_json, run_cli
 
 
 def measure(
@@ -37,7 +38,7 @@ def measure(
             exp_name="l0" if l0_on else "dense",
         )
     )
-    return [r["charts/SPS"] for r in read_metrics(run_dir) if "charts/SPS" in r][-1]
+    return final_sps(run_dir)
 
 
 def main() -> None:
