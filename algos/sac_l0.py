@@ -6,15 +6,11 @@
     python algos/sac_l0.py --env-id CartPole-v1                     # discrete SAC (Christodoulou 2019)
     python algos/sac_l0.py --resume runs/<run_name>                 # continue from the last checkpoint
 
-L0 during SAC: the actor learns with a fresh gate sample per forward (train mode); data collection
-samples actions from it under deterministic gates, so exploration comes from the action noise around
-the policy that will be deployed. Target critics are plain gate-free networks Polyak-averaged from
-`l0.dense_state_dict(critic)` (deterministic gates or GMP masks folded in), so no log_alpha is ever
-averaged as if it were a weight. For that reason the critics themselves always run deterministic
-gates (eval mode): trained on sampled gates, a critic learns the mean over gate samples, while the
-deterministic-gate network its target copies outputs ~14 % more at drop rate 0.3, and bootstrapping
-through gamma * 1.14 > 1 diverges (NeedleReach Q values reached -900 where returns are >= -50).
-Their gates still learn, through the deterministic gate (while 0 < z < 1) and the penalty.
+L0 during SAC: the actor learns with a fresh gate sample per forward (train mode) and acts under
+deterministic gates, so exploration comes from the action noise around the policy that will be
+deployed. The critics always run deterministic gates (eval mode), as their gate-free targets, which
+are Polyak-averaged from `l0.dense_state_dict(critic)` (no log_alpha is ever averaged as a weight);
+their gates still learn through the deterministic gate and the penalty. Why: docs/METHOD.md.
 Resume: a replay buffer within --save-buffer-max-mb (200 MB: vector observations yes, image ones no)
 is written next to the checkpoint and resume is exact; otherwise the buffer restarts empty, and
 learning pauses until the current policy has refilled --learning-starts transitions.
