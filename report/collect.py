@@ -83,9 +83,7 @@ class Variant:
 
     @property
     def label(self) -> str:
-        if self.title:
-            return self.title
-        return method_label(self.sparsity) + (f" {self.level:.2f}" if self.level is not None else "")
+        return self.title or method_label(self.sparsity, self.level)
 
 
 @dataclass(frozen=True)

@@ -213,9 +213,10 @@ def make_sparsity(args: Any, nets: dict[str, Networks], lambdas: dict[str, float
     return METHODS[args.sparsity](args, nets, lambdas)
 
 
-def method_label(name: str) -> str:
-    """How reports name the runs of --sparsity `name` (L0, GMP, dense)."""
-    return METHODS[name].label or name
+def method_label(name: str, level: float | None = None) -> str:
+    """How reports name the runs of --sparsity `name` (L0, GMP, dense), with the sparsity `level` a
+    variant aims at where a suite sweeps several ("L0 0.90")."""
+    return (METHODS[name].label or name) + (f" {level:.2f}" if level is not None else "")
 
 
 def sparsity_stats(policy: nn.Module, method: str) -> dict[str, float]:
