@@ -2,7 +2,7 @@
 loss stops training before an optimizer step uses it (and a step that leaves a NaN weight stops it
 at once), the checkpoint reloads into the policy that gave the
 final evaluation, the reported sparsity is the share of weights the policy really has closed, halt +
-resume is bit-identical to a run that never stopped (the sparsity method's state round-trips), --no-l0
+resume is bit-identical to a run that never stopped (the L0 and GMP methods' state round-trips), --no-l0
 trains a dense network, and a sparsity method plugs in as one class and one registry entry."""
 
 import math
@@ -112,6 +112,23 @@ def test_halt_and_resume_is_bit_identical_with_the_sparsity_state(name, tmp_path
     start = args.l0_lambda if name == "dqn" else args.l0_lambda_actor
     lams = [v["lam"] for v in a["schedulers"].values() if isinstance(v, dict) and "lam" in v]
     assert lams and any(lam != pytest.approx(start) for lam in lams), a["schedulers"]
+
+
+@pytest.mark.parametrize("name", ALGOS)
+def test_halt_and_resume_is_bit_identical_under_gmp(name, tmp_path):
+    """GMP's state (its count of learning updates, which sets when the masks are recomputed) round-trips
+    too: the masks recomputed after the resume are those of a run that never stopped."""
+    total = tiny_args(name, tmp_path).total_timesteps
+    kw = dict(**CARTPOLE, eval_episodes=0, sparsity="gmp", gmp_start=0.0, gmp_end=1.0, gmp_every=3)
+    straight = algo(name).train(tiny_args(name, tmp_path / "straight", **kw))
+    halted = algo(name).train(tiny_args(name, tmp_path / "halted", halt_after=total // 2, **kw))
+    halfway = load_checkpoint(halted)["schedulers"]["gmp"]["updates"]
+    resume(name, halted)
+    a, b = load_checkpoint(straight), load_checkpoint(halted)
+    for key in a["networks"]:
+        assert_same_state(a["networks"][key], b["networks"][key])
+    assert a["schedulers"]["gmp"] == b["schedulers"]["gmp"]
+    assert 0 < halfway < a["schedulers"]["gmp"]["updates"] and a["schedulers"]["gmp"]["sparsity"] > 0
 
 
 @pytest.mark.parametrize("name", ALGOS)
