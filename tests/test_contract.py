@@ -1,9 +1,9 @@
 """The contract every algorithm keeps, tested once for all four (a copy that drifts fails here): a NaN
 loss stops training before an optimizer step uses it (and a step that leaves a NaN weight stops it
-at once), the checkpoint reloads into the policy that gave the
-final evaluation, the reported sparsity is the share of weights the policy really has closed, halt +
-resume is bit-identical to a run that never stopped (the L0 and GMP methods' state round-trips), --no-l0
-trains a dense network, and a sparsity method plugs in as one class and one registry entry."""
+at once), the checkpoint reloads into the policy that gave the final evaluation, the reported
+sparsity is the share of weights the policy really has closed, halt + resume is bit-identical to a
+run that never stopped (the L0 and GMP methods' state round-trips), --no-l0 trains a dense network,
+and a sparsity method plugs in as one class and one registry entry."""
 
 import math
 
