@@ -8,19 +8,12 @@
         --buffer-size 100000 --learning-starts 20000 --train-frequency 4 --target-network-frequency 1000 \
         --batch-size 32 --learning-rate 1e-4 --exploration-fraction 0.1 --end-e 0.01   # Nature-DQN settings
 
-Defaults: CleanRL's CartPole DQN (MLP 120-84) with a 4x learning rate and the L0 settings measured
-best at 95 % on CartPole (see MARIO below); the Mario line above is the one source of its settings
-(its 100k buffer: 2,824,100,000 bytes = 2.63 GiB, + 28,224 bytes per episode end held; see
-l0rl.runkit.ReplayBuffer).
-L0: learning updates use the test-time gates (--l0-train-gates sampled draws fresh gates on every
-forward instead); acting, the Double-DQN argmax and evaluation use deterministic
-gates. The target network is gate- and mask-free and copies the
-effective weights (`l0.dense_state_dict`): log_alpha is never copied or averaged. For a gate that is
-open but not saturated (0 < log_alpha < ~6) the test-time gate exceeds the mean sampled gate, so the
-target overestimates what the online network is fitted to, and Q-values inflate until the gates settle.
-Loss: MSE, as CleanRL's DQN; Huber (Nature DQN) let these CartPole defaults diverge (Q-values over
-500 after 30k steps, where returns bound them by 100): it caps the pull of the few terminal
-transitions that anchor Q.
+Defaults: CleanRL's CartPole DQN (MLP 120-84, MSE loss) with a 4x learning rate and the L0 settings
+measured best at 95 % on CartPole; the Mario line above is the one source of its settings (its 100k
+buffer: 2,824,100,000 bytes = 2.63 GiB, + 28,224 bytes per episode end held; l0rl.runkit.ReplayBuffer).
+L0: acting, the Double-DQN argmax and evaluation use deterministic gates, and the gate- and mask-free
+target network copies the effective weights (`l0.dense_state_dict`); docs/METHOD.md ("DQN-L0's
+defaults, and why") gives the reasons.
 """
 
 import copy
@@ -55,16 +48,13 @@ from l0rl.runkit import (
     update_target,
     validate,
 )
-from l0rl.sparsity import make_scheduler, make_sparsity
+from l0rl.sparsity import make_sparsity
 
 ALGO = "dqn_l0"
-# The L0 defaults are CartPole's best at 95 % (benchmark/results/sweep-dqn-long/NOTES.md); Mario keeps
-# the earlier L0 settings (its selection episodes were never measured)
+# Mario's L0 defaults, and why: docs/METHOD.md ("DQN-L0's defaults, and why")
 MARIO = dict(l0_cost="params", l0_schedule="constant", l0_train_gates="sampled", l0_freeze_sparsity=1.0)
-MARIO |= dict(
-    l0_random_closed=0.0, l0_warmup=0.1, l0_target_sparsity=0.9, l0_target_at=0.6, l0_target_hold=False
-)
-MARIO |= dict(keep_best_every=0)
+MARIO |= dict(l0_random_closed=0.0, l0_warmup=0.1, l0_target_sparsity=0.9, l0_target_at=0.6)
+MARIO |= dict(l0_target_hold=False, keep_best_every=0)
 FAMILY_DEFAULTS = {"mario": MARIO}
 """Defaults where an env family differs from CartPole's (applied by parse_args; explicit flags win)."""
 
@@ -169,11 +159,9 @@ def gate(q_network: QNetwork, args: Args, example: torch.Tensor) -> None:
 
 
 def check_args(args: Args) -> None:
-    validate(
-        args,
-        positive=("learning_rate", "l0_lr", "l0_dual_lr"),
-        unit=("gamma", "tau", "exploration_fraction", "swa_start", "l0_freeze_at", "l0_freeze_sparsity"),
-    )
+    validate(args, positive=("learning_rate", "l0_lr", "l0_dual_lr"))
+    validate(args, unit=("gamma", "tau", "exploration_fraction", "swa_start"))
+    validate(args, unit=("l0_freeze_at", "l0_freeze_sparsity"))
     validate(args, at_least_one=("num_envs", "batch_size", "train_frequency", "target_network_frequency"))
     validate(args, at_least_one=("keep_best_episodes",), non_negative=("keep_best_every", "keep_best_from"))
     if args.keep_best_from > 1.0:
@@ -184,15 +172,12 @@ def check_args(args: Args) -> None:
         raise UsageError(f"--batch-size must be <= --buffer-size ({args.buffer_size}), got {args.batch_size}")
     if not (0.0 <= args.start_e <= 1.0 and 0.0 <= args.end_e <= 1.0):
         raise UsageError(f"--start-e and --end-e must be in [0, 1], got {args.start_e}, {args.end_e}")
-    validate(
-        args, non_negative=("learning_starts", "save_buffer_max_mb", "l0_lambda")
-    )  # lambda 0: no penalty
+    # lambda 0: no penalty
+    validate(args, non_negative=("learning_starts", "save_buffer_max_mb", "l0_lambda"))
     if not 0.0 <= args.l0_random_closed < 1.0:
         raise UsageError(f"--l0-random-closed must be in [0, 1), got {args.l0_random_closed}; 0 closes none")
     if args.total_timesteps < args.num_envs:
         raise UsageError(f"--total-timesteps must be >= --num-envs ({args.num_envs})")
-    if args.sparsity == "l0":
-        make_scheduler(args, args.l0_lambda)  # refuses impossible schedule settings now
 
 
 def train(args: Args, cli: CommandLine | None = None) -> str:

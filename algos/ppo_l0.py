@@ -91,8 +91,7 @@ class Args(RunArgs):
     """the target KL divergence threshold"""
 
     # L0 arguments (--sparsity l0, the default): the best points of benchmark/results/sweep-ppo and
-    # sweep-ppo-seeds (CartPole: lambda 3.5 kept eval 500 on 5 of 5 seeds at 98.4-98.8 %; 3.75 reaches
-    # 98.6-99.0 % with eval >= 475 on 4 of 5, the fifth at 333; 4 collapsed one seed of two)
+    # sweep-ppo-seeds (their NOTES.md; docs/METHOD.md says why)
     l0_lambda_actor: float = 3.75
     """L0 strength for the actor (penalty = expected share of non-zero gated weights)"""
     l0_lambda_critic: float = 0.0

@@ -6,18 +6,14 @@
     python algos/sac_l0.py --env-id CartPole-v1                     # discrete SAC (Christodoulou 2019)
     python algos/sac_l0.py --resume runs/<run_name>                 # continue from the last checkpoint
 
-L0 during SAC: the actor learns with a fresh gate sample per forward (train mode); data collection
-samples actions from it under deterministic gates, so exploration comes from the action noise around
-the policy that will be deployed. Target critics are plain gate-free networks Polyak-averaged from
-`l0.dense_state_dict(critic)` (deterministic gates or GMP masks folded in), so no log_alpha is ever
-averaged as if it were a weight. For that reason the critics themselves always run deterministic
-gates (eval mode): trained on sampled gates, a critic learns the mean over gate samples, while the
-deterministic-gate network its target copies outputs ~14 % more at drop rate 0.3, and bootstrapping
-through gamma * 1.14 > 1 diverges (NeedleReach Q values reached -900 where returns are >= -50).
-Their gates still learn, through the deterministic gate (while 0 < z < 1) and the penalty.
-Resume: with --save-buffer (the default for vector observations) the replay buffer is written next
-to the checkpoint and resume is exact; otherwise (image observations by default) the buffer restarts
-empty, and learning pauses until the current policy has refilled --learning-starts transitions.
+L0 during SAC: the actor learns with a fresh gate sample per forward (train mode) and acts under
+deterministic gates, so exploration comes from the action noise around the policy that will be
+deployed. The critics always run deterministic gates (eval mode), as their gate-free targets, which
+are Polyak-averaged from `l0.dense_state_dict(critic)` (no log_alpha is ever averaged as a weight);
+their gates still learn through the deterministic gate and the penalty. Why: docs/METHOD.md.
+Resume: a replay buffer within --save-buffer-max-mb (200 MB: vector observations yes, image ones no)
+is written next to the checkpoint and resume is exact; otherwise the buffer restarts empty, and
+learning pauses until the current policy has refilled --learning-starts transitions.
 Everything that shapes training (the L0 schedulers, the GMP masks) steps on env steps or updates,
 never with logging, so neither --log-every nor a halt and resume changes the result.
 """
@@ -107,9 +103,7 @@ class Args(ReplayArgs):
     her_k: int = 4
     """relabelled goals per real one: a share k/(k+1) of each batch gets a later achieved goal"""
 
-    # L0 arguments (--sparsity l0, the default): the best point of benchmark/results/sweep-offpolicy
-    # (NeedleReach with HER, 50k steps: gate rate 3e-3 -> 97.6 % actor sparsity at success 1.0; the
-    # former 1e-3 -> 88-89 %; lambda 8 / 16 at 1e-3 -> 93.4 / 96.0 %)
+    # L0 arguments (--sparsity l0, the default): the best point of benchmark/results/sweep-offpolicy/NOTES.md
     l0_lambda_actor: float = 4.0
     """L0 strength for the actor's policy path (penalty = expected share of non-zero gated weights)"""
     l0_lambda_critic: float = 0.1

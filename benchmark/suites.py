@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from l0rl.errors import UsageError
+from l0rl.sparsity import method_label
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,7 @@ class Variant:
 
     @property
     def label(self) -> str:
-        if self.title:
-            return self.title
-        kinds = {"none": "dense", "l0": "L0", "gmp": "GMP"}
-        return kinds[self.sparsity] + (f" {self.level:.2f}" if self.level is not None else "")
+        return self.title or method_label(self.sparsity, self.level)
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from l0rl.errors import UsageError
 from l0rl.report import stats
-from l0rl.report.collect import KINDS, Record, find_run_dirs, group_runs, read_run
+from l0rl.report.collect import Record, find_run_dirs, group_runs, read_run
 from l0rl.report.document import as_json, build, cell_body, check_out, header_lines, validate_reps, write
 from l0rl.report.publish import publish
 from l0rl.report.tables import md_code, md_text
+from l0rl.sparsity import method_label
 
 PROG = "l0rl report"
 DEFAULT_OUT = "l0rl-report"
@@ -71,7 +72,7 @@ def markdown(cells: list, reports: list, records: list[Record], command: str, re
             runs = [r for r in records if r.cell == c.cell and r.variant == v]
             seeds = ", ".join(str(r.seed) for r in runs)
             names = ", ".join(md_code(r.name) for r in runs)
-            lines.append(f"- {md_text(v.label)} ({KINDS[v.sparsity]}; seeds {seeds}): {names}")
+            lines.append(f"- {md_text(v.label)} ({method_label(v.sparsity)}; seeds {seeds}): {names}")
         lines += cell_body(c, command)
     return "\n".join(lines) + "\n"
 

@@ -28,13 +28,13 @@ from l0rl.runkit.checkpoint import CHECKPOINT_NAME, RunError, load_checkpoint
 from l0rl.runkit.files import TEXT_FILE_LIMIT
 from l0rl.runkit.files import read_bytes as read_bounded
 from l0rl.runkit.tracker import METRICS_NAME, SUMMARY_NAME
+from l0rl.sparsity import METHODS, method_label
 
 BENCH_NAME = "benchmark.json"
 """What the benchmark runner adds to a run directory: suite, variant, seed, and per process its command,
 wall time and hardware."""
 COMPRESS_METHODS = ("l0", "magnitude", "svd")
 """The compress reports a report reads (compress.json, compress_magnitude.json, compress_svd.json)."""
-KINDS = {"none": "dense", "l0": "L0", "gmp": "GMP"}
 SUMMARY_NUMBERS = ("eval/episodic_return", "eval/success_rate", "sparsity")
 STAGE_NUMBERS = (
     "params",
@@ -83,9 +83,7 @@ class Variant:
 
     @property
     def label(self) -> str:
-        if self.title:
-            return self.title
-        return KINDS[self.sparsity] + (f" {self.level:.2f}" if self.level is not None else "")
+        return self.title or method_label(self.sparsity, self.level)
 
 
 @dataclass(frozen=True)
@@ -291,7 +289,7 @@ def read_checkpoint(run_dir: Path) -> dict | None:
         for k, t in ARG_TYPES.items()
         if not isinstance(args, dict) or isinstance(args.get(k), bool) or not isinstance(args.get(k), t)
     ]
-    if not wrong and args["sparsity"] not in KINDS:
+    if not wrong and args["sparsity"] not in METHODS:
         wrong = ["sparsity"]
     step = ckpt.get("global_step")
     if isinstance(step, bool) or not isinstance(step, int) or not isinstance(ckpt.get("algo"), str):
@@ -318,7 +316,7 @@ def read_run(run_dir: str | Path, partial: bool | None = None) -> Record | None:
     if partial:
         step = ckpt["global_step"]
         metrics = [m for m in metrics if m["global_step"] <= step]
-        key = f"{args['sparsity']}/sparsity"
+        key = f"{METHODS[args['sparsity']].kind}/sparsity"
         logged = [m[key] for m in metrics if m.get(key) is not None]
         summary = {"sparsity": logged[-1] if logged else 0.0}
         return Record(
@@ -381,7 +379,7 @@ def variant_of(args: dict) -> Variant:
     end in it, as the default names ppo_l0, ppo_gmp, ppo_dense do) and sparsity kind."""
     name, kind = args["exp_name"], args["sparsity"]
     suffix = "dense" if kind == "none" else kind
-    title = name if name.endswith(f"_{suffix}") else f"{name} ({KINDS[kind]})"
+    title = name if name.endswith(f"_{suffix}") else f"{name} ({method_label(kind)})"
     return Variant(name=name, sparsity=kind, title=title)
 
 
@@ -389,7 +387,7 @@ def group_runs(records: list[Record]) -> tuple[list[Cell], list[Record]]:
     """Cells (environment x algorithm, sorted) whose variants (sparsity kind x exp name; dense, then
     L0, then GMP, by name) hold the given runs; the runs with their cell and variant set. A cell's
     budget is the largest of its runs'."""
-    kinds = list(KINDS)
+    kinds = sorted(METHODS, key=lambda m: m != "none")  # dense first, then the registry's order
     by_cell: dict[tuple[str, str], list[Record]] = {}
     for r in records:
         by_cell.setdefault((r.args["env_id"], r.algo), []).append(r)

@@ -229,16 +229,17 @@ def resolve_sparsity(args: Any, cli: CommandLine) -> Any:
     """--no-l0 as --sparsity none (args.l0 then mirrors --sparsity); refuses another method's options."""
     given = cli.given(args)
     if not args.l0:
-        if args.sparsity == "gmp":
-            raise UsageError("--no-l0 (dense) contradicts --sparsity gmp; pass one of them")
+        if args.sparsity not in ("l0", "none"):
+            raise UsageError(f"--no-l0 (dense) contradicts --sparsity {args.sparsity}; pass one of them")
         args.sparsity = "none"
     args.l0 = args.sparsity == "l0"
-    for prefix, kind in (("l0_", "l0"), ("gmp_", "gmp")):
-        stray = [k for k in given if k.startswith(prefix)]
-        if stray and args.sparsity != kind:
+    own = METHODS[args.sparsity].prefix
+    for name, method in METHODS.items():  # each method's own options, by their prefix
+        stray = [k for k in given if method.prefix and method.prefix != own and k.startswith(method.prefix)]
+        if stray:
             flags = ", ".join("--" + k.replace("_", "-") for k in stray)
             raise UsageError(
-                f"{flags} appl{'y' if len(stray) > 1 else 'ies'} to --sparsity {kind} only, and this run is --sparsity {args.sparsity}"
+                f"{flags} appl{'y' if len(stray) > 1 else 'ies'} to --sparsity {name} only, and this run is --sparsity {args.sparsity}"
             )
     return args
 

@@ -27,6 +27,7 @@ from l0rl.sparsity.methods import (
     SparsityMethod,
     make_scheduler,
     make_sparsity,
+    method_label,
     sparsity_stats,
 )
 
@@ -38,5 +39,6 @@ __all__ = [
     "SparsityMethod",
     "make_scheduler",
     "make_sparsity",
+    "method_label",
     "sparsity_stats",
 ]

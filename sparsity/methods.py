@@ -47,6 +47,10 @@ class SparsityMethod:
 
     kind = "none"
     """how the networks carry the sparsity: "l0" gates, "gmp" masks, "none" (l0rl.policy's record kinds)"""
+    prefix = ""
+    """the prefix of the method's own options (l0_, gmp_): a run of another method refuses them"""
+    label = ""
+    """how reports name the method's runs ("" : its --sparsity name)"""
 
     def __init__(self, args: Any, nets: dict[str, Networks], lambdas: dict[str, float]):
         self.groups = {g: [n] if isinstance(n, nn.Module) else list(n) for g, n in nets.items()}
@@ -91,13 +95,15 @@ class SparsityMethod:
 class Dense(SparsityMethod):
     """--sparsity none: the dense baseline, the null object (the base class's hooks do nothing)."""
 
+    label = "dense"
+
 
 class L0(SparsityMethod):
     """--sparsity l0: hard-concrete gates on the networks of every group that has a lambda (a group
     without one stays dense), one sparsity-map scheduler per gated group, and the penalty lambda x the
     expected share of open gated weights, summed over the group's networks."""
 
-    kind = "l0"
+    kind, prefix, label = "l0", "l0_", "L0"
 
     @classmethod
     def check_args(cls, args: Any, given: dict[str, Any]) -> None:
@@ -159,7 +165,7 @@ class GMP(SparsityMethod):
     """--sparsity gmp: magnitude masks on every network (each pruned to --gmp-target on its own), the
     masks recomputed every --gmp-every learning updates along the cubic schedule; no penalty."""
 
-    kind = "gmp"
+    kind, prefix, label = "gmp", "gmp_", "GMP"
 
     @classmethod
     def check_args(cls, args: Any, given: dict[str, Any]) -> None:
@@ -205,6 +211,12 @@ METHODS: dict[str, type[SparsityMethod]] = {"l0": L0, "gmp": GMP, "none": Dense}
 def make_sparsity(args: Any, nets: dict[str, Networks], lambdas: dict[str, float]) -> SparsityMethod:
     """The method --sparsity names, made sparse (gates or masks attached) on `nets` at once."""
     return METHODS[args.sparsity](args, nets, lambdas)
+
+
+def method_label(name: str, level: float | None = None) -> str:
+    """How reports name the runs of --sparsity `name` (L0, GMP, dense), with the sparsity `level` a
+    variant aims at where a suite sweeps several ("L0 0.90")."""
+    return (METHODS[name].label or name) + (f" {level:.2f}" if level is not None else "")
 
 
 def sparsity_stats(policy: nn.Module, method: str) -> dict[str, float]:

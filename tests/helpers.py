@@ -6,6 +6,7 @@ import contextlib
 import importlib
 import io
 import json
+import os
 import runpy
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import torch
 from l0rl import gmp, l0
 from l0rl.policy import build_policy
 from l0rl.runkit import load_checkpoint, run_cli
+from l0rl.runkit.checkpoint import KEY_FILE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,6 +60,35 @@ def tiny_args(name: str, root: Path, **kw):
     """Arguments of a tiny run (TINY) under root/runs, without W&B or a progress display."""
     base = dict(wandb_mode="disabled", runs_dir=str(root / "runs"), progress=False, eval_episodes=2)
     return algo(name).Args(**{**base, **TINY[name], **kw})
+
+
+def checkpointed_ppo(root: Path, **kw):
+    """A PPO run with its own update sizes, 16 iterations of 32 steps and a checkpoint every 64, no
+    evaluation: halts, crashes and resumes land between checkpoints (tiny_args otherwise)."""
+    base = dict(num_steps=32, total_timesteps=512, checkpoint_every=64, eval_episodes=0)
+    return tiny_args("ppo", root, **{**base, "num_minibatches": 4, "update_epochs": 4, **kw})
+
+
+def make_key(path: Path, size: int = 32, mode: int = 0o600) -> Path:
+    """A resume key as a user makes one: 32 random bytes, mode 0600 (other sizes and modes: keys a run
+    refuses)."""
+    path.write_bytes(os.urandom(size))
+    path.chmod(mode)
+    return path
+
+
+@contextlib.contextmanager
+def signing_with(key: Path):
+    """Runs started inside sign their env state with `key` (for module-scoped fixtures, which have no
+    monkeypatch); the previous key setting comes back after."""
+    old = os.environ.get(KEY_FILE_ENV)
+    os.environ[KEY_FILE_ENV] = str(key)
+    try:
+        yield key
+    finally:
+        os.environ.pop(KEY_FILE_ENV)
+        if old is not None:
+            os.environ[KEY_FILE_ENV] = old
 
 
 def resume(name: str, run_dir: str | Path, **kw) -> str:

@@ -1,19 +1,22 @@
 """The contract every algorithm keeps, tested once for all four (a copy that drifts fails here): a NaN
-stops training before an optimizer step uses it, the checkpoint reloads into the policy that gave the
-final evaluation, the reported sparsity is the share of weights the policy really has closed, halt +
-resume is bit-identical to a run that never stopped (the sparsity method's state round-trips), --no-l0
-trains a dense network, and a sparsity method plugs in as one class and one registry entry."""
+loss stops training before an optimizer step uses it (and a step that leaves a NaN weight stops it
+at once), the checkpoint reloads into the policy that gave the final evaluation, the reported
+sparsity is the share of weights the policy really has closed, halt + resume is bit-identical to a
+run that never stopped (the L0 and GMP methods' state round-trips), --no-l0 trains a dense network,
+and a sparsity method plugs in as one class and one registry entry."""
 
 import math
 
 import pytest
 import torch
 import torch.optim.optimizer as optimizer_hooks
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 from helpers import algo, assert_same_state, closed_share, resume, summary, tiny_args, trained_policy
 
 import l0rl
 from l0rl import gmp
 from l0rl.errors import NonFiniteError
+from l0rl.report.collect import group_runs, read_run
 from l0rl.runkit import eval_metrics, evaluate_as_run, load_checkpoint
 from l0rl.sparsity import METHODS, SparsityMethod
 
@@ -112,6 +115,23 @@ def test_halt_and_resume_is_bit_identical_with_the_sparsity_state(name, tmp_path
 
 
 @pytest.mark.parametrize("name", ALGOS)
+def test_halt_and_resume_is_bit_identical_under_gmp(name, tmp_path):
+    """GMP's state (its count of learning updates, which sets when the masks are recomputed) round-trips
+    too: the masks recomputed after the resume are those of a run that never stopped."""
+    total = tiny_args(name, tmp_path).total_timesteps
+    kw = dict(**CARTPOLE, eval_episodes=0, sparsity="gmp", gmp_start=0.0, gmp_end=1.0, gmp_every=3)
+    straight = algo(name).train(tiny_args(name, tmp_path / "straight", **kw))
+    halted = algo(name).train(tiny_args(name, tmp_path / "halted", halt_after=total // 2, **kw))
+    halfway = load_checkpoint(halted)["schedulers"]["gmp"]["updates"]
+    resume(name, halted)
+    a, b = load_checkpoint(straight), load_checkpoint(halted)
+    for key in a["networks"]:
+        assert_same_state(a["networks"][key], b["networks"][key])
+    assert a["schedulers"]["gmp"] == b["schedulers"]["gmp"]
+    assert 0 < halfway < a["schedulers"]["gmp"]["updates"] and a["schedulers"]["gmp"]["sparsity"] > 0
+
+
+@pytest.mark.parametrize("name", ALGOS)
 def test_no_l0_trains_dense_networks(name, tmp_path):
     run_dir = algo(name).train(tiny_args(name, tmp_path, l0=False, **CARTPOLE))
     ckpt = load_checkpoint(run_dir)
@@ -121,10 +141,33 @@ def test_no_l0_trains_dense_networks(name, tmp_path):
     assert summary(run_dir)["sparsity"] == 0.0
 
 
+@pytest.mark.filterwarnings("ignore:.*The reward is a NaN value")  # gymnasium's checker sees the fault
 @pytest.mark.parametrize("name", ALGOS)
-def test_nan_stops_training_before_an_optimizer_step(name, tmp_path):
+def test_a_nan_loss_stops_training_before_any_optimizer_step(name, tmp_path, monkeypatch):
+    """Every CartPole reward is NaN (a fault injected in the env), so the first loss of every
+    algorithm is NaN while every weight is still finite: check_loss must stop training before an
+    optimizer steps on it (guard_step would only see the NaN weights after the step)."""
+    step = CartPoleEnv.step
+
+    def nan_reward(env, action):
+        obs, _, terminated, truncated, info = step(env, action)
+        return obs, math.nan, terminated, truncated, info
+
+    monkeypatch.setattr(CartPoleEnv, "step", nan_reward)
+    steps = []
+    hook = optimizer_hooks.register_optimizer_step_pre_hook(lambda opt, _a, _k: steps.append(opt))
+    try:
+        with pytest.raises(NonFiniteError, match="training diverged at step [0-9]+: the loss is nan"):
+            algo(name).train(tiny_args(name, tmp_path, eval_episodes=0, **CARTPOLE))
+    finally:
+        hook.remove()
+    assert steps == []
+
+
+@pytest.mark.parametrize("name", ALGOS)
+def test_a_step_that_leaves_a_nan_weight_stops_training_at_once(name, tmp_path):
     """After the first optimizer step, one weight of that optimizer's network becomes NaN (as a step
-    that diverged would leave it); the next loss is NaN and no optimizer may step on it."""
+    that diverged would leave it): guard_step stops training there, and no optimizer steps again."""
     poisoned, steps_after = [], []
 
     def poison(opt, _args, _kwargs):
@@ -152,9 +195,13 @@ def test_nan_stops_training_before_an_optimizer_step(name, tmp_path):
 
 @pytest.mark.parametrize("name", ALGOS)
 def test_a_new_sparsity_method_is_one_class_and_one_registry_entry(name, tmp_path, random_mask):
-    run_dir = algo(name).train(tiny_args(name, tmp_path, sparsity="random", **CARTPOLE))
+    run_dir = algo(name).train(tiny_args(name, tmp_path, sparsity="random", exp_name="mine", **CARTPOLE))
     (method,) = random_mask.made
     # the masks stood still through training, and they are what the run saved and reports
     assert all(torch.equal(m, m0) for m, m0 in zip(method.masks, method.initial, strict=True))
     assert closed_share(trained_policy(run_dir)) == summary(run_dir)["sparsity"] == random_mask.SHARE
     assert load_checkpoint(run_dir)["policy"]["sparsity"] == "gmp"
+    # l0rl report takes the run as any other (an unknown --sparsity is skipped), named by the registry
+    (cell,), (record,) = group_runs([read_run(run_dir)])
+    assert [v.label for v in cell.variants] == ["mine (random)"]
+    assert record.summary["sparsity"] == random_mask.SHARE

@@ -7,6 +7,7 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
+from helpers import one_line
 
 from l0rl.envs import SUPPORTED_FAMILIES, EnvError, make_env, make_vector_env, resolve_env_id
 
@@ -21,11 +22,10 @@ VECTOR_IDS = [
 
 
 def one_line_error(call, *args, match: str, **kwargs) -> str:
+    """The one-line message of the EnvError `call` raises."""
     with pytest.raises(EnvError, match=match) as err:
         call(*args, **kwargs)
-    message = str(err.value)
-    assert "\n" not in message and message
-    return message
+    return one_line(str(err.value))
 
 
 @pytest.mark.parametrize("env_id", VECTOR_IDS)

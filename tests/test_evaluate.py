@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_args
 
 from l0rl.algos import ppo_l0
 from l0rl.compress import compress_run
@@ -89,18 +90,8 @@ def test_mario_sampled_evaluation_varies_with_the_seed_and_honours_the_cap():
 
 
 def test_compress_evaluates_as_its_run_did(tmp_path):
-    run_dir = ppo_l0.train(
-        ppo_l0.Args(
-            total_timesteps=512,
-            num_envs=2,
-            num_steps=64,
-            eval_episodes=2,
-            eval_max_steps=15,
-            wandb_mode="disabled",
-            runs_dir=str(tmp_path),
-            progress=False,
-        )
-    )
+    kw = dict(total_timesteps=512, num_steps=64, num_minibatches=4, update_epochs=4)
+    run_dir = ppo_l0.train(tiny_args("ppo", tmp_path, eval_episodes=2, eval_max_steps=15, **kw))
     summary = json.loads((Path(run_dir) / "summary.json").read_text())
     assert summary["eval/episodic_length"] <= 15
     report = compress_run(run_dir, episodes=2, wandb_mode="disabled")
@@ -111,17 +102,7 @@ def test_compress_evaluates_as_its_run_did(tmp_path):
 def test_capture_video_works_after_setup(tmp_path, monkeypatch):
     """make setup installs moviepy: --capture-video writes real MP4 files of the first env."""
     monkeypatch.chdir(tmp_path)
-    run_dir = ppo_l0.train(
-        ppo_l0.Args(
-            total_timesteps=256,
-            num_envs=2,
-            num_steps=64,
-            eval_episodes=0,
-            capture_video=True,
-            wandb_mode="disabled",
-            runs_dir="runs",
-            progress=False,
-        )
-    )
+    kw = dict(total_timesteps=256, num_steps=64, num_minibatches=4, update_epochs=4)
+    run_dir = ppo_l0.train(tiny_args("ppo", Path("."), eval_episodes=0, capture_video=True, **kw))
     videos = sorted((Path(run_dir) / "videos").glob("*.mp4"))  # inside the run directory
     assert videos and all(v.read_bytes()[4:8] == b"ftyp" for v in videos)  # the MP4 container header

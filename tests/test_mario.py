@@ -8,6 +8,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from helpers import tiny_args
 
 from benchmark.baselines import MarioRunJump, baselines
 from l0rl.envs import make_env
@@ -126,21 +127,8 @@ def test_random_baseline_is_reproducible_by_seed(tmp_path):
 def test_training_logs_each_episodes_furthest_x_and_flag(tmp_path):
     from l0rl.algos import ppo_l0
 
-    args = ppo_l0.Args(
-        env_id=MARIO,
-        num_envs=2,
-        num_steps=128,
-        total_timesteps=512,
-        update_epochs=1,
-        eval_episodes=1,
-        eval_max_steps=30,
-        wandb_mode="disabled",
-        runs_dir=str(tmp_path),
-        progress=False,
-        sparsity="none",
-        l0=False,
-        eval_greedy=False,
-    )
+    kw = dict(num_steps=128, total_timesteps=512, num_minibatches=4, update_epochs=1, eval_max_steps=30)
+    args = tiny_args("ppo", tmp_path, env_id=MARIO, eval_episodes=1, sparsity="none", eval_greedy=False, **kw)
     run_dir = Path(ppo_l0.train(args))
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     episodes = [r for r in rows if "charts/episodic_return" in r]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, assert_one_line_error, run_dirs, run_script, tiny_args
+from helpers import ROOT, assert_one_line_error, checkpointed_ppo, make_key, resume, run_dirs, run_script
 
 import l0rl
 from l0rl.algos import ppo_l0
@@ -38,22 +38,9 @@ class Exploit:
         return (open, (self.path, "w"))
 
 
-def make_key(path: Path) -> Path:
-    """A resume key as a user makes one: 32 random bytes, mode 0600."""
-    path.write_bytes(os.urandom(32))
-    path.chmod(0o600)
-    return path
-
-
-def tiny(tmp_path: Path, **kw) -> ppo_l0.Args:
-    """16 iterations of 32 steps with PPO's own update sizes, a checkpoint every 64 steps."""
-    base = dict(num_steps=32, total_timesteps=512, checkpoint_every=64, eval_episodes=0)
-    return tiny_args("ppo", tmp_path, **{**base, "num_minibatches": 4, "update_epochs": 4, **kw})
-
-
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
-    return Path(ppo_l0.train(tiny(tmp_path_factory.mktemp("run"), eval_episodes=1)))
+    return Path(ppo_l0.train(checkpointed_ppo(tmp_path_factory.mktemp("run"), eval_episodes=1)))
 
 
 def test_a_real_checkpoint_is_plain_data(finished_run):
@@ -98,7 +85,7 @@ def test_resume_unpickles_only_an_env_state_signed_with_this_users_key(tmp_path,
     key, or a planted pickle, resumes to the end with its episodes restarted and runs no code."""
     mine, theirs = make_key(tmp_path / "mine.key"), make_key(tmp_path / "theirs.key")
     monkeypatch.setenv(ckpt_mod.KEY_FILE_ENV, str(mine))
-    run = Path(ppo_l0.train(tiny(tmp_path, halt_after=64)))
+    run = Path(ppo_l0.train(checkpointed_ppo(tmp_path, halt_after=64)))
     ckpt = load_checkpoint(run)
     assert ckpt["env_state_step"] == 64 and mine.stat().st_mode & 0o777 == 0o600
     own = ckpt_mod.load_env_state(run, ckpt)
@@ -110,13 +97,13 @@ def test_resume_unpickles_only_an_env_state_signed_with_this_users_key(tmp_path,
     marker = tmp_path / "pwned"
     planted = pickle.dumps({"global_step": 64, "envs": Exploit(str(marker))})
     (run / ckpt_mod.ENV_STATE_NAME).write_bytes(planted)
-    done = ppo_l0.train(ppo_l0.Args(resume=str(run), wandb_mode="disabled", progress=False))
+    done = resume("ppo", run)
     assert not marker.exists() and "not loaded" in capsys.readouterr().err
     assert load_checkpoint(done)["finished"] and load_checkpoint(done)["global_step"] == 512
 
 
 def test_the_run_directory_is_locked_while_a_process_trains_it(tmp_path):
-    run_dir = ppo_l0.train(tiny(tmp_path, halt_after=64))
+    run_dir = ppo_l0.train(checkpointed_ppo(tmp_path, halt_after=64))
     lock = RunLock(run_dir)  # stands for a training process still running
     try:
         before = (Path(run_dir) / "metrics.jsonl").read_bytes()
@@ -140,7 +127,7 @@ def test_files_follow_the_umask_and_no_temp_file_is_left(tmp_path, umask, mode):
 
 
 def test_resume_removes_stale_temp_files_and_refuses_a_read_only_checkpoint(tmp_path):
-    run_dir = Path(ppo_l0.train(tiny(tmp_path, halt_after=64)))
+    run_dir = Path(ppo_l0.train(checkpointed_ppo(tmp_path, halt_after=64)))
     stale = run_dir / ".checkpoint.pt.abc123.tmp"
     stale.write_bytes(b"half a checkpoint")
     ckpt = run_dir / "checkpoint.pt"
@@ -160,7 +147,7 @@ def test_runs_dir_that_is_a_file_is_refused(tmp_path):
 
 
 def test_a_full_disk_keeps_the_last_checkpoint_and_says_which_file(tmp_path, monkeypatch, capsys):
-    run_dir = Path(ppo_l0.train(tiny(tmp_path, halt_after=64)))
+    run_dir = Path(ppo_l0.train(checkpointed_ppo(tmp_path, halt_after=64)))
     before = (run_dir / "checkpoint.pt").read_bytes()
 
     def full(fd):
@@ -168,7 +155,7 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_says_which_file(tmp_path, mon
 
     monkeypatch.setattr(ckpt_mod.os, "fsync", full)
     with pytest.raises(SystemExit) as exc:
-        run_cli(lambda: ppo_l0.train(tiny(tmp_path, resume=str(run_dir))), "ppo_l0.py")
+        run_cli(lambda: ppo_l0.train(checkpointed_ppo(tmp_path, resume=str(run_dir))), "ppo_l0.py")
     monkeypatch.undo()
     err = capsys.readouterr().err.strip().splitlines()
     # the last line (after the "resuming" banner) names the file and the cause
@@ -230,7 +217,7 @@ def wandb_history(run_dir: Path) -> list[dict]:
 
 
 def test_wandb_keeps_every_episode_and_resume_honours_an_explicit_mode(tmp_path):
-    run_dir = Path(ppo_l0.train(tiny(tmp_path, wandb_mode="offline", halt_after=256, num_envs=4)))
+    run_dir = Path(ppo_l0.train(checkpointed_ppo(tmp_path, wandb_mode="offline", halt_after=256, num_envs=4)))
     local = [r for r in read_metrics(run_dir) if "charts/episodic_return" in r]
     steps = [r["global_step"] for r in local]
     assert len(steps) > len(set(steps)), "this budget must end several episodes in one vector step"
@@ -238,7 +225,7 @@ def test_wandb_keeps_every_episode_and_resume_honours_an_explicit_mode(tmp_path)
     assert [(r["global_step"], r["charts/episodic_return"]) for r in remote] == [
         (r["global_step"], r["charts/episodic_return"]) for r in local
     ]
-    ppo_l0.train(tiny(tmp_path, resume=str(run_dir), wandb_mode="disabled", num_envs=4))
+    ppo_l0.train(checkpointed_ppo(tmp_path, resume=str(run_dir), wandb_mode="disabled", num_envs=4))
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1  # no W&B run for the resumed part
     assert load_checkpoint(run_dir)["args"]["wandb_mode"] == "disabled"
 

@@ -18,19 +18,10 @@ from helpers import ROOT, TINY, tiny_args
 
 from l0rl.algos import ppo_l0
 from l0rl.errors import UsageError
-from l0rl.runkit import checkpoint as ckpt_mod
 from l0rl.runkit import load_checkpoint, read_metrics, tracker
 from l0rl.runkit.tracker import Tracker
 
-
-@pytest.fixture(autouse=True)
-def own_key(tmp_path, monkeypatch) -> Path:
-    """Each test signs with its own key, never the developer's."""
-    key = tmp_path / "resume.key"
-    key.write_bytes(os.urandom(32))
-    key.chmod(0o600)
-    monkeypatch.setenv(ckpt_mod.KEY_FILE_ENV, str(key))
-    return key
+pytestmark = pytest.mark.usefixtures("own_key")  # each test signs with its own key
 
 
 # --- W&B: a server that accepts and stalls never holds a run past the deadline -----------------------

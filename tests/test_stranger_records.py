@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import invoke, one_line, resume, tiny_args
+from helpers import invoke, make_key, one_line, resume, signing_with, tiny_args
 
 from l0rl.algos import dqn_l0, ppo_l0, sac_l0
 from l0rl.compress.__main__ import main as compress_main
@@ -26,30 +26,16 @@ from l0rl.runkit.replay import BUFFER_NAME
 REPS = "50"  # bootstrap repetitions: the tables, not the intervals, are under test
 
 
-@pytest.fixture(autouse=True)
-def own_key(tmp_path, monkeypatch):
-    key = tmp_path / "resume.key"
-    key.write_bytes(os.urandom(32))
-    key.chmod(0o600)
-    monkeypatch.setenv(ckpt_mod.KEY_FILE_ENV, str(key))
+pytestmark = pytest.mark.usefixtures("own_key")  # each test signs with its own key
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     """A finished, compressed PPO run with a benchmark.json, as a suite leaves it."""
     root = tmp_path_factory.mktemp("theirs")
-    key = root / "resume.key"
-    key.write_bytes(os.urandom(32))
-    key.chmod(0o600)
-    old = os.environ.get(ckpt_mod.KEY_FILE_ENV)
-    os.environ[ckpt_mod.KEY_FILE_ENV] = str(key)
-    try:
+    with signing_with(make_key(root / "resume.key")):
         run = Path(ppo_l0.train(tiny_args("ppo", root, eval_episodes=2)))
         compress_main([str(run), "--episodes", "1", "--wandb-mode", "disabled", "--no-progress"])
-    finally:
-        os.environ.pop(ckpt_mod.KEY_FILE_ENV)
-        if old is not None:
-            os.environ[ckpt_mod.KEY_FILE_ENV] = old
     bench = {"suite": "x", "sessions": [{"hardware": {"cpu": "Honest CPU", "cores": 2}}]}
     (run / "benchmark.json").write_text(json.dumps(bench))
     return run

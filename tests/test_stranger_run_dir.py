@@ -17,7 +17,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import algo, assert_one_line_error, assert_same_state, run_script, tiny_args
+from helpers import (
+    algo,
+    assert_one_line_error,
+    assert_same_state,
+    checkpointed_ppo,
+    make_key,
+    resume,
+    run_script,
+    signing_with,
+    tiny_args,
+)
 
 import l0rl
 from benchmark import carry
@@ -30,46 +40,13 @@ from l0rl.runkit import files, load_checkpoint, read_metrics, tracker
 from l0rl.runkit.cli import run_cli
 from l0rl.runkit.tracker import Tracker
 
-
-def tiny(runs: Path, **kw) -> ppo_l0.Args:
-    base = dict(
-        wandb_mode="disabled",
-        runs_dir=str(runs),
-        progress=False,
-        eval_episodes=0,
-        num_envs=2,
-        num_steps=32,
-        total_timesteps=512,
-        checkpoint_every=64,
-    )
-    return ppo_l0.Args(**{**base, **kw})
-
-
-def make_key(path: Path, size: int = 32, mode: int = 0o600) -> Path:
-    path.write_bytes(os.urandom(size))
-    path.chmod(mode)
-    return path
-
-
-@pytest.fixture(autouse=True)
-def own_key(tmp_path, monkeypatch) -> Path:
-    """Each test signs with its own key, never the developer's."""
-    key = make_key(tmp_path / "resume.key")
-    monkeypatch.setenv(ckpt_mod.KEY_FILE_ENV, str(key))
-    return key
+pytestmark = pytest.mark.usefixtures("own_key")  # each test signs with its own key
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    key = make_key(tmp_path_factory.mktemp("key") / "resume.key")
-    old = os.environ.get(ckpt_mod.KEY_FILE_ENV)
-    os.environ[ckpt_mod.KEY_FILE_ENV] = str(key)
-    try:
-        return Path(ppo_l0.train(tiny(tmp_path_factory.mktemp("theirs") / "runs")))
-    finally:
-        os.environ.pop(ckpt_mod.KEY_FILE_ENV)
-        if old is not None:
-            os.environ[ckpt_mod.KEY_FILE_ENV] = old
+    with signing_with(make_key(tmp_path_factory.mktemp("key") / "resume.key")):
+        return Path(ppo_l0.train(checkpointed_ppo(tmp_path_factory.mktemp("theirs"))))
 
 
 def received(finished: Path, tmp_path: Path) -> Path:
@@ -80,12 +57,8 @@ def received(finished: Path, tmp_path: Path) -> Path:
     return run
 
 
-def halted(runs: Path, **kw) -> Path:
-    return Path(ppo_l0.train(tiny(runs, halt_after=64, **kw)))
-
-
-def resume(run: Path, **kw) -> Path:
-    return Path(ppo_l0.train(ppo_l0.Args(resume=str(run), wandb_mode="disabled", progress=False, **kw)))
+def halted(root: Path, **kw) -> Path:
+    return Path(ppo_l0.train(checkpointed_ppo(root, halt_after=64, **kw)))
 
 
 def freed() -> None:
@@ -106,7 +79,7 @@ def rows_parse(path: Path) -> bool:
 def test_a_full_disk_while_logging_is_one_line_and_the_run_resumes_once_space_is_back(
     tmp_path, monkeypatch, capsys
 ):
-    run = halted(tmp_path / "runs")
+    run = halted(tmp_path)
     real_write = os.write
 
     def disk_full_for_metrics(fd, data):
@@ -117,7 +90,7 @@ def test_a_full_disk_while_logging_is_one_line_and_the_run_resumes_once_space_is
 
     with monkeypatch.context() as fault, pytest.raises(SystemExit) as exc:
         fault.setattr(os, "write", disk_full_for_metrics)
-        run_cli(lambda: resume(run), "ppo_l0.py")
+        run_cli(lambda: resume("ppo", run), "ppo_l0.py")
     code = exc.value.code
     del exc
     freed()
@@ -127,7 +100,7 @@ def test_a_full_disk_while_logging_is_one_line_and_the_run_resumes_once_space_is
         err[-1] == f"ppo_l0.py: error: cannot write or read {run / 'metrics.jsonl'}: No space left on device"
     )
     assert rows_parse(run / "metrics.jsonl")  # the half row was cut back off
-    done = load_checkpoint(resume(run))
+    done = load_checkpoint(resume("ppo", run))
     assert done["finished"] and done["global_step"] == 512
     assert rows_parse(run / "metrics.jsonl")
 
@@ -151,12 +124,12 @@ def test_a_full_disk_under_tensorboards_writer_is_one_line_naming_its_file(tmp_p
 
 
 def test_a_torn_last_row_is_trimmed_on_resume_and_tolerated_by_readers(tmp_path):
-    run = halted(tmp_path / "runs")
+    run = halted(tmp_path)
     rows = read_metrics(run)
     with open(run / "metrics.jsonl", "a") as f:
         f.write('{"global_step": 70, "charts/SPS": 1')  # killed mid-write by an older l0rl or a full disk
     assert read_metrics(run) == rows  # what benchmark.report reads
-    resume(run)
+    resume("ppo", run)
     assert load_checkpoint(run)["finished"] and rows_parse(run / "metrics.jsonl")
     assert read_metrics(run)[: len(rows)] == rows
     lines = (run / "metrics.jsonl").read_text().splitlines()
@@ -217,19 +190,19 @@ def test_a_fork_refuses_a_metrics_symlink_and_copies_nothing(finished, tmp_path,
 
 
 def test_resume_never_appends_through_a_dangling_metrics_symlink(tmp_path):
-    run = halted(tmp_path / "runs")
+    run = halted(tmp_path)
     outside = tmp_path / "outside.jsonl"
     (run / "metrics.jsonl").unlink()
     (run / "metrics.jsonl").symlink_to(outside)
     with pytest.raises(RunError, match="metrics.jsonl is a symlink"):
-        resume(run)
+        resume("ppo", run)
     freed()
     assert not outside.exists()
 
 
 @pytest.mark.parametrize("kind", ["symlink to /dev/zero", "FIFO", "300 MiB file"])
 def test_an_env_state_that_is_not_a_small_regular_file_is_refused_unread(tmp_path, kind):
-    run = halted(tmp_path / "runs")  # signed with this test's key: resume would unpickle it
+    run = halted(tmp_path)  # signed with this test's key: resume would unpickle it
     path = run / ckpt_mod.ENV_STATE_NAME
     path.unlink()
     if kind == "FIFO":
@@ -241,7 +214,7 @@ def test_an_env_state_that_is_not_a_small_regular_file_is_refused_unread(tmp_pat
             f.truncate(300 * files.MiB)  # sparse: no disk used
     start = time.time()
     with pytest.raises(RunError, match="env_state.pkl is a (symlink|FIFO)|env_state.pkl is 300.0 MiB"):
-        resume(run)
+        resume("ppo", run)
     freed()
     assert time.time() - start < 30
 
@@ -304,23 +277,23 @@ def test_videos_never_go_through_a_symlinked_videos_folder(finished, tmp_path):
     (run / "videos").symlink_to(elsewhere)
     with pytest.raises(RunError, match="videos is a symlink"):
         play_main([str(run), "--video", "--episodes", "1"])
-    halted_run = halted(tmp_path / "runs", capture_video=True)
+    halted_run = halted(tmp_path, capture_video=True)
     shutil.rmtree(halted_run / "videos")
     (halted_run / "videos").symlink_to(elsewhere)
     with pytest.raises(RunError, match="videos is a symlink"):
-        resume(halted_run)
+        resume("ppo", halted_run)
     freed()
     assert list(elsewhere.iterdir()) == []
 
 
 def test_a_hard_linked_lock_or_record_is_never_written_through(tmp_path):
-    run = halted(tmp_path / "runs")
+    run = halted(tmp_path)
     victim = tmp_path / "victim"  # a file outside the run that a tarball's hard link names
     victim.write_text("kept")
     (run / ckpt_mod.LOCK_NAME).unlink()
     os.link(victim, run / ckpt_mod.LOCK_NAME)
     with pytest.raises(RunError, match=r"\.lock is a hard link \(2 names"):
-        resume(run)
+        resume("ppo", run)
     freed()
     assert victim.read_text() == "kept"
     os.link(victim, tmp_path / "record.jsonl")
@@ -331,11 +304,11 @@ def test_a_hard_linked_lock_or_record_is_never_written_through(tmp_path):
 
 @pytest.mark.parametrize("name", ["summary.json", "metrics.jsonl"])
 def test_json_nested_past_the_parsers_stack_is_one_line_at_resume(tmp_path, name):
-    run = halted(tmp_path / "runs")
+    run = halted(tmp_path)
     with open(run / name, "a") as f:
         f.write("[" * 100_000 + "\n" + (run / "metrics.jsonl").read_text().splitlines()[0] + "\n")
     with pytest.raises(RunError, match=f"{name}(: line| is not a JSON object)"):
-        resume(run)
+        resume("ppo", run)
     freed()
 
 
@@ -361,7 +334,7 @@ def test_a_key_that_breaks_the_rules_is_refused_before_a_run_exists(tmp_path, mo
     with pytest.raises(RunError, match=message):
         ckpt_mod.resume_key()
     with pytest.raises(RunError, match=message):
-        ppo_l0.train(tiny(tmp_path / "runs"))
+        ppo_l0.train(checkpointed_ppo(tmp_path))
     assert not (tmp_path / "runs").exists()
 
 
@@ -442,7 +415,7 @@ class Crash(Exception):
 
 @pytest.mark.parametrize("moment", ["before checkpoint.pt", "before the env state's rename"])
 def test_a_crash_between_the_two_commits_resumes_exactly(tmp_path, capsys, moment):
-    whole = load_checkpoint(ppo_l0.train(tiny(tmp_path / "whole")))
+    whole = load_checkpoint(ppo_l0.train(checkpointed_ppo(tmp_path / "whole")))
     fault = pytest.MonkeyPatch()  # undone alone: this test's own key (the fixture's patch) stays set
     if moment == "before checkpoint.pt":
         real_save = ckpt_mod.atomic_torch_save
@@ -467,16 +440,16 @@ def test_a_crash_between_the_two_commits_resumes_exactly(tmp_path, capsys, momen
         fault.setattr(os, "replace", replace)
     try:
         with pytest.raises(Crash):
-            ppo_l0.train(tiny(tmp_path / "crashed"))
+            ppo_l0.train(checkpointed_ppo(tmp_path / "crashed"))
     finally:
         fault.undo()
     freed()
-    (run,) = (tmp_path / "crashed").iterdir()
+    (run,) = (tmp_path / "crashed" / "runs").iterdir()
     ckpt = load_checkpoint(run)
     assert ckpt["global_step"] == (64 if moment == "before checkpoint.pt" else 128)
     assert (run / ckpt_mod.ENV_STATE_NEXT).exists()
     capsys.readouterr()
-    done = load_checkpoint(resume(run))
+    done = load_checkpoint(resume("ppo", run))
     assert "not loaded" not in capsys.readouterr().err  # the envs came back: not taken for tampering
     for key in whole["networks"]:
         assert_same_state(done["networks"][key], whole["networks"][key])
@@ -531,7 +504,7 @@ def test_a_wandb_server_that_never_answers_costs_at_most_the_probe_deadline(tmp_
         monkeypatch.setattr(tracker, "_probed", {})
         start = time.time()
         with pytest.raises(UsageError, match="--wandb-mode online: the W&B server .* did not answer"):
-            ppo_l0.train(tiny(tmp_path / "runs", wandb_mode="online"))
+            ppo_l0.train(checkpointed_ppo(tmp_path, wandb_mode="online"))
         assert time.time() - start < 2.0 and not (tmp_path / "runs").exists()
     finally:
         listener.close()
@@ -554,7 +527,7 @@ def test_a_wandb_server_that_never_answers_costs_at_most_the_probe_deadline(tmp_
 )
 def test_a_bad_number_is_refused_before_a_run_exists(tmp_path, option, message):
     with pytest.raises(UsageError, match=message):
-        ppo_l0.train(tiny(tmp_path / "runs", **option))
+        ppo_l0.train(checkpointed_ppo(tmp_path, **option))
     assert not (tmp_path / "runs").exists()
 
 
@@ -570,7 +543,7 @@ def test_a_learning_rate_that_overflows_the_optimizer_is_divergence(tmp_path, na
 
 
 def test_crafted_plain_data_fields_in_a_checkpoint_are_one_line(tmp_path):
-    run = halted(tmp_path / "runs")
+    run = halted(tmp_path)
     good = torch.load(run / "checkpoint.pt", weights_only=True)
     crafted = [
         (lambda c: c["args"].update(total_timesteps="512"), "saved --total-timesteps is '512'"),
@@ -584,10 +557,10 @@ def test_crafted_plain_data_fields_in_a_checkpoint_are_one_line(tmp_path):
         craft(ckpt)
         torch.save(ckpt, run / "checkpoint.pt")
         with pytest.raises(RunError, match=message):
-            resume(run)
+            resume("ppo", run)
         freed()
     torch.save(good, run / "checkpoint.pt")
-    assert load_checkpoint(resume(run))["finished"]
+    assert load_checkpoint(resume("ppo", run))["finished"]
 
 
 @pytest.mark.parametrize(
@@ -601,27 +574,27 @@ def test_crafted_plain_data_fields_in_a_checkpoint_are_one_line(tmp_path):
     ],
 )
 def test_a_crafted_sparsity_schedule_is_one_line_at_resume(tmp_path, field, value):
-    run = halted(tmp_path / "runs")
+    run = halted(tmp_path)
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     ckpt["schedulers"]["actor"][field] = value
     torch.save(ckpt, run / "checkpoint.pt")
     with pytest.raises(
         RunError, match="sparsity schedule does not fit this run.s: (scheduler state|total_steps)"
     ):
-        resume(run)
+        resume("ppo", run)
     freed()
 
 
 def test_a_crafted_gmp_state_is_one_line_at_resume(tmp_path):
-    run = halted(tmp_path / "runs", sparsity="gmp")
+    run = halted(tmp_path, sparsity="gmp")
     good = torch.load(run / "checkpoint.pt", weights_only=True)
     for value in ({"updates": float("inf"), "sparsity": 0.0}, {"updates": 1, "sparsity": float("nan")}):
         torch.save({**good, "schedulers": {"gmp": value}}, run / "checkpoint.pt")
         with pytest.raises(RunError, match="sparsity schedule does not fit this run's: GMP state has"):
-            resume(run)
+            resume("ppo", run)
         freed()
     torch.save(good, run / "checkpoint.pt")
-    assert load_checkpoint(resume(run))["finished"]
+    assert load_checkpoint(resume("ppo", run))["finished"]
 
 
 @pytest.mark.parametrize(
@@ -638,12 +611,12 @@ def test_a_crafted_gmp_state_is_one_line_at_resume(tmp_path):
 )
 def test_a_crafted_loop_state_is_one_line_at_resume(tmp_path, key, value):
     """Each was a traceback mid-training (AttributeError, a NaN Categorical, a Long x Float matmul)."""
-    run = halted(tmp_path / "runs")
+    run = halted(tmp_path)
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     ckpt["loop"][key] = value
     torch.save(ckpt, run / "checkpoint.pt")
     with pytest.raises(RunError, match=f"loop state '{key}' .* does not fit this run"):
-        resume(run)
+        resume("ppo", run)
     freed()
 
 
@@ -666,10 +639,10 @@ def test_a_crafted_loop_state_is_one_line_at_resume(tmp_path, key, value):
 def test_a_crafted_optimizer_switch_network_or_step_is_one_line_at_resume(tmp_path, craft, message):
     """An optimizer switch of another run (capturable asserts on a CPU), NaN weights (a NaN Categorical)
     and a step past the budget (the loop never runs): each was a traceback."""
-    run = halted(tmp_path / "runs")
+    run = halted(tmp_path)
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     craft(ckpt)
     torch.save(ckpt, run / "checkpoint.pt")
     with pytest.raises(RunError, match=message):
-        resume(run)
+        resume("ppo", run)
     freed()

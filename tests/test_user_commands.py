@@ -14,7 +14,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from helpers import ROOT, assert_one_line_error, assert_same_state, run_dirs, run_script
+from helpers import ROOT, assert_one_line_error, assert_same_state, resume, run_dirs, run_script, tiny_args
 from torch import nn
 
 from l0rl.algos import ppo_l0
@@ -25,13 +25,12 @@ from l0rl.runkit import Run, load_checkpoint, read_metrics
 from l0rl.runkit.tracker import variant_group
 
 BIN = Path(sys.executable).parent
-TINY = dict(num_envs=2, num_steps=16, num_minibatches=2, update_epochs=2)
 TINY_FLAGS = ["--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "2"]
 
 
 def tiny(root: Path, **kw) -> ppo_l0.Args:
-    base = dict(wandb_mode="disabled", runs_dir=str(root / "runs"), progress=False, eval_episodes=2)
-    return ppo_l0.Args(**{**base, **TINY, "total_timesteps": 256, **kw})
+    """helpers' tiny PPO run over 256 steps (TINY_FLAGS on a command line)."""
+    return tiny_args("ppo", root, **{"total_timesteps": 256, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +162,7 @@ def test_sigint_stops_with_a_checkpoint_that_resumes_bit_exactly(tmp_path):
     assert "SIGINT: stopping after this step with a checkpoint" in err
     assert f"stopped by SIGINT at step {halted['global_step']:,}" in out
     assert f"next: python {ROOT / 'algos' / 'ppo_l0.py'} --resume {run_dir.relative_to(tmp_path)}" in out
-    ppo_l0.train(ppo_l0.Args(resume=str(run_dir), wandb_mode="disabled", progress=False))
+    resume("ppo", run_dir)
     full = ppo_l0.train(tiny(tmp_path / "full", total_timesteps=total, eval_episodes=0))
     a, z = load_checkpoint(full), load_checkpoint(run_dir)
     assert z["finished"] and z["global_step"] == a["global_step"] == total

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from l0rl import l0
+from l0rl.runkit.cli import run_cli
 
 VARIANTS = ("dense", "gated/weight", "gated/unit")
 
@@ -121,7 +122,9 @@ def profile_gated_mlp(x: torch.Tensor, steps: int = 200) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark.measure.l0_overhead", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--repeats", type=int, default=500, help="timed MLP steps per variant")
     parser.add_argument("--cnn-repeats", type=int, default=40, help="timed Nature-CNN steps per variant")
     parser.add_argument("--warmup", type=int, default=20, help="untimed steps per variant first")
@@ -164,4 +167,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, "benchmark.measure.l0_overhead")

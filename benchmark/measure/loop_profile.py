@@ -25,8 +25,10 @@ from pathlib import Path
 
 import torch
 
+from benchmark.measure import final_sps
 from l0rl.envs import make_vector_env
-from l0rl.runkit import atomic_write_json, read_metrics, run_cli
+from l0rl.runkit import atomic_write_json, run_cli
+from l0rl.sparsity import METHODS
 
 BUCKETS = {
     "env step: wait for the workers": ("step_wait", "async_vector_env"),
@@ -60,7 +62,7 @@ def profile_training(algo: str, args: dict, root: str) -> tuple[float, pstats.St
         mod.Args(**args, runs_dir=root, wandb_mode="disabled", progress=False, eval_episodes=0)
     )
     profiler.disable()
-    sps = [r["charts/SPS"] for r in read_metrics(run_dir) if "charts/SPS" in r][-1]
+    sps = final_sps(run_dir)
     return sps, pstats.Stats(profiler)
 
 
@@ -75,12 +77,14 @@ def buckets(stats: pstats.Stats) -> dict[str, float]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmark.measure.loop_profile", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--algo", default="ppo_l0")
     p.add_argument("--env-id", default="SuperMarioBros-7-1-v0")
     p.add_argument("--steps", type=int, default=8192)
     p.add_argument("--num-envs", type=int, default=8)
-    p.add_argument("--sparsity", default="l0", choices=("l0", "gmp", "none"))
+    p.add_argument("--sparsity", default="l0", choices=tuple(METHODS))
     p.add_argument(
         "--torch-threads", type=int, default=None, help="torch threads in the trainer (default: torch's)"
     )
@@ -120,4 +124,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main, "loop_profile")
+    run_cli(main, "benchmark.measure.loop_profile")

@@ -15,7 +15,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from l0rl.runkit import parse_args, read_metrics, run_cli
+from benchmark.measure import final_sps
+from l0rl.runkit import parse_args, run_cli
 
 ENV_ID = "SuperMarioBros-7-1-v0"
 
@@ -44,7 +45,7 @@ def train_sps(pipeline: str, steps: int, extra: list[str], root: str) -> float:
         run_dir = ppo_l0.train(*parse_args(ppo_l0.Args, ppo_l0.FAMILY_DEFAULTS, argv + extra))
     finally:
         factory.PIPELINES["mario"] = own
-    return [r["charts/SPS"] for r in read_metrics(run_dir) if "charts/SPS" in r][-1]
+    return final_sps(run_dir)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from l0rl.envs import make_env, make_vector_env
+from l0rl.runkit.cli import run_cli
 
 ENV_ID = "NeedleReach-v0"
 
@@ -45,7 +46,9 @@ def vector_env_sps(steps: int, num_envs: int, seed: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark.measure.needle_sps", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--steps", type=int, default=20_000, help="environment steps per measurement")
     parser.add_argument("--num-envs", type=int, default=8, help="sub-envs of the vector env")
     parser.add_argument("--seed", type=int, default=0)
@@ -58,4 +61,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, "benchmark.measure.needle_sps")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from l0rl.runkit import atomic_write_json, read_metrics, run_cli
+from benchmark.measure import final_sps
+from l0rl.runkit import atomic_write_json, run_cli
 
 
 def measure(
@@ -37,11 +38,13 @@ def measure(
             exp_name="l0" if l0_on else "dense",
         )
     )
-    return [r["charts/SPS"] for r in read_metrics(run_dir) if "charts/SPS" in r][-1]
+    return final_sps(run_dir)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmark.measure.sps_ratio", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--algo", default="ppo_l0")
     p.add_argument("--env-id", default="CartPole-v1")
     p.add_argument("--steps", type=int, default=50_000)
@@ -70,4 +73,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main, "sps_ratio")
+    run_cli(main, "benchmark.measure.sps_ratio")
