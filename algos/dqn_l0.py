@@ -10,10 +10,8 @@
 
 Defaults: CleanRL's CartPole DQN (MLP 120-84, MSE loss) with a 4x learning rate and the L0 settings
 measured best at 95 % on CartPole; the Mario line above is the one source of its settings (its 100k
-buffer: 2,824,100,000 bytes = 2.63 GiB, + 28,224 bytes per episode end held; l0rl.runkit.ReplayBuffer).
-L0: acting, the Double-DQN argmax and evaluation use deterministic gates, and the gate- and mask-free
-target network copies the effective weights (`l0.dense_state_dict`); docs/METHOD.md ("DQN-L0's
-defaults, and why") gives the reasons.
+buffer holds 2.63 GiB). L0: acting, the Double-DQN argmax and evaluation use deterministic gates; the
+gate-free target copies the effective weights (`l0.dense_state_dict`); docs/METHOD.md says why.
 """
 
 import copy
