@@ -48,6 +48,20 @@ def default_carry_dir(suite: str) -> Path:
     return ROOT / "benchmark" / "carry" / suite
 
 
+def checked_carry_dir(suite: str) -> Path:
+    """The default carry folder, refused when it or a folder above it inside the repository is a
+    symlink: it comes from git, and a committed link would send `save` to write (and `restore` to
+    read) wherever it points."""
+    path = default_carry_dir(suite)
+    for part in (path, *path.relative_to(ROOT).parents):
+        if (ROOT / part).is_symlink():
+            raise UsageError(
+                f"{ROOT / part} is a symlink (committed to git?); the carry folder must be a real "
+                "directory: remove the link, or name a folder with --carry-dir"
+            )
+    return path
+
+
 def step_of(run_dir: Path) -> tuple[bool, int] | None:
     """(finished, global_step) of a run directory's checkpoint; None when it has none readable."""
     try:
@@ -240,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     suites.get(a.suite)  # an unknown suite is a one-line error naming the known ones
     runs_dir = a.runs_dir or default_runs_dir(a.suite)
-    carry_dir = a.carry_dir or default_carry_dir(a.suite)
+    carry_dir = a.carry_dir or checked_carry_dir(a.suite)  # a folder the user names is theirs to follow
     if a.action == "status":
         return status(carry_dir)
     return carry_runs(a.action, runs_dir, carry_dir)

@@ -117,6 +117,26 @@ def test_bad_input_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "runs" / broken.name).exists()
 
 
+@pytest.mark.parametrize("linked", ["benchmark/carry", "benchmark/carry/tiny"])
+def test_a_committed_symlink_as_the_carry_folder_is_refused(halted, tmp_path, monkeypatch, linked):
+    """A clone's benchmark/carry (or its suite folder) that is a link would send save's files
+    wherever it points: refused in one line, nothing written there."""
+    repo, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
+    (repo / "benchmark").mkdir(parents=True)
+    elsewhere.mkdir()
+    link = repo / linked
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(elsewhere, target_is_directory=True)
+    monkeypatch.setattr(carry, "ROOT", repo)
+    code, _, err = carry_cli("save", "tiny", "--runs-dir", str(halted.parent))
+    assert code == 2 and f"{link} is a symlink" in one_line(err)
+    assert not any(elsewhere.iterdir())
+    link.unlink()  # the real folder: the same save carries the run
+    code, _, err = carry_cli("save", "tiny", "--runs-dir", str(halted.parent))
+    assert code == 0, err
+    assert (repo / "benchmark" / "carry" / "tiny" / halted.name / "checkpoint.pt").is_file()
+
+
 def test_the_suite_refuses_to_retrain_what_was_carried_but_not_restored(halted, tmp_path, monkeypatch):
     from benchmark import run_suite
 
