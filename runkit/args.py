@@ -118,9 +118,9 @@ start are one episode repeated, and a greedy policy that stalls plays until the 
 Mario is evaluated with sampled actions and at most 3000 agent steps (200 s of game time)."""
 
 SEED_LIMIT = 2**31
+"""--seed must be in [0, SEED_LIMIT): numpy seeds take 32 bits, and env seeds add offsets to it."""
 FLOAT_LIMIT = 3.4e38
 """The largest magnitude of a float option: float32's range, past which torch cannot take it as a value."""
-"""--seed must be in [0, SEED_LIMIT): numpy seeds take 32 bits, and env seeds add offsets to it."""
 
 
 def _fits(value: Any, hint: Any) -> bool:

@@ -66,6 +66,14 @@ def freed() -> None:
     gc.collect()
 
 
+def refused_at_resume(run: Path, ckpt: dict, message: str) -> None:
+    """`ckpt` written as the run's checkpoint makes --resume a RunError matching `message`."""
+    torch.save(ckpt, run / "checkpoint.pt")
+    with pytest.raises(RunError, match=message):
+        resume("ppo", run)
+    freed()
+
+
 def rows_parse(path: Path) -> bool:
     text = path.read_text()
     return text.endswith("\n") and all(
@@ -555,10 +563,7 @@ def test_crafted_plain_data_fields_in_a_checkpoint_are_one_line(tmp_path):
     for craft, message in crafted:
         ckpt = copy.deepcopy(good)
         craft(ckpt)
-        torch.save(ckpt, run / "checkpoint.pt")
-        with pytest.raises(RunError, match=message):
-            resume("ppo", run)
-        freed()
+        refused_at_resume(run, ckpt, message)
     torch.save(good, run / "checkpoint.pt")
     assert load_checkpoint(resume("ppo", run))["finished"]
 
@@ -577,22 +582,15 @@ def test_a_crafted_sparsity_schedule_is_one_line_at_resume(tmp_path, field, valu
     run = halted(tmp_path)
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     ckpt["schedulers"]["actor"][field] = value
-    torch.save(ckpt, run / "checkpoint.pt")
-    with pytest.raises(
-        RunError, match="sparsity schedule does not fit this run.s: (scheduler state|total_steps)"
-    ):
-        resume("ppo", run)
-    freed()
+    refused_at_resume(run, ckpt, "sparsity schedule does not fit this run.s: (scheduler state|total_steps)")
 
 
 def test_a_crafted_gmp_state_is_one_line_at_resume(tmp_path):
     run = halted(tmp_path, sparsity="gmp")
     good = torch.load(run / "checkpoint.pt", weights_only=True)
     for value in ({"updates": float("inf"), "sparsity": 0.0}, {"updates": 1, "sparsity": float("nan")}):
-        torch.save({**good, "schedulers": {"gmp": value}}, run / "checkpoint.pt")
-        with pytest.raises(RunError, match="sparsity schedule does not fit this run's: GMP state has"):
-            resume("ppo", run)
-        freed()
+        ckpt = {**good, "schedulers": {"gmp": value}}
+        refused_at_resume(run, ckpt, "sparsity schedule does not fit this run's: GMP state has")
     torch.save(good, run / "checkpoint.pt")
     assert load_checkpoint(resume("ppo", run))["finished"]
 
@@ -614,10 +612,7 @@ def test_a_crafted_loop_state_is_one_line_at_resume(tmp_path, key, value):
     run = halted(tmp_path)
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     ckpt["loop"][key] = value
-    torch.save(ckpt, run / "checkpoint.pt")
-    with pytest.raises(RunError, match=f"loop state '{key}' .* does not fit this run"):
-        resume("ppo", run)
-    freed()
+    refused_at_resume(run, ckpt, f"loop state '{key}' .* does not fit this run")
 
 
 @pytest.mark.parametrize(
@@ -642,7 +637,4 @@ def test_a_crafted_optimizer_switch_network_or_step_is_one_line_at_resume(tmp_pa
     run = halted(tmp_path)
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     craft(ckpt)
-    torch.save(ckpt, run / "checkpoint.pt")
-    with pytest.raises(RunError, match=message):
-        resume("ppo", run)
-    freed()
+    refused_at_resume(run, ckpt, message)
